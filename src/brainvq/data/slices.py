@@ -1,0 +1,69 @@
+"""The in-memory form of a set of 2D slices: uint8 pixels plus per-slice metadata."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+#: OASIS mask grey values, in class-id order: background, CSF, grey matter, white matter.
+MASK_VALUES: tuple[int, ...] = (0, 85, 170, 255)
+TISSUE_NAMES: tuple[str, ...] = ("background", "CSF", "grey matter", "white matter")
+
+
+@dataclass
+class SliceSet:
+    """A stack of grayscale slices (N,H,W uint8, possibly memory-mapped) with metadata.
+
+    ``positions`` is the normalised axial position of each slice in [0, 1]
+    (0 = lowest slice of its case/volume, 1 = highest); the prior conditions on it.
+    ``masks`` (optional) holds class ids 0..3 (see :data:`MASK_VALUES`).
+    """
+
+    images: np.ndarray
+    names: list[str]
+    case_ids: np.ndarray
+    slice_indices: np.ndarray
+    positions: np.ndarray
+    masks: np.ndarray | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        for field in ("names", "case_ids", "slice_indices", "positions"):
+            if len(getattr(self, field)) != n:
+                raise ValueError(
+                    f"SliceSet.{field} has {len(getattr(self, field))} entries, expected {n}"
+                )
+        if self.masks is not None and self.masks.shape != self.images.shape:
+            raise ValueError(f"masks shape {self.masks.shape} != images shape {self.images.shape}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def subset(self, index: np.ndarray | list[int]) -> SliceSet:
+        """Return the slices at ``index`` (copied into memory)."""
+        idx = np.asarray(index, dtype=np.int64)
+        return SliceSet(
+            images=np.asarray(self.images[idx]),
+            names=[self.names[i] for i in idx],
+            case_ids=self.case_ids[idx],
+            slice_indices=self.slice_indices[idx],
+            positions=self.positions[idx],
+            masks=None if self.masks is None else np.asarray(self.masks[idx]),
+            source=self.source,
+        )
+
+
+def positions_from_indices(case_ids: np.ndarray, slice_indices: np.ndarray) -> np.ndarray:
+    """Normalise slice indices to [0, 1] within each case (index / max index of that case)."""
+    positions = np.zeros(len(case_ids), dtype=np.float32)
+    for case in np.unique(case_ids):
+        sel = case_ids == case
+        top = slice_indices[sel].max()
+        positions[sel] = slice_indices[sel] / top if top > 0 else 0.5
+    return positions

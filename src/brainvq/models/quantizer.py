@@ -1,0 +1,168 @@
+"""Vector quantiser with EMA codebook updates and dead-code restarts (VQ-VAE, van den Oord 2017)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class QuantizerOutput:
+    """Quantised vectors (straight-through), code indices, commitment loss, batch perplexity."""
+
+    quantized: Tensor  # (B,D,H,W)
+    codes: Tensor  # (B,H,W) int64
+    commitment_loss: Tensor  # scalar
+    perplexity: Tensor  # scalar, over this batch
+
+
+def _all_reduce(t: Tensor) -> Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+class VectorQuantizerEMA(nn.Module):
+    """Nearest-neighbour (L2) codebook lookup of K vectors of dimension D.
+
+    Training behaviour (only while ``self.training``):
+
+    * the codebook follows an exponential moving average of the encoder outputs assigned
+      to each code (``decay``), with Laplace smoothing of the counts;
+    * a code whose EMA usage drops below ``dead_threshold`` is restarted from a random
+      recent encoder output (kept in a small reservoir), so the codebook stays in use;
+    * per-code usage is accumulated until :meth:`reset_usage`, so usage and perplexity can
+      be reported over a whole epoch (:meth:`usage_stats`).
+
+    The distance computation always runs in fp32, also under autocast.
+    """
+
+    def __init__(
+        self,
+        num_codes: int = 256,
+        dim: int = 64,
+        *,
+        beta: float = 0.25,
+        decay: float = 0.99,
+        eps: float = 1e-5,
+        dead_threshold: float = 0.03,
+        restart_every: int = 50,
+        reservoir_size: int = 4096,
+    ) -> None:
+        super().__init__()
+        if num_codes < 2 or dim < 1:
+            raise ValueError(f"need num_codes >= 2 and dim >= 1, got K={num_codes}, D={dim}")
+        self.num_codes, self.dim = num_codes, dim
+        self.beta, self.decay, self.eps = beta, decay, eps
+        self.dead_threshold, self.restart_every = dead_threshold, restart_every
+        embed = torch.randn(num_codes, dim) * 0.1
+        self.register_buffer("codebook", embed)
+        self.register_buffer("ema_count", torch.ones(num_codes))
+        self.register_buffer("ema_sum", embed.clone())
+        self.register_buffer("usage", torch.zeros(num_codes))
+        self.register_buffer("reservoir", torch.zeros(reservoir_size, dim))
+        self.register_buffer("reservoir_fill", torch.zeros((), dtype=torch.long))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("restarts", torch.zeros((), dtype=torch.long))
+
+    # --- lookup -----------------------------------------------------------------------
+    def nearest(self, flat: Tensor) -> Tensor:
+        """Index of the nearest code (L2) for each row of ``flat`` (N,D)."""
+        flat = flat.float()
+        cb = self.codebook.float()
+        d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.t() + cb.pow(2).sum(1)[None]
+        return d.argmin(1)
+
+    def nearest_grid(self, z: Tensor) -> Tensor:
+        """Code indices (B,H,W) for latents ``z`` (B,D,H,W), without any side effect."""
+        b, d, h, w = z.shape
+        return self.nearest(z.permute(0, 2, 3, 1).reshape(-1, d)).view(b, h, w)
+
+    def embed(self, codes: Tensor) -> Tensor:
+        """Code indices (B,H,W) -> vectors (B,D,H,W)."""
+        return F.embedding(codes, self.codebook).permute(0, 3, 1, 2).contiguous()
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        """Quantise encoder output ``z`` (B,D,H,W)."""
+        b, d, h, w = z.shape
+        if d != self.dim:
+            raise ValueError(f"quantiser expects {self.dim} channels, got {d}")
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            zf = z.float()
+            flat = zf.permute(0, 2, 3, 1).reshape(-1, d)
+            codes = self.nearest(flat)
+            onehot_counts = torch.bincount(codes, minlength=self.num_codes).float()
+            if self.training:
+                self._ema_update(flat.detach(), codes, onehot_counts)
+            q = F.embedding(codes, self.codebook).view(b, h, w, d).permute(0, 3, 1, 2)
+            commitment = self.beta * F.mse_loss(zf, q.detach())
+            q = zf + (q - zf).detach()  # straight-through estimator
+            probs = onehot_counts / onehot_counts.sum()
+            perplexity = torch.exp(-(probs * torch.log(probs + 1e-10)).sum())
+        self.usage += onehot_counts.detach()
+        return QuantizerOutput(q.to(z.dtype), codes.view(b, h, w), commitment, perplexity)
+
+    # --- training-time codebook maintenance --------------------------------------------
+    @torch.no_grad()
+    def _ema_update(self, flat: Tensor, codes: Tensor, counts: Tensor) -> None:
+        sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, flat)
+        counts = _all_reduce(counts.clone())
+        sums = _all_reduce(sums)
+        self.ema_count.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        self.ema_sum.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        n = self.ema_count.sum()
+        smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
+        self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        self._remember(flat)
+        self.steps += 1
+        if self.restart_every > 0 and int(self.steps) % self.restart_every == 0:
+            self.restart_dead_codes()
+
+    @torch.no_grad()
+    def _remember(self, flat: Tensor) -> None:
+        """Keep a reservoir of recent encoder outputs to restart dead codes from."""
+        size = self.reservoir.shape[0]
+        take = flat[torch.randperm(flat.shape[0], device=flat.device)[: size // 4]]
+        self.reservoir = torch.cat([take, self.reservoir])[:size]
+        self.reservoir_fill.fill_(min(size, int(self.reservoir_fill) + take.shape[0]))
+
+    @torch.no_grad()
+    def restart_dead_codes(self) -> int:
+        """Re-initialise codes with EMA usage below ``dead_threshold``; returns how many."""
+        dead = self.ema_count < self.dead_threshold
+        n_dead = int(dead.sum())
+        fill = int(self.reservoir_fill)
+        if n_dead == 0 or fill == 0:
+            return 0
+        pick = torch.randint(0, fill, (n_dead,), device=self.codebook.device)
+        new = (
+            self.reservoir[pick]
+            + 0.01 * torch.randn_like(self.reservoir[pick]) * self.reservoir[:fill].std()
+        )
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(new, src=0)  # every rank restarts the same codes identically
+        self.codebook[dead] = new
+        self.ema_sum[dead] = new
+        self.ema_count[dead] = 1.0
+        self.restarts += n_dead
+        return n_dead
+
+    # --- reporting ---------------------------------------------------------------------
+    def reset_usage(self) -> None:
+        """Start a new usage count (call at the start of an epoch/evaluation)."""
+        self.usage.zero_()
+
+    def usage_stats(self) -> dict[str, float]:
+        """Fraction of codes used and perplexity, counted since the last :meth:`reset_usage`."""
+        counts = _all_reduce(self.usage.clone())
+        total = counts.sum()
+        if total == 0:
+            return {"usage": 0.0, "perplexity": 0.0, "codes_used": 0}
+        p = counts / total
+        perplexity = float(torch.exp(-(p * torch.log(p + 1e-10)).sum()))
+        used = int((counts > 0).sum())
+        return {"usage": used / self.num_codes, "perplexity": perplexity, "codes_used": used}

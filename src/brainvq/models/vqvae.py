@@ -1,0 +1,199 @@
+"""VQ-VAE for 256x256 grayscale slices, built to be fast on CPU.
+
+All convolutions run at reduced resolution: the image is folded into channels with
+space-to-depth (``pixel_unshuffle``) instead of strided full-resolution convolutions, and
+the decoder unfolds with depth-to-space (``pixel_shuffle``) instead of transposed
+convolutions. With the defaults the convolutions run at 64x64 and 32x32 and the latent
+grid is 32x32 (downsampling factor 8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from brainvq.data.errors import ConfigError
+from brainvq.models.quantizer import QuantizerOutput, VectorQuantizerEMA
+
+
+@dataclass
+class VQVAEConfig:
+    """Architecture of the VQ-VAE (saved with every checkpoint)."""
+
+    image_size: int = 256
+    downsample: int = 8  # latent grid = image_size / downsample; a power of two >= 4
+    num_codes: int = 256  # K
+    code_dim: int = 64  # D
+    stem_channels: int = 64  # channels at image_size / 4
+    hidden_channels: int = 128  # channels at the latent resolution
+    n_res_blocks: int = 2
+    beta: float = 0.25
+    ema_decay: float = 0.99
+    dead_threshold: float = 0.03
+
+    def __post_init__(self) -> None:
+        if self.downsample < 4 or self.downsample & (self.downsample - 1):
+            raise ConfigError(f"downsample must be a power of two >= 4, got {self.downsample}")
+        if self.image_size <= 0 or self.image_size % self.downsample:
+            raise ConfigError(
+                f"image size {self.image_size} is not divisible by the downsampling factor {self.downsample}"
+            )
+        for name in ("num_codes", "code_dim", "stem_channels", "hidden_channels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.num_codes < 2:
+            raise ConfigError(f"num_codes must be >= 2, got {self.num_codes}")
+
+    @property
+    def grid_size(self) -> int:
+        return self.image_size // self.downsample
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResBlock(nn.Module):
+    """x + 1x1(relu(3x3(relu(x)))) with a half-width bottleneck."""
+
+    def __init__(self, ch: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(ch, ch // 2, 3, padding=1)
+        self.conv2 = nn.Conv2d(ch // 2, ch, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class Encoder(nn.Module):
+    """Image (B,1,S,S) -> continuous latents (B,D,S/f,S/f)."""
+
+    def __init__(self, cfg: VQVAEConfig) -> None:
+        super().__init__()
+        stem, hid = cfg.stem_channels, cfg.hidden_channels
+        self.stem = nn.Sequential(
+            nn.PixelUnshuffle(4), nn.Conv2d(16, stem, 3, padding=1), ResBlock(stem)
+        )
+        downs: list[nn.Module] = []
+        ch = stem
+        for _ in range(int(math.log2(cfg.downsample // 4))):
+            downs += [nn.PixelUnshuffle(2), nn.Conv2d(4 * ch, hid, 1), ResBlock(hid)]
+            ch = hid
+        self.down = nn.Sequential(*downs)
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, hid, 1) if ch != hid else nn.Identity(),
+            *[ResBlock(hid) for _ in range(cfg.n_res_blocks)],
+            nn.ReLU(),
+            nn.Conv2d(hid, cfg.code_dim, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(self.down(self.stem(x)))
+
+
+class Decoder(nn.Module):
+    """Quantised latents (B,D,S/f,S/f) -> image (B,1,S,S) in [0,1]."""
+
+    def __init__(self, cfg: VQVAEConfig) -> None:
+        super().__init__()
+        stem, hid = cfg.stem_channels, cfg.hidden_channels
+        n_up = int(math.log2(cfg.downsample // 4))
+        self.body = nn.Sequential(
+            nn.Conv2d(cfg.code_dim, hid, 3, padding=1),
+            *[ResBlock(hid) for _ in range(cfg.n_res_blocks)],
+        )
+        ups: list[nn.Module] = []
+        for i in range(n_up):
+            out = stem if i == n_up - 1 else hid
+            ups += [nn.ReLU(), nn.Conv2d(hid, 4 * out, 1), nn.PixelShuffle(2), ResBlock(out)]
+        self.up = nn.Sequential(*ups)
+        ch = stem if n_up else hid
+        self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, 16, 3, padding=1), nn.PixelShuffle(4))
+
+    def forward(self, q: Tensor) -> Tensor:
+        return torch.sigmoid(self.head(self.up(self.body(q))))
+
+
+@dataclass
+class VQVAEOutput:
+    reconstruction: Tensor
+    codes: Tensor
+    commitment_loss: Tensor
+    perplexity: Tensor
+
+
+class VQVAE(nn.Module):
+    """Encoder -> :class:`VectorQuantizerEMA` -> decoder."""
+
+    def __init__(self, config: VQVAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or VQVAEConfig()
+        self.encoder = Encoder(self.config)
+        self.quantizer = VectorQuantizerEMA(
+            self.config.num_codes,
+            self.config.code_dim,
+            beta=self.config.beta,
+            decay=self.config.ema_decay,
+            dead_threshold=self.config.dead_threshold,
+        )
+        self.decoder = Decoder(self.config)
+
+    def _check(self, x: Tensor) -> None:
+        s = self.config.image_size
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[-2:] != (s, s):
+            raise ConfigError(f"expected images of shape (B,1,{s},{s}), got {tuple(x.shape)}")
+
+    def quantize(self, x: Tensor) -> QuantizerOutput:
+        self._check(x)
+        return self.quantizer(self.encoder(x))
+
+    def forward(self, x: Tensor) -> VQVAEOutput:
+        q = self.quantize(x)
+        return VQVAEOutput(self.decoder(q.quantized), q.codes, q.commitment_loss, q.perplexity)
+
+    @torch.no_grad()
+    def encode(self, x: Tensor) -> Tensor:
+        """Images (B,1,S,S) -> code grids (B,S/f,S/f) int64."""
+        self._check(x)
+        return self.quantizer.nearest_grid(self.encoder(x))
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor) -> Tensor:
+        """Code grids (B,h,w) int64 -> images (B,1,S,S) in [0,1]."""
+        if codes.dtype != torch.long or codes.ndim != 3:
+            raise ConfigError(
+                f"expected int64 code grids (B,h,w), got {codes.dtype} {tuple(codes.shape)}"
+            )
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.num_codes):
+            raise ConfigError(f"codes must lie in [0, {self.config.num_codes})")
+        return self.decoder(self.quantizer.embed(codes))
+
+
+class BaselineVQVAE(VQVAE):
+    """Reference architecture for benchmarks: Conv 32 s2 -> Conv 64 s2 -> 1x1 to D,
+    mirrored transposed convolutions; same quantiser (latent grid = image_size / 4)."""
+
+    def __init__(self, config: VQVAEConfig | None = None) -> None:
+        cfg = config or VQVAEConfig(downsample=4)
+        if cfg.downsample != 4:
+            raise ConfigError("the baseline downsamples by exactly 4")
+        super().__init__(cfg)
+        d = cfg.code_dim
+        self.encoder = nn.Sequential(
+            nn.Conv2d(1, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, 2, 1),
+            nn.ReLU(),
+            nn.Conv2d(64, d, 1),
+        )
+        self.decoder = nn.Sequential(
+            nn.Conv2d(d, 64, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(32, 1, 4, 2, 1),
+            nn.Sigmoid(),
+        )

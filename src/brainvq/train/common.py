@@ -1,0 +1,201 @@
+"""Training glue shared by the VQ-VAE and the prior: run folders, configs, Lightning trainer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from brainvq.checkpoint import atomic_write
+from brainvq.data.errors import ConfigError
+
+
+@dataclasses.dataclass
+class TrainerConfig:
+    """Loop settings common to every model (hardware, duration, precision, seed)."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3
+    seed: int = 0
+    max_minutes: float | None = None  # stop after this wall time (checkpoint kept)
+    accelerator: str = "auto"  # cpu | gpu | auto
+    devices: Any = "auto"  # e.g. 1, 2, "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # e.g. ddp; on CPU with devices=2: ddp with gloo
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    num_workers: int = 0
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("epochs", "batch_size", "num_nodes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
+            raise ConfigError(f"unknown precision {self.precision!r}")
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses/paths -> plain dicts/strings (what YAML, JSON and weights-only pickles hold)."""
+    if dataclasses.is_dataclass(obj):
+        return {k: to_plain(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_run_config(out_dir: Path, config: Any, name: str = "config.yaml") -> Path:
+    """Record the full config (with seed) and the environment beside the run's outputs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "config": to_plain(config),
+        "environment": {
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "cuda": torch.cuda.is_available(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    }
+    path = out_dir / name
+    atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(doc, sort_keys=False)))
+    return path
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """Atomically write ``data`` as indented JSON."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(to_plain(data), indent=2)))
+    return path
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoints written to a temporary file and renamed: a kill mid-write
+    never leaves a truncated ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint: dict, path: Any, storage_options: Any = None) -> None:
+        atomic_write(Path(path), lambda tmp: torch.save(checkpoint, tmp))
+
+    def load_checkpoint(
+        self, path: Any, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class FiniteLossGuard(Callback):
+    """Stop the run with a clear message on a NaN/inf training loss (checkpoints stay as they were)."""
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise FloatingPointError(
+                f"training loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}; "
+                "stopped. The last good checkpoint is kept; try a lower --lr or fp32 precision."
+            )
+
+
+class WallClockStop(Callback):
+    """Ask the trainer to stop at the end of the epoch that passes ``minutes`` of training."""
+
+    def __init__(self, minutes: float) -> None:
+        self.minutes = minutes
+        self.start = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (time.monotonic() - self.start) / 60 >= self.minutes:
+            trainer.should_stop = True
+
+
+def build_trainer(cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str) -> L.Trainer:
+    """A Lightning trainer with best/last checkpoints, CSV + TensorBoard logs and progress bars."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ckpt = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_last=True,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list[Callback] = [ckpt, FiniteLossGuard()]
+    if cfg.progress:
+        callbacks.append(TQDMProgressBar(refresh_rate=max(1, 10)))
+    if cfg.max_minutes:
+        callbacks.append(WallClockStop(cfg.max_minutes))
+    loggers = [CSVLogger(out_dir, name="logs", version="")]
+    try:
+        loggers.append(TensorBoardLogger(out_dir, name="tb", version="", default_hp_metric=False))
+    except ModuleNotFoundError:  # tensorboard is optional
+        pass
+    return L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        callbacks=callbacks,
+        logger=loggers,
+        default_root_dir=out_dir,
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        plugins=[AtomicCheckpointIO()],
+        deterministic=False,
+        num_sanity_val_steps=0,
+    )
+
+
+def resume_path(out_dir: Path, resume: bool | str | None) -> str | None:
+    """``True`` -> the run's ``last.ckpt`` if present; a string -> that file; else None."""
+    if not resume:
+        return None
+    if isinstance(resume, str) and resume not in ("auto", "last"):
+        if not Path(resume).is_file():
+            raise ConfigError(f"{resume}: checkpoint to resume from not found")
+        return resume
+    last = out_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def cosine_lr(step: int, total: int, warmup: int = 50) -> float:
+    """Linear warm-up then cosine decay to 5% (as a multiplier of the base lr)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def is_rank_zero() -> bool:
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0

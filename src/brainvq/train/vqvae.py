@@ -1,0 +1,171 @@
+"""Training the VQ-VAE with Lightning (``brainvq train-vqvae``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
+
+from brainvq.checkpoint import save_weights
+from brainvq.data.dataset import SliceDataset
+from brainvq.data.sources import DataConfig, load_split
+from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.train.common import (
+    TrainerConfig,
+    build_trainer,
+    cosine_lr,
+    resume_path,
+    to_plain,
+    write_json,
+    write_run_config,
+)
+
+
+@dataclasses.dataclass
+class VQVAETrainConfig:
+    """Everything a VQ-VAE run needs; saved as ``config.yaml`` in the run folder."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: VQVAEConfig = dataclasses.field(default_factory=VQVAEConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    out_dir: str = "runs/vqvae"
+    flip: bool = True  # random left-right flips
+
+
+class VQVAEModule(L.LightningModule):
+    """Reconstruction MSE + commitment loss; logs SSIM, PSNR, codebook usage and perplexity."""
+
+    def __init__(self, model: dict, lr: float, total_steps: int, kind: str = "vqvae") -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain dicts/numbers only: loads with weights_only=True
+        self.model = VQVAE(VQVAEConfig(**model))
+        self._train_usage: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor):  # noqa: D102
+        return self.model(x)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x = batch["image"].contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
+        mse = F.mse_loss(out.reconstruction.float(), x.float())
+        loss = mse + out.commitment_loss
+        self.log_dict(
+            {"train/loss": loss, "train/mse": mse, "train/batch_perplexity": out.perplexity},
+            prog_bar=False,
+            on_step=True,
+            on_epoch=True,
+            batch_size=len(x),
+        )
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self.model.quantizer.reset_usage()
+
+    def on_train_epoch_end(self) -> None:
+        stats = self.model.quantizer.usage_stats()
+        self.log_dict(
+            {"train/codebook_usage": stats["usage"], "train/perplexity": stats["perplexity"]},
+            sync_dist=False,
+        )
+
+    def on_validation_epoch_start(self) -> None:
+        self._train_usage = self.model.quantizer.usage.clone()
+        self.model.quantizer.reset_usage()
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x = batch["image"]
+        out = self.model(x)
+        rec = out.reconstruction.float().clamp(0, 1)
+        mse = F.mse_loss(rec, x)
+        ssim = ssim_fn(rec, x, data_range=1.0)
+        self.log_dict(
+            {
+                "val/mse": mse,
+                "val/ssim": ssim,
+                "val/psnr": 10 * torch.log10(1 / mse.clamp_min(1e-10)),
+            },
+            prog_bar=False,
+            on_epoch=True,
+            batch_size=len(x),
+            sync_dist=True,
+        )
+        self.log(
+            "val_ssim",
+            ssim,
+            prog_bar=True,
+            on_epoch=True,
+            batch_size=len(x),
+            sync_dist=True,
+            logger=False,
+        )
+
+    def on_validation_epoch_end(self) -> None:
+        stats = self.model.quantizer.usage_stats()
+        self.log_dict({"val/codebook_usage": stats["usage"], "val/perplexity": stats["perplexity"]})
+        self.log("usage", stats["usage"], prog_bar=True, logger=False)
+        if self._train_usage is not None:
+            self.model.quantizer.usage.copy_(self._train_usage)
+
+    def configure_optimizers(self):  # noqa: D102
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
+        total = self.hparams.total_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def vqvae_loaders(cfg: VQVAETrainConfig, progress: bool = True) -> tuple[DataLoader, DataLoader]:
+    """Train (shuffled, flipped) and validation loaders."""
+    train = load_split(cfg.data, "train", progress=progress)
+    val = load_split(cfg.data, "validate", progress=progress)
+    if cfg.model.image_size != cfg.data.image_size:
+        cfg.model = dataclasses.replace(cfg.model, image_size=cfg.data.image_size)
+    t = cfg.trainer
+    kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
+    return (
+        DataLoader(
+            SliceDataset(train, flip=cfg.flip),
+            batch_size=t.batch_size,
+            shuffle=True,
+            drop_last=len(train) > t.batch_size,
+            **kw,
+        ),
+        DataLoader(SliceDataset(val), batch_size=t.batch_size * 2, shuffle=False, **kw),
+    )
+
+
+def train_vqvae(cfg: VQVAETrainConfig, resume: bool | str | None = None) -> dict:
+    """Train, keep the best checkpoint by validation SSIM, export ``vqvae.safetensors``.
+
+    Returns a summary (paths, wall time, best validation SSIM).
+    """
+    out = Path(cfg.out_dir)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    train_dl, val_dl = vqvae_loaders(cfg, progress=cfg.trainer.progress)
+    write_run_config(out, cfg)
+    total = cfg.trainer.epochs * len(train_dl)
+    module = VQVAEModule(to_plain(cfg.model), cfg.trainer.lr, total)
+    module.model.to(memory_format=torch.channels_last)
+    trainer = build_trainer(cfg.trainer, out, monitor="val/ssim", mode="max")
+    t0 = time.time()
+    trainer.fit(module, train_dl, val_dl, ckpt_path=resume_path(out, resume), weights_only=True)
+    wall = time.time() - t0
+    summary = {"out_dir": str(out), "wall_seconds": wall, "epochs_run": trainer.current_epoch}
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path
+        if best:
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+        weights = save_weights(
+            module.model, out / "vqvae.safetensors", "vqvae", to_plain(cfg.model)
+        )
+        score = trainer.checkpoint_callback.best_model_score
+        summary.update(weights=str(weights), best_val_ssim=None if score is None else float(score))
+        write_json(out / "train_summary.json", summary)
+    return summary

@@ -98,3 +98,16 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Pat
         raise CheckpointError(
             f"{path}: weights do not match the architecture ({' '.join(first[:2])[:300]})"
         ) from None
+
+
+def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):
+    """A :class:`~brainvq.models.vqvae.VQVAE` from ``vqvae.safetensors`` or a training ``.ckpt``."""
+    from brainvq.models.vqvae import VQVAE, VQVAEConfig
+
+    state, config = read_weights(path, "vqvae")
+    try:
+        model = VQVAE(VQVAEConfig(**config))
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: architecture config not understood: {exc}") from None
+    load_state(model, state, path)
+    return model.to(device).eval()

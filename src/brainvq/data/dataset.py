@@ -20,7 +20,7 @@ class SliceDataset(Dataset):
         return len(self.data)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        img = np.asarray(self.data.images[i])
+        img = np.array(self.data.images[i])  # copy: the cache is a read-only memmap
         if self.flip and torch.rand(()) < 0.5:
             img = img[:, ::-1]
         image = torch.from_numpy(np.ascontiguousarray(img)).float().div_(255.0)[None]

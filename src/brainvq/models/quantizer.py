@@ -33,8 +33,9 @@ class VectorQuantizerEMA(nn.Module):
 
     * the codebook follows an exponential moving average of the encoder outputs assigned
       to each code (``decay``), with Laplace smoothing of the counts;
-    * a code whose EMA usage drops below ``dead_threshold`` is restarted from a random
-      recent encoder output (kept in a small reservoir), so the codebook stays in use;
+    * a code used fewer than ``dead_threshold`` times in the last ``restart_every`` steps is
+      restarted from a random recent encoder output (kept in a small reservoir), so the
+      codebook stays in use; the codebook starts from encoder outputs of the first batch;
     * per-code usage is accumulated until :meth:`reset_usage`, so usage and perplexity can
       be reported over a whole epoch (:meth:`usage_stats`).
 
@@ -49,8 +50,8 @@ class VectorQuantizerEMA(nn.Module):
         beta: float = 0.25,
         decay: float = 0.99,
         eps: float = 1e-5,
-        dead_threshold: float = 0.03,
-        restart_every: int = 50,
+        dead_threshold: float = 1.0,
+        restart_every: int = 20,
         reservoir_size: int = 4096,
     ) -> None:
         super().__init__()
@@ -64,6 +65,8 @@ class VectorQuantizerEMA(nn.Module):
         self.register_buffer("ema_count", torch.ones(num_codes))
         self.register_buffer("ema_sum", embed.clone())
         self.register_buffer("usage", torch.zeros(num_codes))
+        self.register_buffer("recent_usage", torch.zeros(num_codes))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
         self.register_buffer("reservoir", torch.zeros(reservoir_size, dim))
         self.register_buffer("reservoir_fill", torch.zeros((), dtype=torch.long))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
@@ -109,6 +112,10 @@ class VectorQuantizerEMA(nn.Module):
     # --- training-time codebook maintenance --------------------------------------------
     @torch.no_grad()
     def _ema_update(self, flat: Tensor, codes: Tensor, counts: Tensor) -> None:
+        if not bool(self.initialised):
+            self._init_from(flat)
+            codes = self.nearest(flat)
+            counts = torch.bincount(codes, minlength=self.num_codes).float()
         sums = torch.zeros_like(self.ema_sum).index_add_(0, codes, flat)
         counts = _all_reduce(counts.clone())
         sums = _all_reduce(sums)
@@ -117,10 +124,23 @@ class VectorQuantizerEMA(nn.Module):
         n = self.ema_count.sum()
         smoothed = (self.ema_count + self.eps) / (n + self.num_codes * self.eps) * n
         self.codebook.copy_(self.ema_sum / smoothed[:, None])
+        self.recent_usage += counts
         self._remember(flat)
         self.steps += 1
         if self.restart_every > 0 and int(self.steps) % self.restart_every == 0:
             self.restart_dead_codes()
+
+    @torch.no_grad()
+    def _init_from(self, flat: Tensor) -> None:
+        """Data-dependent start: codes are random encoder outputs of the first batch."""
+        pick = torch.randint(0, flat.shape[0], (self.num_codes,), device=flat.device)
+        init = flat[pick] + 1e-3 * flat.std() * torch.randn_like(flat[pick])
+        if dist.is_available() and dist.is_initialized():
+            dist.broadcast(init, src=0)
+        self.codebook.copy_(init)
+        self.ema_sum.copy_(init)
+        self.ema_count.fill_(1.0)
+        self.initialised.fill_(True)
 
     @torch.no_grad()
     def _remember(self, flat: Tensor) -> None:
@@ -132,8 +152,10 @@ class VectorQuantizerEMA(nn.Module):
 
     @torch.no_grad()
     def restart_dead_codes(self) -> int:
-        """Re-initialise codes with EMA usage below ``dead_threshold``; returns how many."""
-        dead = self.ema_count < self.dead_threshold
+        """Re-initialise codes used fewer than ``dead_threshold`` times since the last check
+        (counted over all processes); returns how many were restarted."""
+        dead = _all_reduce(self.recent_usage.clone()) < self.dead_threshold
+        self.recent_usage.zero_()
         n_dead = int(dead.sum())
         fill = int(self.reservoir_fill)
         if n_dead == 0 or fill == 0:

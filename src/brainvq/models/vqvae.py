@@ -28,12 +28,12 @@ class VQVAEConfig:
     downsample: int = 8  # latent grid = image_size / downsample; a power of two >= 4
     num_codes: int = 256  # K
     code_dim: int = 64  # D
-    stem_channels: int = 64  # channels at image_size / 4
-    hidden_channels: int = 128  # channels at the latent resolution
-    n_res_blocks: int = 2
+    stem_channels: int = 32  # channels at image_size / 4
+    hidden_channels: int = 96  # channels at the latent resolution
+    n_res_blocks: int = 1
     beta: float = 0.25
     ema_decay: float = 0.99
-    dead_threshold: float = 0.03
+    dead_threshold: float = 1.0  # codes used less often than this in 20 steps are restarted
 
     def __post_init__(self) -> None:
         if self.downsample < 4 or self.downsample & (self.downsample - 1):

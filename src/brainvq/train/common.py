@@ -72,8 +72,8 @@ def write_run_config(out_dir: Path, config: Any, name: str = "config.yaml") -> P
     doc = {
         "config": to_plain(config),
         "environment": {
-            "torch": torch.__version__,
-            "lightning": L.__version__,
+            "torch": str(torch.__version__),
+            "lightning": str(L.__version__),
             "cuda": torch.cuda.is_available(),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         },

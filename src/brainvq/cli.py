@@ -1,0 +1,290 @@
+"""Command-line interface: ``brainvq <command> ...`` (``brainvq -h`` lists the commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from brainvq.data.errors import BrainVQError
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+def _devices(s: str) -> int | str:
+    return int(s) if s.isdigit() else s
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        default="data/standin",
+        help="OASIS root (keras_png_slices_*), image folder or NIfTI file/folder",
+    )
+    p.add_argument("--on-wrong-size", choices=("resize", "error"), default="resize")
+    p.add_argument("--on-rgb", choices=("convert", "error"), default="convert")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="decode images every run instead of the memmap cache",
+    )
+
+
+def _add_trainer_args(p: argparse.ArgumentParser, epochs: int, batch: int, lr: float) -> None:
+    g = p.add_argument_group("training loop")
+    g.add_argument("--epochs", type=_positive_int, default=epochs)
+    g.add_argument("--batch-size", type=_positive_int, default=batch)
+    g.add_argument("--lr", type=_positive_float, default=lr)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--max-minutes", type=_positive_float, default=None, help="stop after this wall time"
+    )
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        help="resume from last.ckpt of --out (or a given .ckpt)",
+    )
+    g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    g.add_argument(
+        "--devices", type=_devices, default="auto", help="number of devices (e.g. 2) or auto"
+    )
+    g.add_argument("--num-nodes", type=_positive_int, default=1)
+    g.add_argument("--strategy", default="auto", help="e.g. ddp (gloo on CPU, nccl on GPU)")
+    g.add_argument("--precision", default="32-true", help="32-true, bf16-mixed or 16-mixed")
+    g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _data_config(a: argparse.Namespace):
+    from brainvq.data.sources import DataConfig
+
+    return DataConfig(
+        root=a.data, on_wrong_size=a.on_wrong_size, on_rgb=a.on_rgb, cache=not a.no_cache
+    )
+
+
+def _trainer_config(a: argparse.Namespace):
+    from brainvq.train.common import TrainerConfig
+
+    return TrainerConfig(
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        seed=a.seed,
+        max_minutes=a.max_minutes,
+        accelerator=a.accelerator,
+        devices=a.devices,
+        num_nodes=a.num_nodes,
+        strategy=a.strategy,
+        precision=a.precision,
+        num_workers=a.num_workers,
+        progress=not a.no_progress,
+    )
+
+
+# --- commands ------------------------------------------------------------------------------
+def cmd_make_dataset(a: argparse.Namespace) -> dict:
+    from brainvq.data.standin import StandInConfig, make_standin_dataset
+
+    cfg = StandInConfig(
+        n_train_cases=a.train_cases,
+        n_val_cases=a.val_cases,
+        n_test_cases=a.test_cases,
+        slices_per_case=a.slices_per_case,
+        seed=a.seed,
+    )
+    path = make_standin_dataset(a.out, cfg, overwrite=a.overwrite, progress=not a.no_progress)
+    return {
+        "dataset": str(path),
+        "note": "synthetic stand-in from MNI152/Colin27 templates, NOT OASIS",
+    }
+
+
+def _vqvae_train_config(a: argparse.Namespace):
+    from brainvq.config import load_yaml_config
+    from brainvq.models.vqvae import VQVAEConfig
+    from brainvq.train.vqvae import VQVAETrainConfig
+
+    if a.config:
+        cfg = load_yaml_config(VQVAETrainConfig, a.config)
+        cfg.out_dir = a.out
+        return cfg
+    model = VQVAEConfig(
+        downsample=a.downsample,
+        num_codes=a.num_codes,
+        code_dim=a.code_dim,
+        stem_channels=a.stem_channels,
+        hidden_channels=a.hidden_channels,
+        n_res_blocks=a.res_blocks,
+    )
+    return VQVAETrainConfig(
+        data=_data_config(a), model=model, trainer=_trainer_config(a), out_dir=a.out
+    )
+
+
+def cmd_train_vqvae(a: argparse.Namespace) -> dict:
+    from brainvq.train.vqvae import train_vqvae
+
+    return train_vqvae(_vqvae_train_config(a), resume=a.resume)
+
+
+def cmd_evaluate(a: argparse.Namespace) -> dict:
+    from brainvq.evaluate import evaluate_vqvae
+
+    weights = Path(a.weights or Path(a.run) / "vqvae.safetensors")
+    return evaluate_vqvae(
+        weights,
+        _data_config(a),
+        a.out or Path(weights).parent,
+        split=a.split,
+        progress=not a.no_progress,
+    )
+
+
+def cmd_demo(a: argparse.Namespace) -> dict:
+    """Stand-in dataset -> VQ-VAE -> evaluation (-> prior -> samples when available)."""
+    from brainvq.data.sources import DataConfig
+    from brainvq.data.standin import StandInConfig, make_standin_dataset
+    from brainvq.evaluate import evaluate_vqvae
+    from brainvq.train.common import TrainerConfig, write_json
+    from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
+
+    t0 = time.time()
+    out = Path(a.out)
+    timings: dict[str, float] = {}
+    data_root = Path(a.data_dir)
+    make_standin_dataset(data_root, StandInConfig(seed=a.seed), progress=not a.no_progress)
+    timings["dataset_s"] = time.time() - t0
+    data = DataConfig(root=str(data_root))
+    trainer = TrainerConfig(
+        epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=not a.no_progress
+    )
+    t = time.time()
+    train_vqvae(VQVAETrainConfig(data=data, trainer=trainer, out_dir=str(out / "vqvae")))
+    timings["vqvae_train_s"] = time.time() - t
+    t = time.time()
+    ev = evaluate_vqvae(
+        out / "vqvae" / "vqvae.safetensors", data, out / "vqvae", progress=not a.no_progress
+    )
+    timings["evaluate_s"] = time.time() - t
+    timings["total_s"] = time.time() - t0
+    summary = {
+        "data": f"{data_root} (synthetic stand-in, not OASIS)",
+        "test": ev,
+        "timings": timings,
+    }
+    write_json(out / "demo_summary.json", summary)
+    return summary
+
+
+# --- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="brainvq", description=__doc__)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show library warnings and full tracebacks"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "make-dataset", help="generate the OASIS-format stand-in dataset from the brain templates"
+    )
+    p.add_argument("out", nargs="?", default="data/standin")
+    p.add_argument("--train-cases", type=_positive_int, default=32)
+    p.add_argument("--val-cases", type=_positive_int, default=4)
+    p.add_argument("--test-cases", type=_positive_int, default=4)
+    p.add_argument("--slices-per-case", type=_positive_int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_make_dataset)
+
+    p = sub.add_parser("train-vqvae", help="train the VQ-VAE")
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/vqvae")
+    p.add_argument(
+        "--config",
+        help="YAML config (e.g. a previous run's config.yaml); overrides the flags below",
+    )
+    g = p.add_argument_group("architecture")
+    g.add_argument(
+        "--downsample", type=_positive_int, default=8, help="image size / latent grid size"
+    )
+    g.add_argument("--num-codes", type=_positive_int, default=256)
+    g.add_argument("--code-dim", type=_positive_int, default=64)
+    g.add_argument("--stem-channels", type=_positive_int, default=32)
+    g.add_argument("--hidden-channels", type=_positive_int, default=96)
+    g.add_argument("--res-blocks", type=int, default=1)
+    _add_trainer_args(p, epochs=30, batch=32, lr=2e-3)
+    p.set_defaults(func=cmd_train_vqvae)
+
+    p = sub.add_parser("evaluate", help="test-split SSIM/PSNR, codebook usage, figures")
+    _add_data_args(p)
+    p.add_argument("--run", default="runs/vqvae", help="run folder holding vqvae.safetensors")
+    p.add_argument(
+        "--weights",
+        help="weights file (.safetensors or training .ckpt); default RUN/vqvae.safetensors",
+    )
+    p.add_argument("--out", help="output folder (default: the weights' folder)")
+    p.add_argument("--split", default="test", choices=("train", "validate", "test"))
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="end to end on the stand-in dataset: data, VQ-VAE, evaluation")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--data-dir", default="data/standin")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vqvae-epochs", type=_positive_int, default=30)
+    p.add_argument("--vqvae-minutes", type=_positive_float, default=6.0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors print one line and exit with status 2."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.verbose:
+        warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
+    try:
+        result = a.func(a)
+    except (BrainVQError, FloatingPointError) as exc:
+        if a.verbose:
+            raise
+        print(f"brainvq {a.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"brainvq {a.command}: interrupted (checkpoints written so far are kept)",
+            file=sys.stderr,
+        )
+        return 130
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""``brainvq evaluate``: reconstruction metrics and figures on the test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainvq.checkpoint import load_vqvae
+from brainvq.data.dataset import as_tensor
+from brainvq.data.sources import DataConfig, load_split
+from brainvq.metrics.reconstruction import reconstruct
+from brainvq.report import figures
+from brainvq.train.common import write_json
+
+
+def pick_examples(positions: np.ndarray, n: int) -> np.ndarray:
+    """Indices of ``n`` slices spread over the axial range (one per position quantile)."""
+    order = np.argsort(positions, kind="stable")
+    return order[np.linspace(0, len(order) - 1, n).round().astype(int)]
+
+
+def evaluate_vqvae(
+    weights: str | Path,
+    data: DataConfig,
+    out_dir: str | Path,
+    *,
+    split: str = "test",
+    n_figure: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Reconstruct ``split``, write ``eval_metrics.json`` and figures; return the summary."""
+    out = Path(out_dir)
+    model = load_vqvae(weights, "cuda" if torch.cuda.is_available() else "cpu")
+    sl = load_split(data, split, progress=progress)
+    res = reconstruct(model, sl, progress=progress)
+    summary = {"data": str(data.root), "split": split, "weights": str(weights), **res.summary()}
+    fig_dir = out / "figures"
+    idx = pick_examples(sl.positions, min(n_figure, len(sl)))
+    originals = as_tensor(sl.subset(idx))
+    titles = [f"{sl.names[i].split('.')[0]}" for i in idx]
+    figures.reconstruction_figure(
+        originals, res.reconstructions[idx], res.ssim[idx], fig_dir / "reconstructions.png", titles
+    )
+    worst = np.argsort(res.ssim)[: min(n_figure, len(sl))]
+    figures.reconstruction_figure(
+        as_tensor(sl.subset(worst)),
+        res.reconstructions[worst],
+        res.ssim[worst],
+        fig_dir / "reconstructions_worst.png",
+        [sl.names[i].split(".")[0] for i in worst],
+    )
+    figures.code_map_figure(
+        originals, res.codes[idx], model.config.num_codes, fig_dir / "code_maps.png", titles
+    )
+    counts = torch.bincount(res.codes.flatten(), minlength=model.config.num_codes).numpy()
+    figures.codebook_histogram(counts, fig_dir / "codebook_usage.png")
+    metrics_csv = Path(weights).parent / "logs" / "metrics.csv"
+    if metrics_csv.is_file():
+        figures.training_curves(
+            metrics_csv,
+            fig_dir / "vqvae_training_curves.png",
+            [
+                "train/loss_epoch",
+                "val/ssim",
+                "val/psnr",
+                "val/codebook_usage",
+                "val/perplexity",
+                "train/codebook_usage",
+            ],
+        )
+    summary["figures"] = sorted(str(p) for p in fig_dir.glob("*.png"))
+    write_json(out / "eval_metrics.json", summary)
+    np.save(out / "test_ssim.npy", res.ssim)
+    return summary

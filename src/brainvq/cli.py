@@ -38,6 +38,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default="data/standin",
         help="OASIS root (keras_png_slices_*), image folder or NIfTI file/folder",
     )
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=256,
+        help="slices are resized to this (with a warning)",
+    )
     p.add_argument("--on-wrong-size", choices=("resize", "error"), default="resize")
     p.add_argument("--on-rgb", choices=("convert", "error"), default="convert")
     p.add_argument(

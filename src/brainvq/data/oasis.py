@@ -90,9 +90,8 @@ def load_image_folder(
         slice_idx = np.zeros(len(files), dtype=np.int64)
         positions = np.full(len(files), 0.5, dtype=np.float32)
     decode = partial(read_gray, size=size, on_wrong_size=on_wrong_size, on_rgb=on_rgb)
-    with warnings.catch_warnings():
-        # one warning per file is too noisy for thousands of files: show each message once
-        warnings.simplefilter("once")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         images = cached_stack(
             files,
             decode,
@@ -102,6 +101,7 @@ def load_image_folder(
             extra={"wrong": on_wrong_size, "rgb": on_rgb},
             progress=progress,
         )
+    _summarise_warnings(caught, folder)
     masks = None
     if mask_folder is not None:
         mask_files = _pair_masks(files, case_ids, slice_idx, Path(mask_folder))
@@ -123,6 +123,18 @@ def load_image_folder(
         masks=masks,
         source=str(folder),
     )
+
+
+def _summarise_warnings(caught: list[warnings.WarningMessage], folder: Path) -> None:
+    """One warning per kind of problem (resized / converted), with a count and the first file."""
+    kinds: dict[str, list[str]] = {}
+    for w in caught:
+        msg = str(w.message)
+        kind = "resized" if "resized" in msg else "converted" if "converted" in msg else msg
+        kinds.setdefault(kind, []).append(msg)
+    for msgs in kinds.values():
+        more = f" (and {len(msgs) - 1} more files in {folder})" if len(msgs) > 1 else ""
+        warnings.warn(msgs[0] + more, UserWarning, stacklevel=3)
 
 
 def _pair_masks(

@@ -1,0 +1,110 @@
+"""VQ-VAE model, weights files and checkpoint safety."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainvq.checkpoint import load_vqvae, save_weights
+from brainvq.data.errors import CheckpointError, ConfigError
+from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
+
+
+def small(**kw) -> VQVAEConfig:
+    return VQVAEConfig(
+        **{
+            "image_size": 64,
+            "num_codes": 16,
+            "code_dim": 8,
+            "stem_channels": 8,
+            "hidden_channels": 16,
+            **kw,
+        }
+    )
+
+
+@pytest.mark.parametrize("downsample", [4, 8, 16])
+def test_shapes(downsample: int):
+    model = VQVAE(small(downsample=downsample)).eval()
+    x = torch.rand(2, 1, 64, 64)
+    out = model(x)
+    g = 64 // downsample
+    assert out.reconstruction.shape == x.shape and out.codes.shape == (2, g, g)
+    assert (
+        out.codes.dtype == torch.int64
+        and 0 <= out.reconstruction.min()
+        and out.reconstruction.max() <= 1
+    )
+    assert torch.equal(model.encode(x), out.codes)
+    assert torch.allclose(model.decode(out.codes), out.reconstruction, atol=1e-6)
+
+
+def test_baseline_shapes():
+    model = BaselineVQVAE(small(downsample=4)).eval()
+    out = model(torch.rand(1, 1, 64, 64))
+    assert out.reconstruction.shape == (1, 1, 64, 64) and out.codes.shape == (1, 16, 16)
+
+
+def test_config_errors():
+    with pytest.raises(ConfigError, match="not divisible by the downsampling factor"):
+        VQVAEConfig(image_size=100, downsample=8)
+    with pytest.raises(ConfigError, match="power of two"):
+        VQVAEConfig(downsample=6)
+    with pytest.raises(ConfigError, match="expected images of shape"):
+        VQVAE(small())(torch.rand(1, 1, 32, 32))
+    with pytest.raises(ConfigError, match="codes must lie in"):
+        VQVAE(small()).decode(torch.full((1, 8, 8), 99))
+
+
+def test_weights_roundtrip_identical_outputs(tmp_path: Path):
+    torch.manual_seed(0)
+    model = VQVAE(small())
+    model.train()
+    model(torch.rand(4, 1, 64, 64))  # initialise/update the codebook
+    model.eval()
+    path = save_weights(model, tmp_path / "w.safetensors", "vqvae", small().to_dict())
+    again = load_vqvae(path)
+    x = torch.rand(3, 1, 64, 64)
+    a, b = model(x), again(x)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.reconstruction, b.reconstruction)
+
+
+def test_truncated_or_corrupt_weights(tmp_path: Path):
+    path = save_weights(VQVAE(small()), tmp_path / "w.safetensors", "vqvae", small().to_dict())
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_vqvae(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_vqvae(tmp_path / "missing.safetensors")
+
+
+def test_weights_from_other_architecture(tmp_path: Path):
+    path = save_weights(
+        VQVAE(small()), tmp_path / "w.safetensors", "vqvae", small(num_codes=32).to_dict()
+    )
+    with pytest.raises(CheckpointError, match="do not match the architecture"):
+        load_vqvae(path)
+    other = save_weights(torch.nn.Linear(2, 2), tmp_path / "p.safetensors", "prior", {})
+    with pytest.raises(CheckpointError, match="holds a 'prior' model, expected 'vqvae'"):
+        load_vqvae(other)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Evil.marker),))
+
+
+def test_malicious_pickle_is_not_executed(tmp_path: Path):
+    marker = tmp_path / "pwned"
+    _Evil.marker = str(marker)
+    bad = tmp_path / "evil.ckpt"
+    with open(bad, "wb") as fh:
+        pickle.dump({"state_dict": _Evil()}, fh)
+    torch.save({"state_dict": _Evil()}, tmp_path / "evil2.ckpt")
+    for f in (bad, tmp_path / "evil2.ckpt"):
+        with pytest.raises(CheckpointError, match="cannot load checkpoint safely"):
+            load_vqvae(f)
+    assert not marker.exists()

@@ -111,3 +111,16 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):
         raise CheckpointError(f"{path}: architecture config not understood: {exc}") from None
     load_state(model, state, path)
     return model.to(device).eval()
+
+
+def load_prior(path: str | Path, device: str | torch.device = "cpu"):
+    """A :class:`~brainvq.models.pixelcnn.GatedPixelCNN` from ``prior.safetensors`` or a ``.ckpt``."""
+    from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+    state, config = read_weights(path, "prior")
+    try:
+        model = GatedPixelCNN(PixelCNNConfig(**config))
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: architecture config not understood: {exc}") from None
+    load_state(model, state, path)
+    return model.to(device).eval()

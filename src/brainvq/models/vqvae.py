@@ -102,7 +102,7 @@ class Decoder(nn.Module):
         stem, hid = cfg.stem_channels, cfg.hidden_channels
         n_up = int(math.log2(cfg.downsample // 4))
         self.body = nn.Sequential(
-            nn.Conv2d(cfg.code_dim, hid, 3, padding=1),
+            nn.Conv2d(cfg.code_dim, hid, 1),
             *[ResBlock(hid) for _ in range(cfg.n_res_blocks)],
         )
         ups: list[nn.Module] = []

@@ -1,0 +1,200 @@
+"""Gated PixelCNN prior over VQ-VAE code grids (van den Oord et al. 2016).
+
+A vertical stack (everything above, via ``(k//2+1) x k`` convolutions) and a horizontal
+stack (the current row to the left, via ``1 x (k//2+1)`` convolutions) with no blind spot:
+the vertical features reach the horizontal stack shifted down by one row. The first layer
+is a type-A layer (the horizontal stack excludes the current code), all later layers are
+type B. Units are gated, ``tanh(a) * sigmoid(b)``, with residual connections in the
+horizontal stack.
+
+Conditioning follows the conditional gated PixelCNN: a vector computed from the
+normalised axial slice position is projected into every gate of both stacks. A learned
+location map (one vector per grid cell) is mixed with it, so the gates also get
+location-dependent conditioning, which is what lets the prior learn where the brain is
+(its global shape), not only local texture. Positions in the grid are known in advance,
+so this never leaks future codes.
+
+The layers expose row- and pixel-level steps (:meth:`GatedLayer.vertical_row`,
+:meth:`GatedLayer.horizontal_pixel`) that the cached sampler uses to generate without
+recomputing the whole grid.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from brainvq.data.errors import ConfigError
+
+
+@dataclass
+class PixelCNNConfig:
+    """Architecture of the prior (saved with its weights)."""
+
+    num_codes: int = 256  # K
+    grid_size: int = 32  # H == W of the code grid
+    hidden: int = 64
+    n_layers: int = 12
+    kernel_size: int = 5  # odd
+    conditional: bool = True
+    cond_dim: int = 32
+    location_dim: int = 16
+
+    def __post_init__(self) -> None:
+        if self.kernel_size < 3 or self.kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
+        for name in ("num_codes", "grid_size", "hidden", "n_layers", "cond_dim", "location_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def receptive_rows(self) -> int:
+        """How many rows above a code the vertical stack can see."""
+        return self.n_layers * (self.kernel_size // 2) + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _gate(x: Tensor) -> Tensor:
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedLayer(nn.Module):
+    """One gated layer with its vertical and horizontal convolutions."""
+
+    def __init__(self, hidden: int, k: int, cond_ch: int, first: bool) -> None:
+        super().__init__()
+        self.k, self.first = k, first
+        self.v_conv = nn.Conv2d(hidden, 2 * hidden, (k // 2 + 1, k))
+        self.h_conv = nn.Conv2d(hidden, 2 * hidden, (1, k // 2 + 1))
+        self.v_to_h = nn.Conv2d(2 * hidden, 2 * hidden, 1)
+        self.h_out = nn.Conv2d(hidden, hidden, 1)
+        self.v_cond = nn.Conv2d(cond_ch, 2 * hidden, 1)
+        self.h_cond = nn.Conv2d(cond_ch, 2 * hidden, 1)
+
+    # --- whole grid --------------------------------------------------------------------
+    def forward(self, v: Tensor, h: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+        """v, h: (B,C,H,W) stacks; s: (B,cond_ch,H,W) conditioning map."""
+        p = self.k // 2
+        v_pre = self.v_conv(F.pad(v, (p, p, p, 0)))  # row i sees rows <= i
+        v_new = _gate(v_pre + self.v_cond(s))
+        v_down = F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1]  # shift down: row i gets rows < i
+        h_in = F.pad(h, (p + 1, 0))[..., :-1] if self.first else F.pad(h, (p, 0))  # type A / type B
+        h_pre = self.h_conv(h_in) + self.v_to_h(v_down)
+        out = self.h_out(_gate(h_pre + self.h_cond(s)))
+        return v_new, out if self.first else h + out
+
+    # --- incremental steps used by the cached sampler -------------------------------------
+    def vertical_row(self, v_rows: Tensor, s_row: Tensor) -> tuple[Tensor, Tensor]:
+        """Vertical output of the last row of ``v_rows`` (B,C,k//2+1,W, zero-padded on top).
+
+        Returns (gated row (B,C,1,W), pre-activation row (B,2C,1,W) for the row below).
+        """
+        p = self.k // 2
+        v_pre = self.v_conv(F.pad(v_rows, (p, p, 0, 0)))
+        return _gate(v_pre + self.v_cond(s_row)), v_pre
+
+    def horizontal_pixel(
+        self, h_win: Tensor, v_pre_above: Tensor, h_prev: Tensor | None, s_px: Tensor
+    ) -> Tensor:
+        """Horizontal output at one position from its left window ``h_win`` (B,C,1,k//2+1)
+        and the vertical pre-activation of the row above at that column (B,2C,1,1)."""
+        h_pre = self.h_conv(h_win) + self.v_to_h(v_pre_above)
+        out = self.h_out(_gate(h_pre + self.h_cond(s_px)))
+        return out if self.first else h_prev + out
+
+
+class GatedPixelCNN(nn.Module):
+    """Autoregressive categorical model of (B,H,W) code grids, optionally position-conditioned."""
+
+    def __init__(self, config: PixelCNNConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or PixelCNNConfig()
+        self.embed = nn.Embedding(cfg.num_codes, cfg.hidden)
+        self.location = nn.Parameter(
+            torch.randn(1, cfg.location_dim, cfg.grid_size, cfg.grid_size) * 0.1
+        )
+        cond_in = cfg.location_dim + (cfg.cond_dim if cfg.conditional else 0)
+        if cfg.conditional:
+            self.cond_mlp = nn.Sequential(
+                nn.Linear(2 * 8, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
+            )
+        self.cond_mix = nn.Sequential(
+            nn.Conv2d(cond_in, 2 * cfg.cond_dim, 1),
+            nn.SiLU(),
+            nn.Conv2d(2 * cfg.cond_dim, cfg.cond_dim, 1),
+        )
+        self.layers = nn.ModuleList(
+            GatedLayer(cfg.hidden, cfg.kernel_size, cfg.cond_dim, first=i == 0)
+            for i in range(cfg.n_layers)
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(cfg.hidden, 2 * cfg.hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(2 * cfg.hidden, cfg.num_codes, 1),
+        )
+
+    # --- conditioning ---------------------------------------------------------------------
+    def check_inputs(self, codes: Tensor | None, cond: Tensor | None, batch: int) -> Tensor | None:
+        """Validate codes/cond; returns cond as (B,) float (or None when unconditional)."""
+        cfg = self.config
+        if codes is not None:
+            if (
+                codes.dtype != torch.long
+                or codes.ndim != 3
+                or codes.shape[1:] != (cfg.grid_size, cfg.grid_size)
+            ):
+                raise ConfigError(
+                    f"codes must be int64 (B,{cfg.grid_size},{cfg.grid_size}), got {codes.dtype} {tuple(codes.shape)}"
+                )
+            if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cfg.num_codes):
+                raise ConfigError(f"codes must lie in [0, {cfg.num_codes})")
+        if not cfg.conditional:
+            if cond is not None:
+                raise ConfigError("this prior is unconditional: do not pass a slice position")
+            return None
+        if cond is None:
+            raise ConfigError(
+                "this prior is conditioned on slice position: pass cond (values in [0, 1])"
+            )
+        cond = torch.as_tensor(cond, dtype=torch.float32, device=self.location.device)
+        if cond.ndim == 0:
+            cond = cond.expand(batch)
+        if cond.shape != (batch,):
+            raise ConfigError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
+        return cond
+
+    def condition_map(self, cond: Tensor | None, batch: int) -> Tensor:
+        """(B,cond_dim,H,W): location map mixed with the position embedding."""
+        loc = self.location.expand(batch, -1, -1, -1)
+        if cond is None:
+            return self.cond_mix(loc)
+        freqs = 2 ** torch.arange(8, device=cond.device, dtype=torch.float32) * math.pi
+        feats = torch.cat(
+            [torch.sin(cond[:, None] * freqs), torch.cos(cond[:, None] * freqs)], dim=1
+        )
+        c = self.cond_mlp(feats)[:, :, None, None].expand(-1, -1, *loc.shape[-2:])
+        return self.cond_mix(torch.cat([loc, c], dim=1))
+
+    # --- whole grid -----------------------------------------------------------------------
+    def forward(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Logits (B,K,H,W); position (i,j) depends only on codes before it in raster order."""
+        cond = self.check_inputs(codes, cond, codes.shape[0])
+        s = self.condition_map(cond, codes.shape[0])
+        x = self.embed(codes).permute(0, 3, 1, 2)
+        v, h = x, x
+        for layer in self.layers:
+            v, h = layer(v, h, s)
+        return self.head(h)
+
+    def nll_bits(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Negative log-likelihood per sample in bits per code, shape (B,)."""
+        logits = self(codes, cond)
+        nats = F.cross_entropy(logits.float(), codes, reduction="none").flatten(1).mean(1)
+        return nats / math.log(2)

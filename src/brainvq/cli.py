@@ -166,36 +166,108 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     )
 
 
+def cmd_train_prior(a: argparse.Namespace) -> dict:
+    from brainvq.config import load_yaml_config
+    from brainvq.models.pixelcnn import PixelCNNConfig
+    from brainvq.train.prior import PriorTrainConfig, train_prior
+
+    if a.config:
+        cfg = load_yaml_config(PriorTrainConfig, a.config)
+        cfg.out_dir = a.out
+    else:
+        model = PixelCNNConfig(
+            hidden=a.hidden,
+            n_layers=a.layers,
+            kernel_size=a.kernel_size,
+            conditional=not a.unconditional,
+        )
+        cfg = PriorTrainConfig(
+            vqvae=a.vqvae,
+            data=_data_config(a),
+            model=model,
+            trainer=_trainer_config(a),
+            out_dir=a.out,
+        )
+    return train_prior(cfg, resume=a.resume)
+
+
+def cmd_sample(a: argparse.Namespace) -> dict:
+    from brainvq.sample.generate import sample_command
+
+    return sample_command(
+        a.vqvae,
+        a.prior,
+        a.out,
+        n=a.n,
+        position=a.position,
+        temperature=a.temperature,
+        seed=a.seed,
+        progress=not a.no_progress,
+    )
+
+
 def cmd_demo(a: argparse.Namespace) -> dict:
-    """Stand-in dataset -> VQ-VAE -> evaluation (-> prior -> samples when available)."""
+    """Stand-in dataset -> VQ-VAE -> evaluation -> prior -> samples and brain-shape check."""
     from brainvq.data.sources import DataConfig
     from brainvq.data.standin import StandInConfig, make_standin_dataset
-    from brainvq.evaluate import evaluate_vqvae
+    from brainvq.evaluate import evaluate_generation, evaluate_vqvae
     from brainvq.train.common import TrainerConfig, write_json
+    from brainvq.train.prior import PriorTrainConfig, train_prior
     from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 
     t0 = time.time()
     out = Path(a.out)
+    prog = not a.no_progress
     timings: dict[str, float] = {}
+
+    def lap(name: str, start: float) -> float:
+        timings[name] = round(time.time() - start, 1)
+        return time.time()
+
     data_root = Path(a.data_dir)
-    make_standin_dataset(data_root, StandInConfig(seed=a.seed), progress=not a.no_progress)
-    timings["dataset_s"] = time.time() - t0
+    make_standin_dataset(data_root, StandInConfig(seed=a.seed), progress=prog)
+    t = lap("dataset_s", t0)
     data = DataConfig(root=str(data_root))
-    trainer = TrainerConfig(
-        epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=not a.no_progress
+    vq_trainer = TrainerConfig(
+        epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=prog
     )
-    t = time.time()
-    train_vqvae(VQVAETrainConfig(data=data, trainer=trainer, out_dir=str(out / "vqvae")))
-    timings["vqvae_train_s"] = time.time() - t
-    t = time.time()
-    ev = evaluate_vqvae(
-        out / "vqvae" / "vqvae.safetensors", data, out / "vqvae", progress=not a.no_progress
+    train_vqvae(VQVAETrainConfig(data=data, trainer=vq_trainer, out_dir=str(out / "vqvae")))
+    t = lap("vqvae_train_s", t)
+    vq_weights = out / "vqvae" / "vqvae.safetensors"
+    ev = evaluate_vqvae(vq_weights, data, out / "vqvae", progress=prog)
+    t = lap("evaluate_s", t)
+    prior_trainer = TrainerConfig(
+        epochs=a.prior_epochs,
+        seed=a.seed,
+        max_minutes=a.prior_minutes,
+        batch_size=16,
+        lr=3e-3,
+        progress=prog,
     )
-    timings["evaluate_s"] = time.time() - t
-    timings["total_s"] = time.time() - t0
+    prior = train_prior(
+        PriorTrainConfig(
+            vqvae=str(vq_weights), data=data, trainer=prior_trainer, out_dir=str(out / "prior")
+        )
+    )
+    t = lap("prior_train_s", t)
+    gen = evaluate_generation(
+        vq_weights,
+        out / "prior" / "prior.safetensors",
+        data,
+        out / "generation",
+        n_samples=a.samples,
+        seed=a.seed,
+        progress=prog,
+    )
+    lap("generation_s", t)
+    lap("total_s", t0)
     summary = {
         "data": f"{data_root} (synthetic stand-in, not OASIS)",
-        "test": ev,
+        "reconstruction_test": ev,
+        "prior": {
+            k: prior.get(k) for k in ("test_bits_per_code", "test_bits_per_image", "epochs_run")
+        },
+        "generation": gen,
         "timings": timings,
     }
     write_json(out / "demo_summary.json", summary)
@@ -235,9 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--downsample", type=_positive_int, default=8, help="image size / latent grid size"
     )
     g.add_argument("--num-codes", type=_positive_int, default=256)
-    g.add_argument("--code-dim", type=_positive_int, default=64)
+    g.add_argument("--code-dim", type=_positive_int, default=32)
     g.add_argument("--stem-channels", type=_positive_int, default=32)
-    g.add_argument("--hidden-channels", type=_positive_int, default=96)
+    g.add_argument("--hidden-channels", type=_positive_int, default=48)
     g.add_argument("--res-blocks", type=int, default=1)
     _add_trainer_args(p, epochs=30, batch=32, lr=2e-3)
     p.set_defaults(func=cmd_train_vqvae)
@@ -251,15 +323,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="output folder (default: the weights' folder)")
     p.add_argument("--split", default="test", choices=("train", "validate", "test"))
+    p.add_argument(
+        "--prior",
+        help="prior weights: also sample and measure generated slices (brain-shape check)",
+    )
+    p.add_argument(
+        "--samples", type=_positive_int, default=32, help="number of generated slices to evaluate"
+    )
+    p.add_argument("--temperature", type=_positive_float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("demo", help="end to end on the stand-in dataset: data, VQ-VAE, evaluation")
+    p = sub.add_parser(
+        "train-prior",
+        help="train the gated PixelCNN prior on the VQ-VAE codes of the whole training split",
+    )
+    _add_data_args(p)
+    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
+    p.add_argument("--out", default="runs/prior")
+    p.add_argument("--config", help="YAML config (e.g. a previous run's config.yaml)")
+    g = p.add_argument_group("architecture")
+    g.add_argument("--hidden", type=_positive_int, default=32)
+    g.add_argument("--layers", type=_positive_int, default=8)
+    g.add_argument("--kernel-size", type=_positive_int, default=5)
+    g.add_argument(
+        "--unconditional", action="store_true", help="do not condition on slice position"
+    )
+    _add_trainer_args(p, epochs=20, batch=16, lr=3e-3)
+    p.set_defaults(func=cmd_train_prior)
+
+    p = sub.add_parser(
+        "sample", help="generate new slices: PNG grid, individual PNGs and code maps"
+    )
+    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
+    p.add_argument("--prior", default="runs/prior/prior.safetensors")
+    p.add_argument("--out", default="runs/samples")
+    p.add_argument("--n", type=int, default=16, help="number of slices")
+    p.add_argument(
+        "--position",
+        type=float,
+        help="axial slice position in [0,1] (default: spread over 0.1..0.9)",
+    )
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "demo", help="end to end on the stand-in dataset: data, VQ-VAE, evaluation, prior, samples"
+    )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data-dir", default="data/standin")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vqvae-epochs", type=_positive_int, default=30)
-    p.add_argument("--vqvae-minutes", type=_positive_float, default=6.0)
+    p.add_argument("--vqvae-epochs", type=_positive_int, default=12)
+    p.add_argument("--vqvae-minutes", type=_positive_float, default=5.0)
+    p.add_argument("--prior-epochs", type=_positive_int, default=20)
+    p.add_argument("--prior-minutes", type=_positive_float, default=5.0)
+    p.add_argument("--samples", type=_positive_int, default=32)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -74,3 +74,55 @@ def evaluate_vqvae(
     write_json(out / "eval_metrics.json", summary)
     np.save(out / "test_ssim.npy", res.ssim)
     return summary
+
+
+def evaluate_generation(
+    vqvae_path: str | Path,
+    prior_path: str | Path,
+    data: DataConfig,
+    out_dir: str | Path,
+    *,
+    n_samples: int = 32,
+    temperature: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Sample ``n_samples`` slices at positions spread like the test split and measure how many
+    are brain-shaped, next to the same statistic on the real test slices."""
+    from brainvq.metrics.shape import AreaModel, brain_shape_check
+    from brainvq.sample.generate import completion_figure, generate, load_models, save_generated
+
+    out = Path(out_dir)
+    vqvae, prior = load_models(vqvae_path, prior_path)
+    train = load_split(data, "train", progress=progress)
+    test = load_split(data, "test", progress=progress)
+    area_model = AreaModel.fit(train.images, train.positions)
+    rng = np.random.default_rng(seed)
+    positions = np.sort(
+        rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test))
+    )
+    gen = generate(
+        vqvae,
+        prior,
+        positions if prior.config.conditional else None,
+        n=n_samples,
+        temperature=temperature,
+        seed=seed,
+        progress=progress,
+    )
+    gen_pos = positions  # unconditional samples are judged against the test positions' range
+    save_generated(gen, out / "samples", vqvae.config.num_codes)
+    fake = brain_shape_check(gen.images, gen_pos, area_model)
+    real = brain_shape_check(test.images, test.positions, area_model)
+    completion_figure(
+        vqvae, prior, test, out / "figures" / "completions.png", seed=seed, temperature=temperature
+    )
+    summary = {
+        "data": str(data.root),
+        "n_samples": n_samples,
+        "temperature": temperature,
+        "generated": fake.to_dict(),
+        "real_test": real.to_dict(),
+    }
+    write_json(out / "generation_metrics.json", summary)
+    return summary

@@ -36,9 +36,9 @@ class PixelCNNConfig:
     """Architecture of the prior (saved with its weights)."""
 
     num_codes: int = 256  # K
-    grid_size: int = 32  # H == W of the code grid
-    hidden: int = 64
-    n_layers: int = 12
+    grid_size: int = 64  # H == W of the code grid (the VQ-VAE's latent grid)
+    hidden: int = 32
+    n_layers: int = 8
     kernel_size: int = 5  # odd
     conditional: bool = True
     cond_dim: int = 32

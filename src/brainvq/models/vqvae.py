@@ -3,8 +3,9 @@
 All convolutions run at reduced resolution: the image is folded into channels with
 space-to-depth (``pixel_unshuffle``) instead of strided full-resolution convolutions, and
 the decoder unfolds with depth-to-space (``pixel_shuffle``) instead of transposed
-convolutions. With the defaults the convolutions run at 64x64 and 32x32 and the latent
-grid is 32x32 (downsampling factor 8).
+convolutions. With the defaults every convolution runs at 64x64 and the latent grid is
+64x64 (downsampling factor 4): on the stand-in data a 32x32 grid (factor 8) plateaued
+near SSIM 0.86 in the CPU budget while 64x64 passed 0.9 within minutes.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ class VQVAEConfig:
     """Architecture of the VQ-VAE (saved with every checkpoint)."""
 
     image_size: int = 256
-    downsample: int = 8  # latent grid = image_size / downsample; a power of two >= 4
+    downsample: int = 4  # latent grid = image_size / downsample; a power of two >= 4
     num_codes: int = 256  # K
-    code_dim: int = 64  # D
+    code_dim: int = 32  # D
     stem_channels: int = 32  # channels at image_size / 4
-    hidden_channels: int = 96  # channels at the latent resolution
+    hidden_channels: int = 48  # channels at the latent resolution
     n_res_blocks: int = 1
     beta: float = 0.25
     ema_decay: float = 0.99

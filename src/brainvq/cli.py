@@ -84,7 +84,11 @@ def _data_config(a: argparse.Namespace):
     from brainvq.data.sources import DataConfig
 
     return DataConfig(
-        root=a.data, on_wrong_size=a.on_wrong_size, on_rgb=a.on_rgb, cache=not a.no_cache
+        root=a.data,
+        image_size=a.image_size,
+        on_wrong_size=a.on_wrong_size,
+        on_rgb=a.on_rgb,
+        cache=not a.no_cache,
     )
 
 
@@ -154,16 +158,25 @@ def cmd_train_vqvae(a: argparse.Namespace) -> dict:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> dict:
-    from brainvq.evaluate import evaluate_vqvae
+    from brainvq.evaluate import evaluate_generation, evaluate_vqvae
 
     weights = Path(a.weights or Path(a.run) / "vqvae.safetensors")
-    return evaluate_vqvae(
+    out = Path(a.out or weights.parent)
+    prog = not a.no_progress
+    result = evaluate_vqvae(weights, _data_config(a), out, split=a.split, progress=prog)
+    if not a.prior:
+        return result
+    generation = evaluate_generation(
         weights,
+        a.prior,
         _data_config(a),
-        a.out or Path(weights).parent,
-        split=a.split,
-        progress=not a.no_progress,
+        out,
+        n_samples=a.samples,
+        temperature=a.temperature,
+        seed=a.seed,
+        progress=prog,
     )
+    return {"reconstruction": result, "generation": generation}
 
 
 def cmd_train_prior(a: argparse.Namespace) -> dict:

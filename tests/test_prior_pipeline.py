@@ -1,0 +1,76 @@
+"""Tiny end-to-end prior run: encode all splits, train, export, sample, evaluate generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from brainvq.checkpoint import load_prior
+from brainvq.cli import main
+from brainvq.data.sources import DataConfig
+from brainvq.models.pixelcnn import PixelCNNConfig
+from brainvq.train.common import TrainerConfig
+from brainvq.train.prior import PriorTrainConfig, train_prior
+from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
+from tests.test_train_vqvae import tiny_cfg
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    from tests.conftest import write_oasis
+
+    root = tmp_path_factory.mktemp("prior")
+    data = write_oasis(root / "oasis", {"train": [1, 2, 3, 4], "validate": [5], "test": [441, 442]}, n_slices=6)
+    vq: VQVAETrainConfig = tiny_cfg(data, root / "vq", epochs=2)
+    train_vqvae(vq)
+    cfg = PriorTrainConfig(
+        vqvae=str(root / "vq" / "vqvae.safetensors"),
+        data=DataConfig(root=str(data), image_size=64),
+        model=PixelCNNConfig(hidden=8, n_layers=3, kernel_size=3, cond_dim=8, location_dim=4),
+        trainer=TrainerConfig(epochs=2, batch_size=8, lr=3e-3, progress=False),
+        out_dir=str(root / "prior"),
+    )
+    summary = train_prior(cfg)
+    assert summary["n_train_codes"] == 2 * 24  # whole training split, plus its left-right flips
+    assert summary["n_test_codes"] == 12 and summary["test_bits_per_code"] > 0
+    return data, root / "vq" / "vqvae.safetensors", root / "prior"
+
+
+def test_prior_outputs(trained: tuple[Path, Path, Path]):
+    _, _, prior_dir = trained
+    for name in ("prior.safetensors", "config.yaml", "checkpoints/last.ckpt", "codes/codes_train_flip.pt", "logs/metrics.csv"):
+        assert (prior_dir / name).is_file(), name
+    model = load_prior(prior_dir / "prior.safetensors")
+    assert model.config.grid_size == 16 and model.config.num_codes == 16  # taken from the VQ-VAE
+    log = (prior_dir / "logs" / "metrics.csv").read_text()
+    assert "test/bits_per_code" in log and "val/bits_per_code" in log  # reported every epoch
+    codes = torch.load(prior_dir / "codes" / "codes_train_flip.pt", weights_only=True)
+    assert codes["codes"].shape == (48, 16, 16) and codes["codes"].dtype == torch.int64
+
+
+def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture):
+    data, vq, prior_dir = trained
+    out = tmp_path / "samples"
+    args = ["sample", "--vqvae", str(vq), "--prior", str(prior_dir / "prior.safetensors"), "--out", str(out), "--n", "3", "--no-progress"]
+    assert main([*args, "--position", "0.6", "--seed", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["positions"] == pytest.approx([0.6] * 3)
+    assert len(list((out / "images").glob("*.png"))) == 3 and (out / "sample_grid.png").is_file()
+    first = torch.load(out / "sample_codes.pt", weights_only=True)["codes"]
+    assert main([*args, "--position", "0.6", "--seed", "5"]) == 0  # same seed, same samples
+    capsys.readouterr()
+    assert torch.equal(first, torch.load(out / "sample_codes.pt", weights_only=True)["codes"])
+    assert main([*args, "--temperature", "-1"]) == 2
+    assert "temperature must be > 0" in capsys.readouterr().err
+
+    ev = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(data), "--image-size", "64", "--weights", str(vq), "--prior",
+                 str(prior_dir / "prior.safetensors"), "--samples", "4", "--out", str(ev), "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    gen = result["generation"]
+    assert gen["generated"]["n"] == 4 and 0 <= gen["generated"]["fraction_brain_shaped"] <= 1
+    assert gen["real_test"]["n"] == 12
+    assert (ev / "figures" / "completions.png").is_file()

@@ -219,6 +219,18 @@ def cmd_sample(a: argparse.Namespace) -> dict:
     )
 
 
+def _fast_cpu_precision() -> str:
+    """bf16 autocast where the hardware runs it natively (CUDA or CPUs with bf16 units), else fp32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    try:
+        return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
+    except (AttributeError, RuntimeError):
+        return "32-true"
+
+
 def cmd_demo(a: argparse.Namespace) -> dict:
     """Stand-in dataset -> VQ-VAE -> evaluation -> prior -> samples and brain-shape check."""
     from brainvq.data.sources import DataConfig
@@ -255,13 +267,17 @@ def cmd_demo(a: argparse.Namespace) -> dict:
         max_minutes=a.prior_minutes,
         batch_size=16,
         lr=3e-3,
+        precision=_fast_cpu_precision(),
         progress=prog,
     )
-    prior = train_prior(
-        PriorTrainConfig(
-            vqvae=str(vq_weights), data=data, trainer=prior_trainer, out_dir=str(out / "prior")
-        )
+    prior_cfg = PriorTrainConfig(
+        vqvae=str(vq_weights),
+        data=data,
+        trainer=prior_trainer,
+        out_dir=str(out / "prior"),
+        flip=False,
     )
+    prior = train_prior(prior_cfg)
     t = lap("prior_train_s", t)
     gen = evaluate_generation(
         vq_weights,

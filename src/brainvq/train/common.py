@@ -189,12 +189,31 @@ def resume_path(out_dir: Path, resume: bool | str | None) -> str | None:
     return str(last) if last.is_file() else None
 
 
-def cosine_lr(step: int, total: int, warmup: int = 50) -> float:
-    """Linear warm-up then cosine decay to 5% (as a multiplier of the base lr)."""
+def cosine_lr(progress: float, step: int, warmup: int = 50) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to 5% as ``progress`` goes 0 -> 1."""
     if step < warmup:
         return (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    t = min(1.0, max(0.0, progress))
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class LRSchedule:
+    """LambdaLR multiplier whose progress is the larger of steps done / total steps and, when
+    a wall-time budget is set, time spent / budget: a run cut short by ``--max-minutes``
+    still ends with a decayed learning rate."""
+
+    def __init__(self, total_steps: int, max_minutes: float | None = None) -> None:
+        self.total_steps = max(1, total_steps)
+        self.max_seconds = max_minutes * 60 if max_minutes else None
+        self.start: float | None = None
+
+    def __call__(self, step: int) -> float:
+        if self.start is None:
+            self.start = time.monotonic()
+        progress = step / self.total_steps
+        if self.max_seconds:
+            progress = max(progress, (time.monotonic() - self.start) / self.max_seconds)
+        return cosine_lr(progress, step)
 
 
 def is_rank_zero() -> bool:

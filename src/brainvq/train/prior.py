@@ -21,9 +21,9 @@ from brainvq.data.sources import DataConfig, load_split
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE
 from brainvq.train.common import (
+    LRSchedule,
     TrainerConfig,
     build_trainer,
-    cosine_lr,
     resume_path,
     to_plain,
     write_json,
@@ -120,7 +120,14 @@ def cached_codes(
 class PriorModule(L.LightningModule):
     """Cross-entropy over K codes; logs bits per code on validation and test codes."""
 
-    def __init__(self, model: dict, lr: float, total_steps: int, kind: str = "prior") -> None:
+    def __init__(
+        self,
+        model: dict,
+        lr: float,
+        total_steps: int,
+        max_minutes: float | None = None,
+        kind: str = "prior",
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = GatedPixelCNN(PixelCNNConfig(**model))
@@ -171,7 +178,7 @@ class PriorModule(L.LightningModule):
     def configure_optimizers(self):  # noqa: D102
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
         total = self.hparams.total_steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -207,7 +214,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         DataLoader(TensorDataset(s.codes, s.positions), batch_size=t.batch_size * 2, **kw)
         for s in (val, test)
     ]
-    module = PriorModule(to_plain(cfg.model), t.lr, t.epochs * len(train_dl))
+    module = PriorModule(to_plain(cfg.model), t.lr, t.epochs * len(train_dl), t.max_minutes)
     trainer = build_trainer(t, out, monitor="val/bits_per_code", mode="min")
     t0 = time.time()
     trainer.fit(module, train_dl, eval_dls, ckpt_path=resume_path(out, resume), weights_only=True)

@@ -17,9 +17,9 @@ from brainvq.data.dataset import SliceDataset
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.train.common import (
+    LRSchedule,
     TrainerConfig,
     build_trainer,
-    cosine_lr,
     resume_path,
     to_plain,
     write_json,
@@ -41,7 +41,14 @@ class VQVAETrainConfig:
 class VQVAEModule(L.LightningModule):
     """Reconstruction MSE + commitment loss; logs SSIM, PSNR, codebook usage and perplexity."""
 
-    def __init__(self, model: dict, lr: float, total_steps: int, kind: str = "vqvae") -> None:
+    def __init__(
+        self,
+        model: dict,
+        lr: float,
+        total_steps: int,
+        max_minutes: float | None = None,
+        kind: str = "vqvae",
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain dicts/numbers only: loads with weights_only=True
         self.model = VQVAE(VQVAEConfig(**model))
@@ -116,7 +123,7 @@ class VQVAEModule(L.LightningModule):
     def configure_optimizers(self):  # noqa: D102
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
         total = self.hparams.total_steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, total))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -150,7 +157,7 @@ def train_vqvae(cfg: VQVAETrainConfig, resume: bool | str | None = None) -> dict
     train_dl, val_dl = vqvae_loaders(cfg, progress=cfg.trainer.progress)
     write_run_config(out, cfg)
     total = cfg.trainer.epochs * len(train_dl)
-    module = VQVAEModule(to_plain(cfg.model), cfg.trainer.lr, total)
+    module = VQVAEModule(to_plain(cfg.model), cfg.trainer.lr, total, cfg.trainer.max_minutes)
     module.model.to(memory_format=torch.channels_last)
     trainer = build_trainer(cfg.trainer, out, monitor="val/ssim", mode="max")
     t0 = time.time()

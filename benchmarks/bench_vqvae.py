@@ -48,9 +48,7 @@ def forward_flops(model: torch.nn.Module, size: int) -> float:
     return float(fc.get_total_flops())
 
 
-def train_for(
-    model: VQVAE, images: torch.Tensor, seconds: float, batch: int, lr: float, seed: int
-) -> dict:
+def train_for(model: VQVAE, images: torch.Tensor, seconds: float, batch: int, lr: float, seed: int) -> dict:
     """Train for ``seconds`` of wall time; returns images/s measured after 3 warm-up steps."""
     torch.manual_seed(seed)
     model.train().to(memory_format=torch.channels_last)
@@ -82,9 +80,7 @@ def val_ssim(model: VQVAE, images: torch.Tensor) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/standin")
     p.add_argument("--seconds", type=float, default=120.0, help="training wall time per model")
     p.add_argument("--batch-size", type=int, default=32)

@@ -9,9 +9,7 @@ import pytest
 from PIL import Image
 
 
-def blob_slice(
-    rng: np.random.Generator, size: int, position: float
-) -> tuple[np.ndarray, np.ndarray]:
+def blob_slice(rng: np.random.Generator, size: int, position: float) -> tuple[np.ndarray, np.ndarray]:
     """A brain-like ellipse whose radius depends on slice position, plus its 4-class mask."""
     yy, xx = np.mgrid[:size, :size] / size - 0.5
     r = 0.25 + 0.15 * np.sin(np.pi * position) + rng.uniform(-0.02, 0.02)
@@ -25,9 +23,7 @@ def blob_slice(
     return img, mask
 
 
-def write_oasis(
-    root: Path, cases: dict[str, list[int]], n_slices: int = 4, size: int = 64, seed: int = 0
-) -> Path:
+def write_oasis(root: Path, cases: dict[str, list[int]], n_slices: int = 4, size: int = 64, seed: int = 0) -> Path:
     """Write ``root/keras_png_slices_data/keras_png_slices_{split}`` (+ seg) and return root."""
     rng = np.random.default_rng(seed)
     base = root / "keras_png_slices_data"

@@ -25,20 +25,14 @@ def test_parse_slice_name():
 def test_oasis_layout_parsed(tiny_oasis: Path):
     assert find_oasis_root(tiny_oasis).name == "keras_png_slices_data"
     assert find_oasis_root(tiny_oasis / "keras_png_slices_data").name == "keras_png_slices_data"
-    train = load_split(
-        DataConfig(root=str(tiny_oasis), image_size=64), "train", with_masks=True, progress=False
-    )
-    assert (
-        len(train) == 12 and train.images.shape == (12, 64, 64) and train.images.dtype == np.uint8
-    )
+    train = load_split(DataConfig(root=str(tiny_oasis), image_size=64), "train", with_masks=True, progress=False)
+    assert len(train) == 12 and train.images.shape == (12, 64, 64) and train.images.dtype == np.uint8
     assert sorted(set(train.case_ids.tolist())) == [1, 2, 3]
     assert train.slice_indices[:4].tolist() == [0, 1, 2, 3]
     assert train.positions[:4].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1])
     assert set(np.unique(train.masks).tolist()) <= {0, 1, 2, 3}
     item = SliceDataset(train)[5]
-    assert (
-        item["image"].shape == (1, 64, 64) and 0 <= item["image"].min() and item["image"].max() <= 1
-    )
+    assert item["image"].shape == (1, 64, 64) and 0 <= item["image"].min() and item["image"].max() <= 1
     assert int(item["case_id"]) == 2 and int(item["slice_index"]) == 1
     test = load_split(DataConfig(root=str(tiny_oasis), image_size=64), "test", progress=False)
     assert set(test.case_ids.tolist()) == {441}
@@ -87,14 +81,10 @@ def test_corrupt_and_truncated_png(tiny_oasis: Path):
     target = folder / "case_441_slice_2.nii.png"
     target.write_bytes(target.read_bytes()[:60])
     with pytest.raises(DataError, match=r"case_441_slice_2\.nii\.png: cannot decode image"):
-        load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False
-        )
+        load_split(DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False)
     target.write_bytes(b"not a png at all")
     with pytest.raises(DataError, match="cannot decode"):
-        load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False
-        )
+        load_split(DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False)
 
 
 def test_rgb_image_converted_or_refused(tiny_oasis: Path):
@@ -102,9 +92,7 @@ def test_rgb_image_converted_or_refused(tiny_oasis: Path):
     target = folder / "case_441_slice_1.nii.png"
     Image.fromarray(np.full((64, 64, 3), (200, 100, 0), np.uint8)).save(target)
     with pytest.warns(UserWarning, match="converted to grayscale"):
-        data = load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False
-        )
+        data = load_split(DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False)
     assert data.images.shape == (4, 64, 64) and 100 < int(data.images[1, 0, 0]) < 140
     with pytest.raises(DataError, match=r"case_441_slice_1\.nii\.png: colour image"):
         load_split(
@@ -118,9 +106,7 @@ def test_wrong_size_resized_or_refused(tiny_oasis: Path):
     folder = tiny_oasis / "keras_png_slices_data" / "keras_png_slices_test"
     Image.fromarray(np.zeros((80, 70), np.uint8)).save(folder / "case_441_slice_3.nii.png")
     with pytest.warns(UserWarning, match="resized to 64x64"):
-        data = load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False
-        )
+        data = load_split(DataConfig(root=str(tiny_oasis), image_size=64, cache=False), "test", progress=False)
     assert data.images.shape == (4, 64, 64)
     with pytest.raises(DataError, match="is 70x80, expected 64x64"):
         load_split(
@@ -134,33 +120,18 @@ def test_masks_must_pair(tiny_oasis: Path):
     base = tiny_oasis / "keras_png_slices_data"
     (base / "keras_png_slices_seg_test" / "seg_441_slice_3.nii.png").unlink()
     with pytest.raises(DataError, match="no matching mask seg_441_slice_3"):
-        load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False
-        )
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(
-        base / "keras_png_slices_seg_test" / "seg_441_slice_3.nii.png"
-    )
-    Image.fromarray(np.zeros((64, 64), np.uint8)).save(
-        base / "keras_png_slices_seg_test" / "seg_999_slice_0.nii.png"
-    )
+        load_split(DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(base / "keras_png_slices_seg_test" / "seg_441_slice_3.nii.png")
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(base / "keras_png_slices_seg_test" / "seg_999_slice_0.nii.png")
     with pytest.raises(DataError, match="seg_999_slice_0.nii.png: mask has no matching image"):
-        load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False
-        )
+        load_split(DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False)
 
 
 def test_mask_with_bad_values(tiny_oasis: Path):
-    seg = (
-        tiny_oasis
-        / "keras_png_slices_data"
-        / "keras_png_slices_seg_test"
-        / "seg_441_slice_0.nii.png"
-    )
+    seg = tiny_oasis / "keras_png_slices_data" / "keras_png_slices_seg_test" / "seg_441_slice_0.nii.png"
     Image.fromarray(np.full((64, 64), 100, np.uint8)).save(seg)
     with pytest.raises(DataError, match=r"seg_441_slice_0\.nii\.png: mask has values \[100\]"):
-        load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False
-        )
+        load_split(DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False)
 
 
 def test_missing_mask_folder(tiny_oasis: Path):
@@ -168,9 +139,7 @@ def test_missing_mask_folder(tiny_oasis: Path):
 
     shutil.rmtree(tiny_oasis / "keras_png_slices_data" / "keras_png_slices_seg_test")
     with pytest.raises(DataError, match="mask folder missing"):
-        load_split(
-            DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False
-        )
+        load_split(DataConfig(root=str(tiny_oasis), image_size=64), "test", with_masks=True, progress=False)
 
 
 def test_generic_image_folder(tmp_path: Path):

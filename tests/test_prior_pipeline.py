@@ -41,7 +41,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
 
 def test_prior_outputs(trained: tuple[Path, Path, Path]):
     _, _, prior_dir = trained
-    for name in ("prior.safetensors", "config.yaml", "checkpoints/last.ckpt", "codes/codes_train_flip.pt", "logs/metrics.csv"):
+    for name in (
+        "prior.safetensors",
+        "config.yaml",
+        "checkpoints/last.ckpt",
+        "codes/codes_train_flip.pt",
+        "logs/metrics.csv",
+    ):
         assert (prior_dir / name).is_file(), name
     model = load_prior(prior_dir / "prior.safetensors")
     assert model.config.grid_size == 16 and model.config.num_codes == 16  # taken from the VQ-VAE
@@ -54,7 +60,18 @@ def test_prior_outputs(trained: tuple[Path, Path, Path]):
 def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture):
     data, vq, prior_dir = trained
     out = tmp_path / "samples"
-    args = ["sample", "--vqvae", str(vq), "--prior", str(prior_dir / "prior.safetensors"), "--out", str(out), "--n", "3", "--no-progress"]
+    args = [
+        "sample",
+        "--vqvae",
+        str(vq),
+        "--prior",
+        str(prior_dir / "prior.safetensors"),
+        "--out",
+        str(out),
+        "--n",
+        "3",
+        "--no-progress",
+    ]
     assert main([*args, "--position", "0.6", "--seed", "5"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["positions"] == pytest.approx([0.6] * 3)
@@ -67,8 +84,27 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
     assert "temperature must be > 0" in capsys.readouterr().err
 
     ev = tmp_path / "eval"
-    assert main(["evaluate", "--data", str(data), "--image-size", "64", "--weights", str(vq), "--prior",
-                 str(prior_dir / "prior.safetensors"), "--samples", "4", "--out", str(ev), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(data),
+                "--image-size",
+                "64",
+                "--weights",
+                str(vq),
+                "--prior",
+                str(prior_dir / "prior.safetensors"),
+                "--samples",
+                "4",
+                "--out",
+                str(ev),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     result = json.loads(capsys.readouterr().out)
     gen = result["generation"]
     assert gen["generated"]["n"] == 4 and 0 <= gen["generated"]["fraction_brain_shaped"] <= 1

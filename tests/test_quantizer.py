@@ -46,12 +46,8 @@ def test_ema_update_moves_code_towards_assigned_mean():
     before = vq.codebook.clone()
     vq(z)
     assert not torch.allclose(vq.codebook[1], before[1])
-    assert torch.norm(vq.codebook[1] - torch.tensor([0.9, 0.2])) < torch.norm(
-        before[1] - torch.tensor([0.9, 0.2])
-    )
-    assert torch.allclose(
-        vq.codebook[3], before[3], atol=0.05 * 5
-    )  # unassigned code barely moves (only smoothing)
+    assert torch.norm(vq.codebook[1] - torch.tensor([0.9, 0.2])) < torch.norm(before[1] - torch.tensor([0.9, 0.2]))
+    assert torch.allclose(vq.codebook[3], before[3], atol=0.05 * 5)  # unassigned code barely moves (only smoothing)
     for _ in range(30):
         vq(z)
     assert torch.allclose(vq.codebook[1], torch.tensor([0.9, 0.2]), atol=1e-2)

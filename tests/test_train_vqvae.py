@@ -21,9 +21,7 @@ from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 def tiny_cfg(root: Path, out: Path, epochs: int = 2) -> VQVAETrainConfig:
     return VQVAETrainConfig(
         data=DataConfig(root=str(root), image_size=64),
-        model=VQVAEConfig(
-            image_size=64, num_codes=16, code_dim=8, stem_channels=8, hidden_channels=16
-        ),
+        model=VQVAEConfig(image_size=64, num_codes=16, code_dim=8, stem_channels=8, hidden_channels=16),
         trainer=TrainerConfig(epochs=epochs, batch_size=4, lr=3e-3, progress=False, seed=1),
         out_dir=str(out),
     )
@@ -67,9 +65,7 @@ def test_train_evaluate_resume(tiny_oasis: Path, tmp_path: Path):
         "vqvae_training_curves.png",
     ):
         assert (out / "figures" / fig).stat().st_size > 1000
-    assert json.loads((out / "eval_metrics.json").read_text())["ssim_mean"] == pytest.approx(
-        ev["ssim_mean"]
-    )
+    assert json.loads((out / "eval_metrics.json").read_text())["ssim_mean"] == pytest.approx(ev["ssim_mean"])
 
     # resume continues from last.ckpt up to the new epoch budget
     resumed = train_vqvae(tiny_cfg(tiny_oasis, out, epochs=3), resume=True)

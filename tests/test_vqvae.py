@@ -33,11 +33,7 @@ def test_shapes(downsample: int):
     out = model(x)
     g = 64 // downsample
     assert out.reconstruction.shape == x.shape and out.codes.shape == (2, g, g)
-    assert (
-        out.codes.dtype == torch.int64
-        and 0 <= out.reconstruction.min()
-        and out.reconstruction.max() <= 1
-    )
+    assert out.codes.dtype == torch.int64 and 0 <= out.reconstruction.min() and out.reconstruction.max() <= 1
     assert torch.equal(model.encode(x), out.codes)
     assert torch.allclose(model.decode(out.codes), out.reconstruction, atol=1e-6)
 
@@ -82,9 +78,7 @@ def test_truncated_or_corrupt_weights(tmp_path: Path):
 
 
 def test_weights_from_other_architecture(tmp_path: Path):
-    path = save_weights(
-        VQVAE(small()), tmp_path / "w.safetensors", "vqvae", small(num_codes=32).to_dict()
-    )
+    path = save_weights(VQVAE(small()), tmp_path / "w.safetensors", "vqvae", small(num_codes=32).to_dict())
     with pytest.raises(CheckpointError, match="do not match the architecture"):
         load_vqvae(path)
     other = save_weights(torch.nn.Linear(2, 2), tmp_path / "p.safetensors", "prior", {})

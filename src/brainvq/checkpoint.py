@@ -57,19 +57,13 @@ def read_weights(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
             meta = fh.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}"
-        ) from None
+        raise CheckpointError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
     if meta.get("kind") != kind:
-        raise CheckpointError(
-            f"{path}: holds a {meta.get('kind', 'unknown')!r} model, expected {kind!r}"
-        )
+        raise CheckpointError(f"{path}: holds a {meta.get('kind', 'unknown')!r} model, expected {kind!r}")
     try:
         config = json.loads(meta["config"])
     except (KeyError, json.JSONDecodeError):
-        raise CheckpointError(
-            f"{path}: missing or broken architecture config in metadata"
-        ) from None
+        raise CheckpointError(f"{path}: missing or broken architecture config in metadata") from None
     return state, config
 
 
@@ -83,9 +77,7 @@ def _read_lightning(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dic
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if hp.get("kind") != kind or "state_dict" not in ckpt:
         raise CheckpointError(f"{path}: not a brainvq {kind} training checkpoint")
-    state = {
-        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
-    }
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     return state, hp["model"]
 
 
@@ -95,9 +87,7 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Pat
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()
-        raise CheckpointError(
-            f"{path}: weights do not match the architecture ({' '.join(first[:2])[:300]})"
-        ) from None
+        raise CheckpointError(f"{path}: weights do not match the architecture ({' '.join(first[:2])[:300]})") from None
 
 
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):

@@ -59,9 +59,7 @@ def _add_trainer_args(p: argparse.ArgumentParser, epochs: int, batch: int, lr: f
     g.add_argument("--batch-size", type=_positive_int, default=batch)
     g.add_argument("--lr", type=_positive_float, default=lr)
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument(
-        "--max-minutes", type=_positive_float, default=None, help="stop after this wall time"
-    )
+    g.add_argument("--max-minutes", type=_positive_float, default=None, help="stop after this wall time")
     g.add_argument(
         "--resume",
         nargs="?",
@@ -70,9 +68,7 @@ def _add_trainer_args(p: argparse.ArgumentParser, epochs: int, batch: int, lr: f
         help="resume from last.ckpt of --out (or a given .ckpt)",
     )
     g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-    g.add_argument(
-        "--devices", type=_devices, default="auto", help="number of devices (e.g. 2) or auto"
-    )
+    g.add_argument("--devices", type=_devices, default="auto", help="number of devices (e.g. 2) or auto")
     g.add_argument("--num-nodes", type=_positive_int, default=1)
     g.add_argument("--strategy", default="auto", help="e.g. ddp (gloo on CPU, nccl on GPU)")
     g.add_argument("--precision", default="32-true", help="32-true, bf16-mixed or 16-mixed")
@@ -146,9 +142,7 @@ def _vqvae_train_config(a: argparse.Namespace):
         hidden_channels=a.hidden_channels,
         n_res_blocks=a.res_blocks,
     )
-    return VQVAETrainConfig(
-        data=_data_config(a), model=model, trainer=_trainer_config(a), out_dir=a.out
-    )
+    return VQVAETrainConfig(data=_data_config(a), model=model, trainer=_trainer_config(a), out_dir=a.out)
 
 
 def cmd_train_vqvae(a: argparse.Namespace) -> dict:
@@ -253,9 +247,7 @@ def cmd_demo(a: argparse.Namespace) -> dict:
     make_standin_dataset(data_root, StandInConfig(seed=a.seed), progress=prog)
     t = lap("dataset_s", t0)
     data = DataConfig(root=str(data_root))
-    vq_trainer = TrainerConfig(
-        epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=prog
-    )
+    vq_trainer = TrainerConfig(epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=prog)
     train_vqvae(VQVAETrainConfig(data=data, trainer=vq_trainer, out_dir=str(out / "vqvae")))
     t = lap("vqvae_train_s", t)
     vq_weights = out / "vqvae" / "vqvae.safetensors"
@@ -293,27 +285,30 @@ def cmd_demo(a: argparse.Namespace) -> dict:
     summary = {
         "data": f"{data_root} (synthetic stand-in, not OASIS)",
         "reconstruction_test": ev,
-        "prior": {
-            k: prior.get(k) for k in ("test_bits_per_code", "test_bits_per_image", "epochs_run")
-        },
+        "prior": {k: prior.get(k) for k in ("test_bits_per_code", "test_bits_per_image", "epochs_run")},
         "generation": gen,
         "timings": timings,
     }
     write_json(out / "demo_summary.json", summary)
+    from brainvq.report.html import build_report
+
+    summary["report"] = str(build_report(out))
     return summary
+
+
+def cmd_report(a: argparse.Namespace) -> dict:
+    from brainvq.report.html import build_report
+
+    return {"report": str(build_report(a.run, a.out))}
 
 
 # --- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brainvq", description=__doc__)
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="show library warnings and full tracebacks"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(
-        "make-dataset", help="generate the OASIS-format stand-in dataset from the brain templates"
-    )
+    p = sub.add_parser("make-dataset", help="generate the OASIS-format stand-in dataset from the brain templates")
     p.add_argument("out", nargs="?", default="data/standin")
     p.add_argument("--train-cases", type=_positive_int, default=32)
     p.add_argument("--val-cases", type=_positive_int, default=4)
@@ -332,9 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML config (e.g. a previous run's config.yaml); overrides the flags below",
     )
     g = p.add_argument_group("architecture")
-    g.add_argument(
-        "--downsample", type=_positive_int, default=8, help="image size / latent grid size"
-    )
+    g.add_argument("--downsample", type=_positive_int, default=8, help="image size / latent grid size")
     g.add_argument("--num-codes", type=_positive_int, default=256)
     g.add_argument("--code-dim", type=_positive_int, default=32)
     g.add_argument("--stem-channels", type=_positive_int, default=32)
@@ -356,9 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prior",
         help="prior weights: also sample and measure generated slices (brain-shape check)",
     )
-    p.add_argument(
-        "--samples", type=_positive_int, default=32, help="number of generated slices to evaluate"
-    )
+    p.add_argument("--samples", type=_positive_int, default=32, help="number of generated slices to evaluate")
     p.add_argument("--temperature", type=_positive_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -376,15 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hidden", type=_positive_int, default=32)
     g.add_argument("--layers", type=_positive_int, default=8)
     g.add_argument("--kernel-size", type=_positive_int, default=5)
-    g.add_argument(
-        "--unconditional", action="store_true", help="do not condition on slice position"
-    )
+    g.add_argument("--unconditional", action="store_true", help="do not condition on slice position")
     _add_trainer_args(p, epochs=20, batch=16, lr=3e-3)
     p.set_defaults(func=cmd_train_prior)
 
-    p = sub.add_parser(
-        "sample", help="generate new slices: PNG grid, individual PNGs and code maps"
-    )
+    p = sub.add_parser("sample", help="generate new slices: PNG grid, individual PNGs and code maps")
     p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
     p.add_argument("--prior", default="runs/prior/prior.safetensors")
     p.add_argument("--out", default="runs/samples")
@@ -399,9 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser(
-        "demo", help="end to end on the stand-in dataset: data, VQ-VAE, evaluation, prior, samples"
-    )
+    p = sub.add_parser("report", help="one self-contained HTML page for a run folder (e.g. runs/demo)")
+    p.add_argument("run", nargs="?", default="runs/demo")
+    p.add_argument("--out", help="HTML file (default RUN/report.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="end to end on the stand-in dataset: data, VQ-VAE, evaluation, prior, samples")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data-dir", default="data/standin")
     p.add_argument("--seed", type=int, default=0)

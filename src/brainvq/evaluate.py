@@ -51,9 +51,7 @@ def evaluate_vqvae(
         fig_dir / "reconstructions_worst.png",
         [sl.names[i].split(".")[0] for i in worst],
     )
-    figures.code_map_figure(
-        originals, res.codes[idx], model.config.num_codes, fig_dir / "code_maps.png", titles
-    )
+    figures.code_map_figure(originals, res.codes[idx], model.config.num_codes, fig_dir / "code_maps.png", titles)
     counts = torch.bincount(res.codes.flatten(), minlength=model.config.num_codes).numpy()
     figures.codebook_histogram(counts, fig_dir / "codebook_usage.png")
     metrics_csv = Path(weights).parent / "logs" / "metrics.csv"
@@ -98,9 +96,7 @@ def evaluate_generation(
     test = load_split(data, "test", progress=progress)
     area_model = AreaModel.fit(train.images, train.positions)
     rng = np.random.default_rng(seed)
-    positions = np.sort(
-        rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test))
-    )
+    positions = np.sort(rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test)))
     gen = generate(
         vqvae,
         prior,
@@ -114,9 +110,17 @@ def evaluate_generation(
     save_generated(gen, out / "samples", vqvae.config.num_codes)
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
-    completion_figure(
-        vqvae, prior, test, out / "figures" / "completions.png", seed=seed, temperature=temperature
-    )
+    completion_figure(vqvae, prior, test, out / "figures" / "completions.png", seed=seed, temperature=temperature)
+    if prior.config.conditional:  # a row of samples for each of a few slice positions
+        rows = np.repeat(np.array([0.2, 0.4, 0.6, 0.8], np.float32), 6)
+        by_pos = generate(vqvae, prior, rows, temperature=temperature, seed=seed + 1, progress=progress)
+        figures.image_grid(
+            by_pos.images,
+            out / "samples" / "samples_by_position.png",
+            ncols=6,
+            titles=[f"pos {p:.1f}" for p in rows],
+            suptitle="generated slices per slice position",
+        )
     summary = {
         "data": str(data.root),
         "n_samples": n_samples,

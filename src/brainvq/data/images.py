@@ -51,9 +51,7 @@ def read_gray(
         if mode in ("RGB", "RGBA", "CMYK", "YCbCr") and on_rgb == "error":
             raise DataError(f"{path}: colour image (mode {mode}); expected 8-bit grayscale")
         if mode in ("RGB", "RGBA", "CMYK", "YCbCr"):
-            warnings.warn(
-                f"{path}: colour image (mode {mode}) converted to grayscale", stacklevel=2
-            )
+            warnings.warn(f"{path}: colour image (mode {mode}) converted to grayscale", stacklevel=2)
         img = img.convert("L")
     elif mode in ("I;16", "I;16B", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -66,8 +64,6 @@ def read_gray(
     if img.size != (size, size):
         if on_wrong_size == "error":
             raise DataError(f"{path}: image is {img.size[0]}x{img.size[1]}, expected {size}x{size}")
-        warnings.warn(
-            f"{path}: image is {img.size[0]}x{img.size[1]}, resized to {size}x{size}", stacklevel=2
-        )
+        warnings.warn(f"{path}: image is {img.size[0]}x{img.size[1]}, resized to {size}x{size}", stacklevel=2)
         img = img.resize((size, size), resample)
     return np.asarray(img, dtype=np.uint8)

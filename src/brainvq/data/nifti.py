@@ -19,9 +19,7 @@ def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def nifti_axial_slices(
-    path: str | Path, size: int = 256, min_foreground: float = 0.02
-) -> np.ndarray:
+def nifti_axial_slices(path: str | Path, size: int = 256, min_foreground: float = 0.02) -> np.ndarray:
     """Axial slices (bottom to top) of a volume as (S,size,size) uint8.
 
     The volume is reoriented to RAS (nibabel canonical), each axial slice is padded to a

@@ -32,8 +32,7 @@ def find_oasis_root(root: str | Path) -> Path:
     if not root.exists():
         raise DataError(f"{root}: data folder not found")
     raise DataError(
-        f"{root}: no OASIS split folders (keras_png_slices_train/validate/test) here "
-        "or in keras_png_slices_data/"
+        f"{root}: no OASIS split folders (keras_png_slices_train/validate/test) here or in keras_png_slices_data/"
     )
 
 
@@ -137,9 +136,7 @@ def _summarise_warnings(caught: list[warnings.WarningMessage], folder: Path) -> 
         warnings.warn(msgs[0] + more, UserWarning, stacklevel=3)
 
 
-def _pair_masks(
-    files: list[Path], case_ids: np.ndarray, slice_idx: np.ndarray, mask_folder: Path
-) -> list[Path]:
+def _pair_masks(files: list[Path], case_ids: np.ndarray, slice_idx: np.ndarray, mask_folder: Path) -> list[Path]:
     if not mask_folder.is_dir():
         raise DataError(f"{mask_folder}: mask folder not found")
     by_key: dict[tuple[int, int], Path] = {}

@@ -32,9 +32,7 @@ class SliceSet:
         n = len(self.images)
         for field in ("names", "case_ids", "slice_indices", "positions"):
             if len(getattr(self, field)) != n:
-                raise ValueError(
-                    f"SliceSet.{field} has {len(getattr(self, field))} entries, expected {n}"
-                )
+                raise ValueError(f"SliceSet.{field} has {len(getattr(self, field))} entries, expected {n}")
         if self.masks is not None and self.masks.shape != self.images.shape:
             raise ValueError(f"masks shape {self.masks.shape} != images shape {self.images.shape}")
 

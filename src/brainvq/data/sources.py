@@ -45,22 +45,14 @@ def _split_by_case(data: SliceSet, split: str) -> SliceSet:
     return data.subset(np.flatnonzero(sel))
 
 
-def load_split(
-    config: DataConfig, split: str, *, with_masks: bool = False, progress: bool = True
-) -> SliceSet:
+def load_split(config: DataConfig, split: str, *, with_masks: bool = False, progress: bool = True) -> SliceSet:
     """Load ``split`` from ``config.root``; never returns an empty set."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     root = Path(config.root)
-    cache_dir = (
-        (Path(config.cache_dir) if config.cache_dir else default_cache_dir())
-        if config.cache
-        else None
-    )
+    cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
     if not root.exists():
-        raise DataError(
-            f"{root}: data not found (run `brainvq make-dataset {root}` for the stand-in)"
-        )
+        raise DataError(f"{root}: data not found (run `brainvq make-dataset {root}` for the stand-in)")
     if root.is_dir() and is_oasis_root(root):
         data = load_oasis_split(
             root,

@@ -90,12 +90,8 @@ def _load_template(name: str) -> _Template:
     if name == "mni152_2009a":
         img = nib.load(str(d / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
         t1 = img.get_fdata(dtype=np.float32)
-        gm = nib.load(str(d / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(
-            dtype=np.float32
-        )
-        wm = nib.load(str(d / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(
-            dtype=np.float32
-        )
+        gm = nib.load(str(d / "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(dtype=np.float32)
+        wm = nib.load(str(d / "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")).get_fdata(dtype=np.float32)
         gm, wm = gm / max(gm.max(), 1e-6), wm / max(wm.max(), 1e-6)
     elif name == "colin27":
         img = nib.load(str(d / "colin27_ch2bet.nii.gz"))
@@ -150,10 +146,7 @@ def _case_arrays(case_id: int, cfg: StandInConfig) -> tuple[np.ndarray, np.ndarr
     src = (rot @ (pts / scale[:, None])) + shift[:, None]
     coarse = rng.normal(0, 3.0, (3, 5, 5, 5))  # mm, on a 5^3 grid spanning the brain
     grid_idx = np.stack(
-        [
-            (pts[i] - lo) / (hi - lo) * 4
-            for i, (lo, hi) in enumerate(((-100, 100), (-120, 90), (-40, 80)))
-        ]
+        [(pts[i] - lo) / (hi - lo) * 4 for i, (lo, hi) in enumerate(((-100, 100), (-120, 90), (-40, 80)))]
     )
     for i in range(3):
         src[i] += ndimage.map_coordinates(coarse[i], grid_idx, order=3, mode="nearest")
@@ -165,9 +158,9 @@ def _case_arrays(case_id: int, cfg: StandInConfig) -> tuple[np.ndarray, np.ndarr
     # intensity: gamma/contrast, smooth bias field, mild noise, per-case robust scaling
     bias_coef = rng.normal(0, 0.08, 4)
     nx, ny, nz = pts / 100.0
-    bias = np.exp(
-        bias_coef[0] * nx + bias_coef[1] * ny + bias_coef[2] * nz + bias_coef[3] * (nx**2 - ny**2)
-    ).reshape(s, n, n)
+    bias = np.exp(bias_coef[0] * nx + bias_coef[1] * ny + bias_coef[2] * nz + bias_coef[3] * (nx**2 - ny**2)).reshape(
+        s, n, n
+    )
     img = np.clip(t1, 0, None) ** rng.uniform(0.8, 1.25) * bias
     img = ndimage.gaussian_filter(img, (0, 0.4, 0.4)) + rng.normal(0, 0.012, img.shape)
     img = np.where(brain, img, 0.0)
@@ -218,9 +211,7 @@ def make_standin_dataset(
                 return final
         except (OSError, ValueError, KeyError):
             pass
-        raise ConfigError(
-            f"{final} already exists with other contents; pass --overwrite to replace it"
-        )
+        raise ConfigError(f"{final} already exists with other contents; pass --overwrite to replace it")
     tmp = out_root / f".keras_png_slices_data.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

@@ -54,18 +54,14 @@ class ReconstructionResult:
 
 
 @torch.no_grad()
-def reconstruct(
-    model: VQVAE, data: SliceSet, batch_size: int = 64, progress: bool = True
-) -> ReconstructionResult:
+def reconstruct(model: VQVAE, data: SliceSet, batch_size: int = 64, progress: bool = True) -> ReconstructionResult:
     """Encode and decode every slice of ``data`` with ``model`` (in eval mode)."""
     model.eval()
     model.quantizer.reset_usage()
     images = as_tensor(data)
     device = next(model.parameters()).device
     ssim, psnr, codes, recs = [], [], [], []
-    for i in tqdm(
-        range(0, len(images), batch_size), desc="reconstruct", disable=not progress, leave=False
-    ):
+    for i in tqdm(range(0, len(images), batch_size), desc="reconstruct", disable=not progress, leave=False):
         x = images[i : i + batch_size].to(device)
         out = model(x)
         rec = out.reconstruction.float().clamp(0, 1)

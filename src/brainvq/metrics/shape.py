@@ -64,9 +64,7 @@ def _ellipse_iou(mask: np.ndarray) -> float:
     return float(inter / max((ell | mask).sum(), 1))
 
 
-def shape_stats(
-    images: torch.Tensor | np.ndarray, thresholds: ShapeThresholds | None = None
-) -> list[dict]:
+def shape_stats(images: torch.Tensor | np.ndarray, thresholds: ShapeThresholds | None = None) -> list[dict]:
     """Per image: foreground area fraction, components, largest share, solidity, ellipse IoU."""
     t = thresholds or ShapeThresholds()
     out = []

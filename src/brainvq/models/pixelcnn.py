@@ -99,9 +99,7 @@ class GatedLayer(nn.Module):
         v_pre = self.v_conv(F.pad(v_rows, (p, p, 0, 0)))
         return _gate(v_pre + self.v_cond(s_row)), v_pre
 
-    def horizontal_pixel(
-        self, h_win: Tensor, v_pre_above: Tensor, h_prev: Tensor | None, s_px: Tensor
-    ) -> Tensor:
+    def horizontal_pixel(self, h_win: Tensor, v_pre_above: Tensor, h_prev: Tensor | None, s_px: Tensor) -> Tensor:
         """Horizontal output at one position from its left window ``h_win`` (B,C,1,k//2+1)
         and the vertical pre-activation of the row above at that column (B,2C,1,1)."""
         h_pre = self.h_conv(h_win) + self.v_to_h(v_pre_above)
@@ -116,9 +114,7 @@ class GatedPixelCNN(nn.Module):
         super().__init__()
         self.config = cfg = config or PixelCNNConfig()
         self.embed = nn.Embedding(cfg.num_codes, cfg.hidden)
-        self.location = nn.Parameter(
-            torch.randn(1, cfg.location_dim, cfg.grid_size, cfg.grid_size) * 0.1
-        )
+        self.location = nn.Parameter(torch.randn(1, cfg.location_dim, cfg.grid_size, cfg.grid_size) * 0.1)
         cond_in = cfg.location_dim + (cfg.cond_dim if cfg.conditional else 0)
         if cfg.conditional:
             self.cond_mlp = nn.Sequential(
@@ -130,8 +126,7 @@ class GatedPixelCNN(nn.Module):
             nn.Conv2d(2 * cfg.cond_dim, cfg.cond_dim, 1),
         )
         self.layers = nn.ModuleList(
-            GatedLayer(cfg.hidden, cfg.kernel_size, cfg.cond_dim, first=i == 0)
-            for i in range(cfg.n_layers)
+            GatedLayer(cfg.hidden, cfg.kernel_size, cfg.cond_dim, first=i == 0) for i in range(cfg.n_layers)
         )
         self.head = nn.Sequential(
             nn.ReLU(),
@@ -145,11 +140,7 @@ class GatedPixelCNN(nn.Module):
         """Validate codes/cond; returns cond as (B,) float (or None when unconditional)."""
         cfg = self.config
         if codes is not None:
-            if (
-                codes.dtype != torch.long
-                or codes.ndim != 3
-                or codes.shape[1:] != (cfg.grid_size, cfg.grid_size)
-            ):
+            if codes.dtype != torch.long or codes.ndim != 3 or codes.shape[1:] != (cfg.grid_size, cfg.grid_size):
                 raise ConfigError(
                     f"codes must be int64 (B,{cfg.grid_size},{cfg.grid_size}), got {codes.dtype} {tuple(codes.shape)}"
                 )
@@ -160,9 +151,7 @@ class GatedPixelCNN(nn.Module):
                 raise ConfigError("this prior is unconditional: do not pass a slice position")
             return None
         if cond is None:
-            raise ConfigError(
-                "this prior is conditioned on slice position: pass cond (values in [0, 1])"
-            )
+            raise ConfigError("this prior is conditioned on slice position: pass cond (values in [0, 1])")
         cond = torch.as_tensor(cond, dtype=torch.float32, device=self.location.device)
         if cond.ndim == 0:
             cond = cond.expand(batch)
@@ -176,9 +165,7 @@ class GatedPixelCNN(nn.Module):
         if cond is None:
             return self.cond_mix(loc)
         freqs = 2 ** torch.arange(8, device=cond.device, dtype=torch.float32) * math.pi
-        feats = torch.cat(
-            [torch.sin(cond[:, None] * freqs), torch.cos(cond[:, None] * freqs)], dim=1
-        )
+        feats = torch.cat([torch.sin(cond[:, None] * freqs), torch.cos(cond[:, None] * freqs)], dim=1)
         c = self.cond_mlp(feats)[:, :, None, None].expand(-1, -1, *loc.shape[-2:])
         return self.cond_mix(torch.cat([loc, c], dim=1))
 

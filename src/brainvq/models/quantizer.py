@@ -161,10 +161,7 @@ class VectorQuantizerEMA(nn.Module):
         if n_dead == 0 or fill == 0:
             return 0
         pick = torch.randint(0, fill, (n_dead,), device=self.codebook.device)
-        new = (
-            self.reservoir[pick]
-            + 0.01 * torch.randn_like(self.reservoir[pick]) * self.reservoir[:fill].std()
-        )
+        new = self.reservoir[pick] + 0.01 * torch.randn_like(self.reservoir[pick]) * self.reservoir[:fill].std()
         if dist.is_available() and dist.is_initialized():
             dist.broadcast(new, src=0)  # every rank restarts the same codes identically
         self.codebook[dead] = new

@@ -75,9 +75,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: VQVAEConfig) -> None:
         super().__init__()
         stem, hid = cfg.stem_channels, cfg.hidden_channels
-        self.stem = nn.Sequential(
-            nn.PixelUnshuffle(4), nn.Conv2d(16, stem, 3, padding=1), ResBlock(stem)
-        )
+        self.stem = nn.Sequential(nn.PixelUnshuffle(4), nn.Conv2d(16, stem, 3, padding=1), ResBlock(stem))
         downs: list[nn.Module] = []
         ch = stem
         for _ in range(int(math.log2(cfg.downsample // 4))):
@@ -165,9 +163,7 @@ class VQVAE(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         """Code grids (B,h,w) int64 -> images (B,1,S,S) in [0,1]."""
         if codes.dtype != torch.long or codes.ndim != 3:
-            raise ConfigError(
-                f"expected int64 code grids (B,h,w), got {codes.dtype} {tuple(codes.shape)}"
-            )
+            raise ConfigError(f"expected int64 code grids (B,h,w), got {codes.dtype} {tuple(codes.shape)}")
         if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.num_codes):
             raise ConfigError(f"codes must lie in [0, {self.config.num_codes})")
         return self.decoder(self.quantizer.embed(codes))

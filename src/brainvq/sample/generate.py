@@ -33,10 +33,7 @@ def load_models(vqvae_path: str | Path, prior_path: str | Path) -> tuple[VQVAE, 
     """Load both models and check that the prior was trained on this VQ-VAE's code grid."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vqvae, prior = load_vqvae(vqvae_path, device), load_prior(prior_path, device)
-    if (
-        prior.config.num_codes != vqvae.config.num_codes
-        or prior.config.grid_size != vqvae.config.grid_size
-    ):
+    if prior.config.num_codes != vqvae.config.num_codes or prior.config.grid_size != vqvae.config.grid_size:
         raise ConfigError(
             f"{prior_path}: prior is for K={prior.config.num_codes}, grid {prior.config.grid_size} but the VQ-VAE has "
             f"K={vqvae.config.num_codes}, grid {vqvae.config.grid_size}"
@@ -46,11 +43,7 @@ def load_models(vqvae_path: str | Path, prior_path: str | Path) -> tuple[VQVAE, 
 
 def spread_positions(n: int, low: float = 0.1, high: float = 0.9) -> np.ndarray:
     """``n`` slice positions evenly spread over [low, high]."""
-    return (
-        np.linspace(low, high, n).astype(np.float32)
-        if n > 1
-        else np.array([(low + high) / 2], np.float32)
-    )
+    return np.linspace(low, high, n).astype(np.float32) if n > 1 else np.array([(low + high) / 2], np.float32)
 
 
 @torch.no_grad()
@@ -91,9 +84,7 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(gen.images):
-        Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).save(
-            out_dir / "images" / f"{tag}_{i:03d}.png"
-        )
+        Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).save(out_dir / "images" / f"{tag}_{i:03d}.png")
     titles = [f"pos {p:.2f}" if np.isfinite(p) else f"#{i}" for i, p in enumerate(gen.positions)]
     figures.image_grid(
         gen.images,
@@ -102,9 +93,7 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
         suptitle="generated slices (decoded prior samples)",
     )
     k = min(8, len(gen.codes))
-    figures.code_map_figure(
-        gen.images[:k], gen.codes[:k], num_codes, out_dir / f"{tag}_code_maps.png", titles[:k]
-    )
+    figures.code_map_figure(gen.images[:k], gen.codes[:k], num_codes, out_dir / f"{tag}_code_maps.png", titles[:k])
     torch.save(
         {"codes": gen.codes, "positions": torch.from_numpy(gen.positions)},
         out_dir / f"{tag}_codes.pt",
@@ -132,21 +121,13 @@ def completion_figure(
     sub = data.subset(idx)
     x = as_tensor(sub).to(next(vqvae.parameters()).device)
     codes = vqvae.encode(x)
-    cond = (
-        torch.from_numpy(np.asarray(sub.positions, np.float32))
-        if prior.config.conditional
-        else None
-    )
-    done = complete(
-        prior, codes, cond, generator=torch.Generator().manual_seed(seed), temperature=temperature
-    )
+    cond = torch.from_numpy(np.asarray(sub.positions, np.float32)) if prior.config.conditional else None
+    done = complete(prior, codes, cond, generator=torch.Generator().manual_seed(seed), temperature=temperature)
     before, after = vqvae.decode(codes).cpu(), vqvae.decode(done).cpu()
     masked = before.clone()
     masked[:, :, before.shape[-2] // 2 :] = 0
     rows = torch.cat([x.cpu(), masked, after])
-    titles = (
-        [f"real pos {p:.2f}" for p in sub.positions] + ["kept top half"] * n + ["completed"] * n
-    )
+    titles = [f"real pos {p:.2f}" for p in sub.positions] + ["kept top half"] * n + ["completed"] * n
     return figures.image_grid(
         rows,
         out_path,

@@ -37,9 +37,7 @@ def _prepare(
         raise ConfigError(f"temperature must be > 0, got {temperature}")
     g = model.config.grid_size
     device = model.location.device
-    cond_t = model.check_inputs(
-        None, None if cond is None else torch.as_tensor(cond, dtype=torch.float32), n
-    )
+    cond_t = model.check_inputs(None, None if cond is None else torch.as_tensor(cond, dtype=torch.float32), n)
     if cond_t is not None and ((cond_t < 0) | (cond_t > 1)).any():
         raise ConfigError("slice positions must lie in [0, 1]")
     codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
@@ -113,10 +111,7 @@ def sample_cached(
     zeros_pre = torch.zeros(n, 2 * c, 1, g, device=dev, dtype=dt)
     for i in tqdm(range(g), desc="sample rows (cached)", disable=not progress, leave=False):
         # horizontal caches of row i: h_in[li] is layer l's input with p (+1 for layer 0) zero columns on the left
-        h_in = [
-            torch.zeros(n, c, 1, g + p + (1 if li == 0 else 0), device=dev, dtype=dt)
-            for li in range(n_layers)
-        ]
+        h_in = [torch.zeros(n, c, 1, g + p + (1 if li == 0 else 0), device=dev, dtype=dt) for li in range(n_layers)]
         above = [v_pre[li][:, :, i - 1 : i] if i > 0 else zeros_pre for li in range(n_layers)]
         for j in range(g):
             if j > 0:  # the code to the left is known now: feed it to the type-A window
@@ -124,9 +119,7 @@ def sample_cached(
             h = None
             for li, layer in enumerate(model.layers):
                 win = h_in[li][:, :, :, j : j + p + 1]  # columns j-p-1..j-1 (layer 0) or j-p..j
-                h = layer.horizontal_pixel(
-                    win, above[li][:, :, :, j : j + 1], h, s[:, :, i : i + 1, j : j + 1]
-                )
+                h = layer.horizontal_pixel(win, above[li][:, :, :, j : j + 1], h, s[:, :, i : i + 1, j : j + 1])
                 if li + 1 < n_layers:
                     h_in[li + 1][:, :, :, p + j] = h[:, :, :, 0]
             if not keep[:, i, j].all():

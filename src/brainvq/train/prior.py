@@ -38,13 +38,9 @@ class PriorTrainConfig:
     vqvae: str = "runs/vqvae/vqvae.safetensors"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)
-    trainer: TrainerConfig = dataclasses.field(
-        default_factory=lambda: TrainerConfig(epochs=40, batch_size=32, lr=2e-3)
-    )
+    trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=40, batch_size=32, lr=2e-3))
     out_dir: str = "runs/prior"
-    flip: bool = (
-        True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
-    )
+    flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
 
 
 @dataclasses.dataclass
@@ -110,9 +106,7 @@ def cached_codes(
     codes = encode_split(vqvae, data, split, flip=flip, progress=progress)
     atomic_write(
         path,
-        lambda tmp: torch.save(
-            {"key": key, "codes": codes.codes, "positions": codes.positions}, tmp
-        ),
+        lambda tmp: torch.save({"key": key, "codes": codes.codes, "positions": codes.positions}, tmp),
     )
     return codes
 
@@ -137,9 +131,7 @@ class PriorModule(L.LightningModule):
         logits = self.model(codes, pos if self.model.config.conditional else None)
         return F.cross_entropy(logits.float(), codes) / math.log(2)
 
-    def training_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int
-    ) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         bits = self._bits(batch)
         self.log(
             "train/bits_per_code",
@@ -186,20 +178,14 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     """Encode all splits once, train the prior on the whole training split, export weights."""
     out = Path(cfg.out_dir)
     if not Path(cfg.vqvae).is_file():
-        raise CheckpointError(
-            f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)"
-        )
+        raise CheckpointError(f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     prog = cfg.trainer.progress
-    train = cached_codes(
-        Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog
-    )
+    train = cached_codes(Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog)
     val = cached_codes(Path(cfg.vqvae), cfg.data, "validate", out / "codes", progress=prog)
     test = cached_codes(Path(cfg.vqvae), cfg.data, "test", out / "codes", progress=prog)
     vq_cfg = load_vqvae(cfg.vqvae).config
-    cfg.model = dataclasses.replace(
-        cfg.model, num_codes=vq_cfg.num_codes, grid_size=vq_cfg.grid_size
-    )
+    cfg.model = dataclasses.replace(cfg.model, num_codes=vq_cfg.num_codes, grid_size=vq_cfg.grid_size)
     write_run_config(out, cfg)
     t = cfg.trainer
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
@@ -210,10 +196,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         drop_last=len(train.codes) > t.batch_size,
         **kw,
     )
-    eval_dls = [
-        DataLoader(TensorDataset(s.codes, s.positions), batch_size=t.batch_size * 2, **kw)
-        for s in (val, test)
-    ]
+    eval_dls = [DataLoader(TensorDataset(s.codes, s.positions), batch_size=t.batch_size * 2, **kw) for s in (val, test)]
     module = PriorModule(to_plain(cfg.model), t.lr, t.epochs * len(train_dl), t.max_minutes)
     trainer = build_trainer(t, out, monitor="val/bits_per_code", mode="min")
     t0 = time.time()
@@ -229,9 +212,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path
         if best:
-            module.load_state_dict(
-                torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            )
+            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
         module.model.eval()
         with torch.no_grad():
             bits = torch.cat(
@@ -241,9 +222,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
                 ]
             )
         summary.update(
-            weights=str(
-                save_weights(module.model, out / "prior.safetensors", "prior", to_plain(cfg.model))
-            ),
+            weights=str(save_weights(module.model, out / "prior.safetensors", "prior", to_plain(cfg.model))),
             test_bits_per_code=float(bits.mean()),
             test_bits_per_image=float(bits.mean() * test.codes[0].numel()),
         )

@@ -169,9 +169,7 @@ def train_vqvae(cfg: VQVAETrainConfig, resume: bool | str | None = None) -> dict
         if best:
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        weights = save_weights(
-            module.model, out / "vqvae.safetensors", "vqvae", to_plain(cfg.model)
-        )
+        weights = save_weights(module.model, out / "vqvae.safetensors", "vqvae", to_plain(cfg.model))
         score = trainer.checkpoint_callback.best_model_score
         summary.update(weights=str(weights), best_val_ssim=None if score is None else float(score))
         write_json(out / "train_summary.json", summary)

@@ -1,0 +1,147 @@
+"""``brainvq report``: one self-contained HTML page for a run folder (figures embedded)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from brainvq.checkpoint import atomic_write
+from brainvq.data.errors import ConfigError
+from brainvq.report import figures
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.85em}.note{color:#a33;font-weight:600}
+"""
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
+
+
+def _table(rows: dict[str, Any], header: tuple[str, str] = ("metric", "value")) -> str:
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+    body = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{fmt(v)}</td></tr>"
+        for k, v in rows.items()
+        if not isinstance(v, (dict, list))
+    )
+    return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>"
+
+
+def _load_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _section(title: str, parts: list[str]) -> str:
+    return f"<section><h2>{html.escape(title)}</h2>{''.join(parts)}</section>" if parts else ""
+
+
+def _run_parts(run: Path, name: str) -> tuple[list[str], list[str]]:
+    """Config and curves of one training run folder (``vqvae`` or ``prior``)."""
+    config, curves = [], []
+    cfg = run / "config.yaml"
+    if cfg.is_file():
+        doc = yaml.safe_load(cfg.read_text())
+        config.append(f"<h3>{name}</h3><pre>{html.escape(yaml.safe_dump(doc, sort_keys=False))}</pre>")
+    log = run / "logs" / "metrics.csv"
+    if log.is_file():
+        out = run / "figures" / f"{name}_training_curves.png"
+        if not out.is_file():
+            figures.training_curves(
+                log,
+                out,
+                [k for k in figures.read_metrics_csv(log) if k.endswith("_epoch") or k.startswith(("val/", "test/"))],
+            )
+        curves.append(_img(out, f"{name} training curves"))
+    return config, curves
+
+
+def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
+    """Collect a demo-style run folder (``vqvae/``, ``prior/``, ``generation/``) into one HTML file."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ConfigError(f"{run}: run folder not found")
+    vq, prior, gen = run / "vqvae", run / "prior", run / "generation"
+    if not (vq / "eval_metrics.json").is_file():
+        raise ConfigError(f"{run}: no vqvae/eval_metrics.json (run `brainvq demo` or `brainvq evaluate` first)")
+    sections: list[str] = []
+    summary = _load_json(run / "demo_summary.json") or {}
+    data_note = summary.get("data") or (_load_json(vq / "eval_metrics.json") or {}).get("data", "")
+    config_parts, curve_parts = [], []
+    for folder, name in ((vq, "vqvae"), (prior, "prior")):
+        c, k = _run_parts(folder, name)
+        config_parts += c
+        curve_parts += k
+    sections.append(_section("Configuration", config_parts))
+    sections.append(_section("Training curves", curve_parts))
+    ev = _load_json(vq / "eval_metrics.json") or {}
+    rec = [_table({k: v for k, v in ev.items() if k not in ("figures",)})]
+    for fig, alt in (
+        ("reconstructions.png", "originals vs reconstructions (per-image SSIM)"),
+        ("reconstructions_worst.png", "worst reconstructions"),
+        ("code_maps.png", "code maps"),
+        ("codebook_usage.png", "codebook usage histogram"),
+    ):
+        if (vq / "figures" / fig).is_file():
+            rec.append(_img(vq / "figures" / fig, alt))
+    sections.append(_section("Reconstruction (test split)", rec))
+    pr = _load_json(prior / "train_summary.json")
+    if pr:
+        sections.append(
+            _section(
+                "Prior",
+                [_table({k: v for k, v in pr.items() if "bits" in k or k.startswith("n_") or k == "epochs_run"})],
+            )
+        )
+    gm = _load_json(gen / "generation_metrics.json")
+    gparts: list[str] = []
+    if gm:
+        rows = {f"generated: {k}": v for k, v in gm.get("generated", {}).items()}
+        rows.update({f"real test (baseline): {k}": v for k, v in gm.get("real_test", {}).items()})
+        gparts.append(_table(rows))
+        extra = gm.get("metrics")
+        if extra:
+            gparts.append("<h3>Generation metrics (real-data baselines alongside)</h3>" + _table(_flatten(extra)))
+    for fig, alt in (
+        ("samples/samples_by_position.png", "generated slices per conditioned slice position"),
+        ("samples/sample_grid.png", "generated slices"),
+        ("samples/sample_code_maps.png", "generated code maps and decodings"),
+        ("figures/completions.png", "completions: top half kept, bottom half sampled"),
+    ):
+        if (gen / fig).is_file():
+            gparts.append(_img(gen / fig, alt))
+    sections.append(_section("Generation", gparts))
+    timings = summary.get("timings")
+    if timings:
+        sections.append(_section("Wall time", [_table(timings, ("stage", "seconds"))]))
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>brainvq report</title>"
+        f"<style>{_CSS}</style></head><body><h1>brainvq report: {html.escape(str(run))}</h1>"
+        f"<p class='note'>Data: {html.escape(str(data_note))}</p>{''.join(sections)}</body></html>"
+    )
+    out = Path(out_path) if out_path else run / "report.html"
+    atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + " / "))
+        elif not isinstance(v, list):
+            flat[key] = v
+    return flat

@@ -427,9 +427,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-    if result is not None:
+    if result is not None and _is_rank_zero():
         print(json.dumps(result, indent=2, default=str))
     return 0
+
+
+def _is_rank_zero() -> bool:
+    """True except in the non-zero ranks of a distributed run (which must not print the summary twice)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 if __name__ == "__main__":

@@ -35,4 +35,4 @@ class SliceDataset(Dataset):
 
 def as_tensor(data: SliceSet) -> torch.Tensor:
     """All images as one (N,1,H,W) float tensor in [0,1]."""
-    return torch.from_numpy(np.asarray(data.images)).float().div_(255.0)[:, None]
+    return torch.from_numpy(np.array(data.images)).float().div_(255.0)[:, None]  # copy: memmaps are read-only

@@ -9,10 +9,12 @@ horizontal stack.
 
 Conditioning follows the conditional gated PixelCNN: a vector computed from the
 normalised axial slice position is projected into every gate of both stacks. A learned
-location map (one vector per grid cell) is mixed with it, so the gates also get
-location-dependent conditioning, which is what lets the prior learn where the brain is
-(its global shape), not only local texture. Positions in the grid are known in advance,
-so this never leaks future codes.
+location map (one vector per grid cell) and fixed Fourier features of the cell's row and
+column are mixed with it, so the gates also get location-dependent conditioning, and the
+same map adds a per-cell bias to the output layer. This is what lets the prior learn where
+the brain is (its global shape), not only local texture: a purely local model, once it has
+drawn brain texture, tends to continue it to the image edges. Positions in the grid are
+known in advance, so this never leaks future codes.
 
 The layers expose row- and pixel-level steps (:meth:`GatedLayer.vertical_row`,
 :meth:`GatedLayer.horizontal_pixel`) that the cached sampler uses to generate without
@@ -43,6 +45,7 @@ class PixelCNNConfig:
     conditional: bool = True
     cond_dim: int = 32
     location_dim: int = 16
+    coord_freqs: int = 4  # fixed sin/cos features of row and column at this many frequencies
 
     def __post_init__(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
@@ -57,6 +60,16 @@ class PixelCNNConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _coordinate_features(grid: int, freqs: int) -> Tensor:
+    """(1, 4*freqs, grid, grid): sin and cos of row and column coordinates at octave frequencies."""
+    t = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    f = 2.0 ** torch.arange(freqs, dtype=torch.float32) * math.pi
+    ang = t[None, :] * f[:, None]  # (freqs, grid)
+    rows = torch.cat([ang.sin(), ang.cos()])[:, :, None].expand(-1, grid, grid)
+    cols = torch.cat([ang.sin(), ang.cos()])[:, None, :].expand(-1, grid, grid)
+    return torch.cat([rows, cols])[None]
 
 
 def _gate(x: Tensor) -> Tensor:
@@ -115,7 +128,8 @@ class GatedPixelCNN(nn.Module):
         self.config = cfg = config or PixelCNNConfig()
         self.embed = nn.Embedding(cfg.num_codes, cfg.hidden)
         self.location = nn.Parameter(torch.randn(1, cfg.location_dim, cfg.grid_size, cfg.grid_size) * 0.1)
-        cond_in = cfg.location_dim + (cfg.cond_dim if cfg.conditional else 0)
+        self.register_buffer("coords", _coordinate_features(cfg.grid_size, cfg.coord_freqs), persistent=False)
+        cond_in = cfg.location_dim + self.coords.shape[1] + (cfg.cond_dim if cfg.conditional else 0)
         if cfg.conditional:
             self.cond_mlp = nn.Sequential(
                 nn.Linear(2 * 8, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
@@ -128,6 +142,7 @@ class GatedPixelCNN(nn.Module):
         self.layers = nn.ModuleList(
             GatedLayer(cfg.hidden, cfg.kernel_size, cfg.cond_dim, first=i == 0) for i in range(cfg.n_layers)
         )
+        self.head_cond = nn.Conv2d(cfg.cond_dim, cfg.hidden, 1)
         self.head = nn.Sequential(
             nn.ReLU(),
             nn.Conv2d(cfg.hidden, 2 * cfg.hidden, 1),
@@ -161,7 +176,7 @@ class GatedPixelCNN(nn.Module):
 
     def condition_map(self, cond: Tensor | None, batch: int) -> Tensor:
         """(B,cond_dim,H,W): location map mixed with the position embedding."""
-        loc = self.location.expand(batch, -1, -1, -1)
+        loc = torch.cat([self.location, self.coords.to(self.location.dtype)], 1).expand(batch, -1, -1, -1)
         if cond is None:
             return self.cond_mix(loc)
         freqs = 2 ** torch.arange(8, device=cond.device, dtype=torch.float32) * math.pi
@@ -178,7 +193,11 @@ class GatedPixelCNN(nn.Module):
         v, h = x, x
         for layer in self.layers:
             v, h = layer(v, h, s)
-        return self.head(h)
+        return self.logits(h, s)
+
+    def logits(self, h: Tensor, s: Tensor) -> Tensor:
+        """Output layer: code logits from the last horizontal features ``h`` and the conditioning map ``s``."""
+        return self.head(h + self.head_cond(s))
 
     def nll_bits(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
         """Negative log-likelihood per sample in bits per code, shape (B,)."""

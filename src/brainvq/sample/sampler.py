@@ -123,7 +123,7 @@ def sample_cached(
                 if li + 1 < n_layers:
                     h_in[li + 1][:, :, :, p + j] = h[:, :, :, 0]
             if not keep[:, i, j].all():
-                new = _draw(model.head(h)[:, :, 0, 0], u[:, i, j], temperature)
+                new = _draw(model.logits(h, s[:, :, i : i + 1, j : j + 1])[:, :, 0, 0], u[:, i, j], temperature)
                 codes[:, i, j] = torch.where(keep[:, i, j], codes[:, i, j], new)
         # row i is complete: push it through the vertical stack, one row per layer
         x = model.embed(codes[:, i]).permute(0, 2, 1)  # (n,c,g)

@@ -1,0 +1,128 @@
+"""Generation metrics: each judge must tell apart what differs and not what does not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from brainvq.data.slices import SliceSet
+from brainvq.metrics.generation import (
+    GenerationMetricsConfig,
+    classifier_two_sample_test,
+    fractions_by_position,
+    frechet_distance,
+    generation_metrics,
+    mean_pairwise_similarity,
+    nearest_training_ssim,
+    tissue_fractions,
+)
+from tests.conftest import blob_slice
+
+FAST = GenerationMetricsConfig(
+    feature_work_size=32, position_steps=60, c2st_steps=60, segmenter_work_size=64, segmenter_steps=120, diversity_pairs=32
+)
+
+
+def make_slices(n_cases: int, n_slices: int = 8, size: int = 64, seed: int = 0, first_case: int = 1) -> SliceSet:
+    rng = np.random.default_rng(seed)
+    imgs, masks, cases, idx = [], [], [], []
+    for c in range(n_cases):
+        for s in range(n_slices):
+            img, mask = blob_slice(rng, size, s / (n_slices - 1))
+            imgs.append(img)
+            masks.append(np.searchsorted([0, 85, 170, 255], mask).astype(np.uint8))
+            cases.append(first_case + c)
+            idx.append(s)
+    cases_a, idx_a = np.array(cases), np.array(idx)
+    return SliceSet(
+        images=np.stack(imgs),
+        names=[f"case_{c:03d}_slice_{s}.nii.png" for c, s in zip(cases, idx, strict=True)],
+        case_ids=cases_a,
+        slice_indices=idx_a,
+        positions=(idx_a / (n_slices - 1)).astype(np.float32),
+        masks=np.stack(masks),
+    )
+
+
+def as_float(s: SliceSet) -> torch.Tensor:
+    return torch.from_numpy(np.array(s.images)).float().div(255)[:, None]
+
+
+def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """The textbook formula with a general matrix square root, as an independent check."""
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(ca @ cb)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(root)))
+
+
+def test_frechet_distance_matches_the_textbook_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    b = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.7
+    assert frechet_distance(a, b) == pytest.approx(reference_frechet(a, b), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shifted = a + np.array([3.0, 0, 0, 0, 0])  # same covariance: distance = squared mean shift
+    assert frechet_distance(a, shifted) == pytest.approx(9.0, rel=1e-6)
+
+
+def test_two_sample_test_separates_different_sets_and_not_equal_ones():
+    real = as_float(make_slices(4, seed=1))
+    same = as_float(make_slices(4, seed=2))  # same distribution, other noise and radii
+    inverted = 1 - same  # bright background: trivially different
+    cfg = GenerationMetricsConfig(feature_work_size=32, c2st_steps=80)
+    different = classifier_two_sample_test(real, inverted, cfg)
+    alike = classifier_two_sample_test(real, same, cfg)
+    assert different["accuracy"] >= 0.9
+    assert alike["accuracy"] <= 0.75
+    assert different["n_per_side"] == 32 and different["stderr"] == pytest.approx(np.sqrt(0.25 / 64))
+
+
+def test_nearest_training_ssim_finds_copies():
+    train = make_slices(3, seed=3)
+    copies = as_float(train.subset([5, 17]))
+    ssim, index = nearest_training_ssim(copies, train, candidates=4)
+    assert list(index) == [5, 17] and np.all(ssim > 0.999)
+    others, _ = nearest_training_ssim(1 - copies, train, candidates=4)
+    assert np.all(others < 0.5)
+
+
+def test_pairwise_similarity_is_one_for_identical_images_and_lower_otherwise():
+    x = as_float(make_slices(2, seed=4))
+    same = x[:1].expand(8, -1, -1, -1)
+    assert mean_pairwise_similarity(same, 16, 0)[0] == pytest.approx(1.0, abs=1e-4)
+    assert mean_pairwise_similarity(x, 16, 0)[0] < 0.95
+    big = torch.nn.functional.interpolate(x[:6], size=(192, 192))
+    assert mean_pairwise_similarity(big, 8, 0)[1] == "ms-ssim"
+
+
+def test_tissue_fractions_and_position_bins():
+    labels = torch.zeros(2, 4, 4, dtype=torch.long)
+    labels[0, 0, :2] = 1  # 2 CSF
+    labels[0, 1, :] = 2  # 4 GM
+    labels[0, 2, :2] = 3  # 2 WM
+    np.testing.assert_allclose(tissue_fractions(labels), [[0.25, 0.5, 0.25], [0, 0, 0]])
+    table = fractions_by_position(np.array([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]), np.array([0.1, 0.15, 0.9]), 4)
+    np.testing.assert_allclose(table[0], [0.5, 0.5, 0])
+    assert np.isnan(table[1]).all() and np.isnan(table[2]).all()
+    np.testing.assert_allclose(table[3], [0, 0, 1])
+
+
+def test_generation_metrics_flags_copies_and_reports_baselines():
+    train, val, test = make_slices(4, seed=5), make_slices(2, seed=6, first_case=10), make_slices(2, seed=7, first_case=441)
+    fake = as_float(train.subset(np.arange(0, 16)))  # a "generator" that memorised training slices
+    m = generation_metrics(fake, train.positions[:16], train, val, test, FAST, progress=False)
+    assert len(m["memorisation"]["near_copies"]) == 16
+    assert m["memorisation"]["generated"]["mean"] > m["memorisation"]["real_test"]["mean"]
+    for key in ("generated_vs_test", "validation_vs_test"):
+        assert m["frechet_position_features"][key] >= 0
+        assert 0 <= m["c2st"][key]["accuracy"] <= 1
+    tissue = m["tissue"]
+    assert tissue["segmenter_on_test"]["pixel_accuracy"] > 0.8  # the judge learned the masks
+    assert np.array(tissue["real_test"]).shape == (FAST.position_bins, 3)
+    assert tissue["generated_vs_test_mean_abs_diff"] < 0.2  # copies of real slices have real tissue mix
+
+    no_masks = SliceSet(**{**train.__dict__, "masks": None})
+    m2 = generation_metrics(fake[:8], None, no_masks, val, test, FAST, progress=False)
+    assert "skipped" in m2["tissue"] and "generated_position_mae" not in m2["frechet_position_features"]

@@ -21,7 +21,12 @@ from brainvq.metrics.generation import (
 from tests.conftest import blob_slice
 
 FAST = GenerationMetricsConfig(
-    feature_work_size=32, position_steps=60, c2st_steps=60, segmenter_work_size=64, segmenter_steps=120, diversity_pairs=32
+    feature_work_size=32,
+    position_steps=60,
+    c2st_steps=60,
+    segmenter_work_size=64,
+    segmenter_steps=120,
+    diversity_pairs=32,
 )
 
 
@@ -110,7 +115,11 @@ def test_tissue_fractions_and_position_bins():
 
 
 def test_generation_metrics_flags_copies_and_reports_baselines():
-    train, val, test = make_slices(4, seed=5), make_slices(2, seed=6, first_case=10), make_slices(2, seed=7, first_case=441)
+    train, val, test = (
+        make_slices(4, seed=5),
+        make_slices(2, seed=6, first_case=10),
+        make_slices(2, seed=7, first_case=441),
+    )
     fake = as_float(train.subset(np.arange(0, 16)))  # a "generator" that memorised training slices
     m = generation_metrics(fake, train.positions[:16], train, val, test, FAST, progress=False)
     assert len(m["memorisation"]["near_copies"]) == 16

@@ -101,6 +101,7 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
                 "--out",
                 str(ev),
                 "--no-progress",
+                "--no-generation-metrics",  # the judges are covered by test_report and test_metrics_generation
             ]
         )
         == 0
@@ -110,3 +111,4 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
     assert gen["generated"]["n"] == 4 and 0 <= gen["generated"]["fraction_brain_shaped"] <= 1
     assert gen["real_test"]["n"] == 12
     assert (ev / "figures" / "completions.png").is_file()
+    assert "metrics" not in gen

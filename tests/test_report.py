@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.evaluate import evaluate_generation
 from brainvq.report.html import build_report
+from tests.test_metrics_generation import FAST
 from tests.test_prior_pipeline import trained  # noqa: F401  (module-scoped fixture)
 
 
@@ -32,13 +34,16 @@ def report_run(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:  # no
         run / "generation",
         n_samples=4,
         progress=False,
+        metrics=FAST,
     )
     return run
 
 
 def test_report_contents(report_run: Path):
     page = build_report(report_run).read_text()
-    assert page.count("<img") >= 6 and "data:image/png;base64," in page
+    assert page.count("<img") >= 8 and "data:image/png;base64," in page
+    metrics = json.loads((report_run / "generation" / "generation_metrics.json").read_text())["metrics"]
+    assert {"c2st", "frechet_position_features", "memorisation", "diversity", "tissue"} <= set(metrics)
     for text in (
         "Reconstruction (test split)",
         "ssim_mean",
@@ -46,6 +51,9 @@ def test_report_contents(report_run: Path):
         "fraction_brain_shaped",
         "real test (baseline)",
         "Configuration",
+        "two-sample classifier accuracy",
+        "tissue fractions per position",
+        "highest SSIM to a training slice",
     ):
         assert text in page, text
 

@@ -169,6 +169,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
         temperature=a.temperature,
         seed=a.seed,
         progress=prog,
+        skip_metrics=a.no_generation_metrics,
     )
     return {"reconstruction": result, "generation": generation}
 
@@ -350,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="prior weights: also sample and measure generated slices (brain-shape check)",
     )
     p.add_argument("--samples", type=_positive_int, default=32, help="number of generated slices to evaluate")
+    p.add_argument(
+        "--no-generation-metrics",
+        action="store_true",
+        help="only the brain-shape check: skip the two-sample test, Fréchet distance, memorisation, diversity and tissue judges",
+    )
     p.add_argument("--temperature", type=_positive_float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
@@ -396,9 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data/standin")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vqvae-epochs", type=_positive_int, default=12)
-    p.add_argument("--vqvae-minutes", type=_positive_float, default=5.0)
+    p.add_argument("--vqvae-minutes", type=_positive_float, default=4.0)
     p.add_argument("--prior-epochs", type=_positive_int, default=20)
-    p.add_argument("--prior-minutes", type=_positive_float, default=5.0)
+    p.add_argument("--prior-minutes", type=_positive_float, default=4.0)
     p.add_argument("--samples", type=_positive_int, default=32)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,10 +10,23 @@ import torch
 
 from brainvq.checkpoint import load_vqvae
 from brainvq.data.dataset import as_tensor
+from brainvq.data.errors import DataError
+from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.metrics.generation import GenerationMetricsConfig, generation_metrics
 from brainvq.metrics.reconstruction import reconstruct
 from brainvq.report import figures
 from brainvq.train.common import write_json
+
+
+def _split_with_masks(data: DataConfig, split: str, progress: bool, warn: bool) -> SliceSet:
+    """The split with its tissue masks when the data has them, else without (tissue judge skipped)."""
+    try:
+        return load_split(data, split, with_masks=True, progress=progress)
+    except DataError as exc:
+        if warn:
+            warnings.warn(f"tissue masks not used, so the tissue-realism metric is skipped: {exc}", stacklevel=2)
+        return load_split(data, split, progress=progress)
 
 
 def pick_examples(positions: np.ndarray, n: int) -> np.ndarray:
@@ -84,16 +98,23 @@ def evaluate_generation(
     temperature: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    metrics: GenerationMetricsConfig | None = None,
+    skip_metrics: bool = False,
 ) -> dict:
     """Sample ``n_samples`` slices at positions spread like the test split and measure how many
-    are brain-shaped, next to the same statistic on the real test slices."""
+    are brain-shaped, next to the same statistic on the real test slices.
+
+    Unless ``skip_metrics``, also runs the generation metrics of
+    :mod:`brainvq.metrics.generation` (two-sample test, Fréchet distance, memorisation,
+    diversity, tissue realism), each with its real-data baseline.
+    """
     from brainvq.metrics.shape import AreaModel, brain_shape_check
     from brainvq.sample.generate import completion_figure, generate, load_models, save_generated
 
     out = Path(out_dir)
     vqvae, prior = load_models(vqvae_path, prior_path)
-    train = load_split(data, "train", progress=progress)
-    test = load_split(data, "test", progress=progress)
+    train = _split_with_masks(data, "train", progress, warn=not skip_metrics)
+    test = _split_with_masks(data, "test", progress, warn=False)
     area_model = AreaModel.fit(train.images, train.positions)
     rng = np.random.default_rng(seed)
     positions = np.sort(rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test)))
@@ -128,5 +149,13 @@ def evaluate_generation(
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
     }
+    if not skip_metrics:
+        val = _split_with_masks(data, "validate", progress, warn=False)
+        cond_pos = positions if prior.config.conditional else None
+        m = generation_metrics(
+            gen.images, cond_pos, train, val, test, metrics or GenerationMetricsConfig(seed=seed), progress
+        )
+        summary["metrics"] = m
+        summary["metric_figures"] = [str(p) for p in figures.generation_metric_figures(m, out / "figures")]
     write_json(out / "generation_metrics.json", summary)
     return summary

@@ -59,7 +59,12 @@ def downsample(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tenso
     """Area-downsample (N,1,H,W) images to (N,1,size,size), chunk by chunk."""
     if images.shape[-1] == size:
         return images.float()
-    return torch.cat([F.interpolate(images[i : i + chunk].float(), size=(size, size), mode="area") for i in range(0, len(images), chunk)])
+    return torch.cat(
+        [
+            F.interpolate(images[i : i + chunk].float(), size=(size, size), mode="area")
+            for i in range(0, len(images), chunk)
+        ]
+    )
 
 
 def fit(
@@ -123,7 +128,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)
 
 
-def train_position_regressor(train: torch.Tensor, positions: np.ndarray, cfg: GenerationMetricsConfig, progress: bool = False) -> SliceCNN:
+def train_position_regressor(
+    train: torch.Tensor, positions: np.ndarray, cfg: GenerationMetricsConfig, progress: bool = False
+) -> SliceCNN:
     """A :class:`SliceCNN` that predicts the normalised slice position of (downsampled) real slices."""
     model = SliceCNN(outputs=1, work_size=cfg.feature_work_size, feature_dim=cfg.feature_dim)
     target = torch.as_tensor(np.asarray(positions), dtype=torch.float32)[:, None]
@@ -156,7 +163,12 @@ def classifier_two_sample_test(
     rng = np.random.default_rng(cfg.seed)
     n = min(len(real), len(other))
     if n < 4:
-        raise ValueError(f"the two-sample test needs at least 4 images per side, got {n}")
+        return {
+            "accuracy": float("nan"),
+            "n_per_side": n,
+            "stderr": float("nan"),
+            "note": "fewer than 4 images per side",
+        }
     a = real[torch.from_numpy(rng.permutation(len(real))[:n])]
     b = other[torch.from_numpy(rng.permutation(len(other))[:n])]
     half = n // 2
@@ -262,14 +274,26 @@ def mean_pairwise_similarity(images: torch.Tensor, pairs: int, seed: int) -> tup
 # --- tissue realism ------------------------------------------------------------------------------
 
 
-def train_segmenter(train: SliceSet, index: np.ndarray, cfg: GenerationMetricsConfig, progress: bool = False) -> TissueSegmenter:
+def train_segmenter(
+    train: SliceSet, index: np.ndarray, cfg: GenerationMetricsConfig, progress: bool = False
+) -> TissueSegmenter:
     """A :class:`TissueSegmenter` trained on the training masks (class ids 0..3)."""
     size = cfg.segmenter_work_size
     x = downsample(_images(train, index), size)
     masks = torch.from_numpy(np.array(train.masks[index])).float()[:, None]
     y = F.interpolate(masks, size=(size, size), mode="nearest")[:, 0].long()
     model = TissueSegmenter(work_size=size)
-    fit(model, x, y, F.cross_entropy, steps=cfg.segmenter_steps, batch_size=16, seed=cfg.seed, desc="segmenter", progress=progress)
+    fit(
+        model,
+        x,
+        y,
+        F.cross_entropy,
+        steps=cfg.segmenter_steps,
+        batch_size=16,
+        seed=cfg.seed,
+        desc="segmenter",
+        progress=progress,
+    )
     return model
 
 
@@ -365,7 +389,9 @@ def generation_metrics(
 
     c2st = {
         "generated_vs_test": classifier_two_sample_test(test_small, fake_small, cfg, progress),
-        "validation_vs_test": classifier_two_sample_test(test_small, val_small[torch.from_numpy(val_pick)], cfg, progress),
+        "validation_vs_test": classifier_two_sample_test(
+            test_small, val_small[torch.from_numpy(val_pick)], cfg, progress
+        ),
     }
     t = lap("c2st_s", t)
 
@@ -376,7 +402,9 @@ def generation_metrics(
         "generated": _distribution(gen_near),
         "real_test": _distribution(real_near),
         "near_copy_threshold": cfg.near_copy_ssim,
-        "near_copies": [{"sample": int(i), "train_slice": train.names[gen_idx[i]], "ssim": float(gen_near[i])} for i in copies],
+        "near_copies": [
+            {"sample": int(i), "train_slice": train.names[gen_idx[i]], "ssim": float(gen_near[i])} for i in copies
+        ],
         "generated_nearest_ssim": gen_near.round(4).tolist(),
         "real_test_nearest_ssim": real_near.round(4).tolist(),
         "method": f"SSIM at full resolution to the {cfg.memorisation_candidates} most correlated training slices (64x64 correlation over all)",
@@ -402,7 +430,11 @@ def generation_metrics(
         def fractions(images: torch.Tensor) -> np.ndarray:
             return tissue_fractions(_batched(lambda x: seg(x).argmax(1), downsample(images, size)))
 
-        gen_pos = pred_fake if fake_positions is None or np.isnan(np.asarray(fake_positions, float)).any() else np.asarray(fake_positions)
+        gen_pos = (
+            pred_fake
+            if fake_positions is None or np.isnan(np.asarray(fake_positions, float)).any()
+            else np.asarray(fake_positions)
+        )
         bins = cfg.position_bins
         real_tab = fractions_by_position(fractions(test_full), np.asarray(test.positions), bins)
         gen_tab = fractions_by_position(fractions(fake), gen_pos, bins)

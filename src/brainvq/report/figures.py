@@ -148,3 +148,37 @@ def training_curves(metrics_csv: Path, path: Path, keys: Sequence[str] | None = 
         ax.set_xlabel("epoch", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def generation_metric_figures(metrics: dict, out_dir: Path) -> list[Path]:
+    """Plots of :func:`brainvq.metrics.generation.generation_metrics` output: nearest-training-slice
+    SSIM histograms and tissue fractions per slice position, generated vs real test."""
+    out_dir = Path(out_dir)
+    paths = []
+    mem = metrics["memorisation"]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    bins = np.linspace(0, 1, 41)
+    ax.hist(mem["real_test_nearest_ssim"], bins=bins, alpha=0.6, density=True, label="real test slices")
+    ax.hist(mem["generated_nearest_ssim"], bins=bins, alpha=0.6, density=True, label="generated slices")
+    ax.axvline(mem["near_copy_threshold"], color="r", ls="--", lw=1, label="near-copy threshold")
+    ax.set_xlabel("highest SSIM to any training slice")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title("memorisation check")
+    paths.append(_save(fig, out_dir / "memorisation.png"))
+    tissue = metrics.get("tissue", {})
+    if "real_test" in tissue:
+        edges = np.asarray(tissue["bin_edges"])
+        centres = (edges[:-1] + edges[1:]) / 2
+        real, gen = np.asarray(tissue["real_test"], float), np.asarray(tissue["generated"], float)
+        fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharey=True)
+        for k, ax in enumerate(axes):
+            ax.plot(centres, real[:, k], "o-", label="real test")
+            ax.plot(centres, gen[:, k], "s--", label="generated")
+            ax.set_title(tissue["tissues"][k])
+            ax.set_xlabel("slice position")
+        axes[0].set_ylabel("fraction of brain pixels")
+        axes[0].legend(fontsize=8)
+        fig.suptitle("tissue fractions from the segmenter, per slice position")
+        paths.append(_save(fig, out_dir / "tissue_fractions.png"))
+    return paths

@@ -113,7 +113,13 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         gparts.append(_table(rows))
         extra = gm.get("metrics")
         if extra:
-            gparts.append("<h3>Generation metrics (real-data baselines alongside)</h3>" + _table(_flatten(extra)))
+            gparts.append("<h3>Generation metrics, each next to its real-data baseline</h3>" + _metric_table(extra))
+            for fig, alt in (
+                ("figures/memorisation.png", "highest SSIM to a training slice: generated vs real test"),
+                ("figures/tissue_fractions.png", "tissue fractions per slice position: generated vs real test"),
+            ):
+                if (gen / fig).is_file():
+                    gparts.append(_img(gen / fig, alt))
     for fig, alt in (
         ("samples/samples_by_position.png", "generated slices per conditioned slice position"),
         ("samples/sample_grid.png", "generated slices"),
@@ -136,12 +142,68 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     return out
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            flat.update(_flatten(v, key + " / "))
-        elif not isinstance(v, list):
-            flat[key] = v
-    return flat
+def _metric_table(m: dict) -> str:
+    """Rows of (metric, generated, real baseline, what the baseline is) from ``generation_metrics`` output."""
+    fd, c2, mem, div = m["frechet_position_features"], m["c2st"], m["memorisation"], m["diversity"]
+    rows = [
+        (
+            "two-sample classifier accuracy (0.5 = indistinguishable)",
+            c2["generated_vs_test"]["accuracy"],
+            c2["validation_vs_test"]["accuracy"],
+            "validation vs test",
+        ),
+        (
+            "Fréchet distance, position-regressor features",
+            fd["generated_vs_test"],
+            fd["validation_vs_test"],
+            "validation vs test, same n",
+        ),
+        (
+            "position regressor MAE (asked-for vs predicted position)",
+            fd.get("generated_position_mae", "n/a"),
+            fd["feature_net_test_mae"],
+            "real test slices",
+        ),
+        (
+            "mean highest SSIM to a training slice",
+            mem["generated"]["mean"],
+            mem["real_test"]["mean"],
+            "real test slices",
+        ),
+        (f"near copies (SSIM >= {mem['near_copy_threshold']})", len(mem["near_copies"]), "", ""),
+        (
+            f"diversity: mean {div['measure']} of random pairs (lower = more diverse)",
+            div["generated"],
+            div["real_test"],
+            "real test pairs",
+        ),
+    ]
+    tissue = m.get("tissue", {})
+    if "generated_vs_test_mean_abs_diff" in tissue:
+        rows.append(
+            (
+                "tissue fractions per position: mean |difference| to test",
+                tissue["generated_vs_test_mean_abs_diff"],
+                tissue["validation_vs_test_mean_abs_diff"],
+                "validation vs test",
+            )
+        )
+        rows.append(
+            (
+                "segmenter pixel accuracy on test masks",
+                "",
+                tissue["segmenter_on_test"]["pixel_accuracy"],
+                "judge quality",
+            )
+        )
+    else:
+        rows.append(("tissue realism", tissue.get("skipped", "n/a"), "", ""))
+
+    def fmt(v: Any) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+
+    body = "".join(
+        f"<tr><td>{html.escape(r[0])}</td><td>{fmt(r[1])}</td><td>{fmt(r[2])}</td><td>{html.escape(r[3])}</td></tr>"
+        for r in rows
+    )
+    return f"<table><tr><th>metric</th><th>generated</th><th>real baseline</th><th>baseline</th></tr>{body}</table>"

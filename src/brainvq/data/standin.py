@@ -34,6 +34,9 @@ TEMPLATES = ("mni152_2009a", "colin27")
 Z_RANGE_MM = (-24.0, 62.0)
 #: In-plane pixel size: a 205 mm field of view, so the brain fills ~70% of the image like OASIS.
 PIXEL_MM = 0.8
+#: MNI y (anterior-posterior) of the field of view's centre: the brain spans about y = -104..+72 mm,
+#: so centring on y = 0 would push the occipital lobe against the bottom edge.
+Y_CENTRE_MM = -16.0
 TEST_FIRST_CASE = 441  # OASIS test cases start at case_441
 
 
@@ -135,12 +138,12 @@ def _case_arrays(case_id: int, cfg: StandInConfig) -> tuple[np.ndarray, np.ndarr
     half = (n - 1) / 2
     px = PIXEL_MM * 256 / n
     z = np.linspace(*Z_RANGE_MM, s)
-    ys = (half - np.arange(n)) * px
+    ys = (half - np.arange(n)) * px + Y_CENTRE_MM
     xs = (np.arange(n) - half) * px
     zz, yy, xx = np.meshgrid(z, ys, xs, indexing="ij")
     pts = np.stack([xx.ravel(), yy.ravel(), zz.ravel()])  # (3, P) output-space mm
     # subject-like geometry: affine (scale, rotation, shift) + smooth elastic displacement
-    scale = rng.uniform(0.9, 1.1, 3)
+    scale = rng.uniform(0.92, 1.05, 3)  # OASIS slices are atlas-registered: sizes vary only a little
     rot = _rotation(*np.deg2rad(rng.uniform(-3, 3, 2)), np.deg2rad(rng.uniform(-6, 6)))
     shift = rng.uniform(-3, 3, 3)
     src = (rot @ (pts / scale[:, None])) + shift[:, None]

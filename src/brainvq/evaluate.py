@@ -151,9 +151,8 @@ def evaluate_generation(
     }
     if not skip_metrics:
         val = _split_with_masks(data, "validate", progress, warn=False)
-        cond_pos = positions if prior.config.conditional else None
-        m = generation_metrics(
-            gen.images, cond_pos, train, val, test, metrics or GenerationMetricsConfig(seed=seed), progress
+        m = generation_metrics(  # gen.positions is NaN for an unconditional prior
+            gen.images, gen.positions, train, val, test, metrics or GenerationMetricsConfig(seed=seed), progress
         )
         summary["metrics"] = m
         summary["metric_figures"] = [str(p) for p in figures.generation_metric_figures(m, out / "figures")]

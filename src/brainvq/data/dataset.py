@@ -33,6 +33,7 @@ class SliceDataset(Dataset):
         }
 
 
-def as_tensor(data: SliceSet) -> torch.Tensor:
-    """All images as one (N,1,H,W) float tensor in [0,1]."""
-    return torch.from_numpy(np.array(data.images)).float().div_(255.0)[:, None]  # copy: memmaps are read-only
+def as_tensor(data: SliceSet, index: np.ndarray | None = None) -> torch.Tensor:
+    """All images (or those at ``index``) as one (N,1,H,W) float tensor in [0,1]."""
+    images = np.array(data.images if index is None else data.images[index])  # copy: memmaps are read-only
+    return torch.from_numpy(images).float().div_(255.0)[:, None]

@@ -57,6 +57,11 @@ class SliceSet:
         )
 
 
+def position_bins(positions: np.ndarray, n_bins: int) -> np.ndarray:
+    """Index of the equal-width bin of [0, 1] that each slice position falls in (0..n_bins-1)."""
+    return np.clip((np.asarray(positions) * n_bins).astype(int), 0, n_bins - 1)
+
+
 def positions_from_indices(case_ids: np.ndarray, slice_indices: np.ndarray) -> np.ndarray:
     """Normalise slice indices to [0, 1] within each case (index / max index of that case)."""
     positions = np.zeros(len(case_ids), dtype=np.float32)

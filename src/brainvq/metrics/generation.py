@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 from tqdm.auto import tqdm
 
-from brainvq.data.slices import TISSUE_NAMES, SliceSet
+from brainvq.data.dataset import as_tensor
+from brainvq.data.slices import TISSUE_NAMES, SliceSet, position_bins
 from brainvq.metrics.reconstruction import per_image_ssim
 from brainvq.models.auxnets import SliceCNN, TissueSegmenter
 
@@ -48,11 +49,6 @@ class GenerationMetricsConfig:
     near_copy_ssim: float = 0.95
     diversity_pairs: int = 256
     position_bins: int = 4
-
-
-def _images(data: SliceSet, index: np.ndarray | None = None) -> torch.Tensor:
-    arr = np.array(data.images if index is None else data.images[index])
-    return torch.from_numpy(arr).float().div_(255.0)[:, None]
 
 
 def downsample(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
@@ -218,7 +214,7 @@ def nearest_training_ssim(
     query = _unit_rows(downsample(images, 64))
     scores, index = [], []
     for i in tqdm(range(0, len(train), chunk), desc="nearest training slices", disable=not progress, leave=False):
-        ref = _unit_rows(downsample(_images(train, np.arange(i, min(i + chunk, len(train)))), 64))
+        ref = _unit_rows(downsample(as_tensor(train, np.arange(i, min(i + chunk, len(train)))), 64))
         s = query @ ref.T
         k = min(candidates, s.shape[1])
         top = s.topk(k, dim=1)
@@ -230,11 +226,11 @@ def nearest_training_ssim(
     best_ssim = np.zeros(len(images), np.float32)
     best_idx = np.zeros(len(images), np.int64)
     for j in range(len(images)):
-        idx = cand[j].numpy()
-        ref = _images(train, np.sort(idx))
+        idx = np.sort(cand[j].numpy())
+        ref = as_tensor(train, idx)
         s = per_image_ssim(images[j : j + 1].float().expand(len(ref), -1, -1, -1), ref)
         best_ssim[j] = float(s.max())
-        best_idx[j] = int(np.sort(idx)[int(s.argmax())])
+        best_idx[j] = int(idx[int(s.argmax())])
     return best_ssim, best_idx
 
 
@@ -279,7 +275,7 @@ def train_segmenter(
 ) -> TissueSegmenter:
     """A :class:`TissueSegmenter` trained on the training masks (class ids 0..3)."""
     size = cfg.segmenter_work_size
-    x = downsample(_images(train, index), size)
+    x = downsample(as_tensor(train, index), size)
     masks = torch.from_numpy(np.array(train.masks[index])).float()[:, None]
     y = F.interpolate(masks, size=(size, size), mode="nearest")[:, 0].long()
     model = TissueSegmenter(work_size=size)
@@ -305,8 +301,7 @@ def tissue_fractions(labels: torch.Tensor) -> np.ndarray:
 
 def fractions_by_position(fractions: np.ndarray, positions: np.ndarray, bins: int) -> np.ndarray:
     """Mean tissue fractions (bins,3) over equal-width slice-position bins (NaN for empty bins)."""
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(positions, edges[1:-1]), 0, bins - 1)
+    which = position_bins(positions, bins)
     out = np.full((bins, fractions.shape[1]), np.nan)
     for b in range(bins):
         if (which == b).any():
@@ -320,10 +315,14 @@ def _mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def segmenter_quality(model: TissueSegmenter, data: SliceSet) -> dict[str, float]:
-    """Pixel accuracy and per-tissue Dice of ``model`` on a split with masks (at the segmenter's size)."""
-    size = model.work_size
-    pred = _batched(lambda x: model(x).argmax(1), downsample(_images(data), size))
+def segment(model: TissueSegmenter, images: torch.Tensor) -> torch.Tensor:
+    """Class ids (N,s,s) at the segmenter's working size for images (N,1,H,W) in [0,1]."""
+    return _batched(lambda x: model(x).argmax(1), downsample(images, model.work_size))
+
+
+def segmenter_quality(pred: torch.Tensor, data: SliceSet) -> dict[str, float]:
+    """Pixel accuracy and per-tissue Dice of predicted labels ``pred`` (N,s,s) against ``data``'s masks."""
+    size = pred.shape[-1]
     masks = torch.from_numpy(np.array(data.masks)).float()[:, None]
     true = F.interpolate(masks, size=(size, size), mode="nearest")[:, 0].long()
     out = {"pixel_accuracy": float((pred == true).float().mean())}
@@ -358,8 +357,8 @@ def generation_metrics(
     rng = np.random.default_rng(cfg.seed)
     sub = np.sort(rng.permutation(len(train))[: cfg.max_train_images])
     work = cfg.feature_work_size
-    train_small = downsample(_images(train, sub), work)
-    test_full, val_full = _images(test), _images(val)
+    train_small = downsample(as_tensor(train, sub), work)
+    test_full, val_full = as_tensor(test), as_tensor(val)
     test_small, val_small, fake_small = downsample(test_full, work), downsample(val_full, work), downsample(fake, work)
     timings: dict[str, float] = {}
 
@@ -382,7 +381,8 @@ def generation_metrics(
         "feature_net": "slice-position regressor trained on the training split",
         "feature_net_test_mae": float(np.abs(pred_test - np.asarray(test.positions)).mean()),
     }
-    if fake_positions is not None and not np.isnan(np.asarray(fake_positions, float)).any():
+    conditioned = fake_positions is not None and not np.isnan(np.asarray(fake_positions, float)).any()
+    if conditioned:
         # does the sample look like the position it was asked for? (real test slices: the MAE above)
         frechet["generated_position_mae"] = float(np.abs(pred_fake - np.asarray(fake_positions)).mean())
     t = lap("frechet_s", t)
@@ -425,29 +425,20 @@ def generation_metrics(
     }
     if train.masks is not None and test.masks is not None:
         seg = train_segmenter(train, sub, cfg, progress)
-        size = cfg.segmenter_work_size
-
-        def fractions(images: torch.Tensor) -> np.ndarray:
-            return tissue_fractions(_batched(lambda x: seg(x).argmax(1), downsample(images, size)))
-
-        gen_pos = (
-            pred_fake
-            if fake_positions is None or np.isnan(np.asarray(fake_positions, float)).any()
-            else np.asarray(fake_positions)
-        )
+        test_labels = segment(seg, test_full)  # used for the tissue table and the segmenter's own score
+        gen_pos = np.asarray(fake_positions) if conditioned else pred_fake
         bins = cfg.position_bins
-        real_tab = fractions_by_position(fractions(test_full), np.asarray(test.positions), bins)
-        gen_tab = fractions_by_position(fractions(fake), gen_pos, bins)
+        real_tab = fractions_by_position(tissue_fractions(test_labels), np.asarray(test.positions), bins)
+        gen_tab = fractions_by_position(tissue_fractions(segment(seg, fake)), gen_pos, bins)
+        val_tab = fractions_by_position(tissue_fractions(segment(seg, val_full)), np.asarray(val.positions), bins)
         result["tissue"] = {
             "tissues": list(TISSUE_NAMES[1:]),
             "bin_edges": np.linspace(0, 1, bins + 1).round(3).tolist(),
             "real_test": real_tab.round(4).tolist(),
             "generated": gen_tab.round(4).tolist(),
             "generated_vs_test_mean_abs_diff": _mean_abs_diff(gen_tab, real_tab),
-            "validation_vs_test_mean_abs_diff": _mean_abs_diff(
-                fractions_by_position(fractions(val_full), np.asarray(val.positions), bins), real_tab
-            ),
-            "segmenter_on_test": segmenter_quality(seg, test),
+            "validation_vs_test_mean_abs_diff": _mean_abs_diff(val_tab, real_tab),
+            "segmenter_on_test": segmenter_quality(test_labels, test),
             "note": "fractions of the non-background pixels, averaged per slice-position bin",
         }
         lap("tissue_s", t)

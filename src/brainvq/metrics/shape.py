@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from brainvq.data.slices import position_bins
+
 
 @dataclass
 class ShapeThresholds:
@@ -121,7 +123,7 @@ class AreaModel:
     ) -> AreaModel:
         t = thresholds or ShapeThresholds()
         areas = np.array([s["area"] for s in shape_stats(real_images, t)])
-        bins = np.clip((np.asarray(positions) * t.n_bins).astype(int), 0, t.n_bins - 1)
+        bins = position_bins(positions, t.n_bins)
         lows, highs = np.zeros(t.n_bins), np.ones(t.n_bins)
         for b in range(t.n_bins):
             a = areas[bins == b]
@@ -131,7 +133,7 @@ class AreaModel:
         return cls(lows, highs, t.n_bins)
 
     def plausible(self, areas: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        bins = np.clip((np.asarray(positions) * self.n_bins).astype(int), 0, self.n_bins - 1)
+        bins = position_bins(positions, self.n_bins)
         return (areas >= self.lows[bins]) & (areas <= self.highs[bins])
 
 

@@ -28,12 +28,13 @@ def _img(path: Path, alt: str) -> str:
     return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(alt)}</figcaption></figure>'
 
 
-def _table(rows: dict[str, Any], header: tuple[str, str] = ("metric", "value")) -> str:
-    def fmt(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
+
+def _table(rows: dict[str, Any], header: tuple[str, str] = ("metric", "value")) -> str:
     body = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{fmt(v)}</td></tr>"
+        f"<tr><td>{html.escape(str(k))}</td><td>{_fmt(v)}</td></tr>"
         for k, v in rows.items()
         if not isinstance(v, (dict, list))
     )
@@ -199,11 +200,8 @@ def _metric_table(m: dict) -> str:
     else:
         rows.append(("tissue realism", tissue.get("skipped", "n/a"), "", ""))
 
-    def fmt(v: Any) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
-
     body = "".join(
-        f"<tr><td>{html.escape(r[0])}</td><td>{fmt(r[1])}</td><td>{fmt(r[2])}</td><td>{html.escape(r[3])}</td></tr>"
+        f"<tr><td>{html.escape(r[0])}</td><td>{_fmt(r[1])}</td><td>{_fmt(r[2])}</td><td>{html.escape(r[3])}</td></tr>"
         for r in rows
     )
     return f"<table><tr><th>metric</th><th>generated</th><th>real baseline</th><th>baseline</th></tr>{body}</table>"

@@ -6,7 +6,8 @@ mirrored transposed convolutions, same EMA quantiser):
 * training images/second (fwd + bwd + optimiser step, steady state),
 * model FLOPs per training image (3x the counted forward FLOPs) and achieved GFLOP/s as
   a fraction of this machine's fp32 matmul GFLOP/s, measured in the same run,
-* validation SSIM after training both for the same wall time,
+* validation SSIM after training both for the same wall time (their steps are interleaved,
+  so load from other processes on a shared machine slows both alike),
 
 and the ratios ours/baseline. Run::
 
@@ -28,6 +29,7 @@ from brainvq.data.dataset import as_tensor
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.metrics.reconstruction import per_image_ssim
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
+from brainvq.runtime import keep_freed_memory
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -48,28 +50,54 @@ def forward_flops(model: torch.nn.Module, size: int) -> float:
     return float(fc.get_total_flops())
 
 
-def train_for(model: VQVAE, images: torch.Tensor, seconds: float, batch: int, lr: float, seed: int) -> dict:
-    """Train for ``seconds`` of wall time; returns images/s measured after 3 warm-up steps."""
-    torch.manual_seed(seed)
-    model.train().to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed)
-    steps, seen, t_start, t_steady = 0, 0, time.perf_counter(), None
-    while time.perf_counter() - t_start < seconds:
-        idx = torch.randint(0, len(images), (batch,), generator=g)
-        x = images[idx].contiguous(memory_format=torch.channels_last)
-        out = model(x)
+class Run:
+    """One model's training state; :meth:`step` runs one timed optimisation step."""
+
+    def __init__(self, model: VQVAE, images: torch.Tensor, batch: int, lr: float, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.model = model.train().to(memory_format=torch.channels_last)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr)
+        self.images, self.batch = images, batch
+        self.g = torch.Generator().manual_seed(seed)
+        self.steps, self.elapsed, self.steady_time, self.steady_images = 0, 0.0, 0.0, 0
+
+    def step(self) -> None:
+        t = time.perf_counter()
+        idx = torch.randint(0, len(self.images), (self.batch,), generator=self.g)
+        x = self.images[idx].contiguous(memory_format=torch.channels_last)
+        out = self.model(x)
         loss = F.mse_loss(out.reconstruction, x) + out.commitment_loss
-        opt.zero_grad(set_to_none=True)
+        self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
-        steps += 1
-        if steps == 3:
-            t_steady, seen = time.perf_counter(), 0
-        elif steps > 3:
-            seen += batch
-    steady = time.perf_counter() - (t_steady or t_start)
-    return {"steps": steps, "images_per_second": seen / steady if seen else float("nan")}
+        self.opt.step()
+        dt = time.perf_counter() - t
+        self.steps += 1
+        self.elapsed += dt
+        if self.steps > WARMUP_STEPS:
+            self.steady_time += dt
+            self.steady_images += self.batch
+
+
+WARMUP_STEPS = 3  # excluded from images/s (allocator and oneDNN warm-up), included in wall time
+
+
+def train_side_by_side(runs: dict[str, Run], seconds: float) -> dict[str, dict]:
+    """Train every run for ``seconds`` of its own step time, interleaving their steps (always
+    stepping the run with the least time so far), so background load on this shared
+    machine hits all of them alike. Returns steps and steady-state images/s per run."""
+    while True:
+        behind = [r for r in runs.values() if r.elapsed < seconds]
+        if not behind:
+            break
+        min(behind, key=lambda r: r.elapsed).step()
+    return {
+        name: {
+            "steps": r.steps,
+            "train_seconds": r.elapsed,
+            "images_per_second": r.steady_images / r.steady_time if r.steady_time else float("nan"),
+        }
+        for name, r in runs.items()
+    }
 
 
 @torch.no_grad()
@@ -88,6 +116,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_vqvae.json")
     a = p.parse_args()
+    # Process-wide, so it speeds up both models alike (brainvq's training does this too).
+    malloc_tuned = keep_freed_memory()
     data = DataConfig(root=a.data)
     train = as_tensor(load_split(data, "train"))
     val = as_tensor(load_split(data, "validate"))
@@ -97,13 +127,17 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "matmul_gflops": peak,
         "seconds_each": a.seconds,
+        "keep_freed_memory": malloc_tuned,
     }
-    for name, model in (("brainvq", VQVAE(VQVAEConfig())), ("baseline", BaselineVQVAE())):
-        train_flops = 3 * forward_flops(model, train.shape[-1])
-        r = train_for(model, train, a.seconds, a.batch_size, a.lr, a.seed)
+    models = {"brainvq": VQVAE(VQVAEConfig()), "baseline": BaselineVQVAE()}
+    flops = {name: 3 * forward_flops(m, train.shape[-1]) for name, m in models.items()}
+    runs = {name: Run(m, train, a.batch_size, a.lr, a.seed) for name, m in models.items()}
+    timing = train_side_by_side(runs, a.seconds)
+    for name, model in models.items():
+        r = timing[name]
         r.update(
-            train_gflop_per_image=train_flops / 1e9,
-            achieved_gflops=r["images_per_second"] * train_flops / 1e9,
+            train_gflop_per_image=flops[name] / 1e9,
+            achieved_gflops=r["images_per_second"] * flops[name] / 1e9,
             val_ssim_after_same_time=val_ssim(model, val),
             latent_grid=model.config.grid_size,
             parameters=sum(p.numel() for p in model.parameters()),

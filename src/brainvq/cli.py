@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from brainvq.data.errors import BrainVQError
+from brainvq.runtime import keep_freed_memory
 
 
 def _positive_int(s: str) -> int:
@@ -53,12 +54,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_trainer_args(p: argparse.ArgumentParser, epochs: int, batch: int, lr: float) -> None:
-    g = p.add_argument_group("training loop")
-    g.add_argument("--epochs", type=_positive_int, default=epochs)
-    g.add_argument("--batch-size", type=_positive_int, default=batch)
-    g.add_argument("--lr", type=_positive_float, default=lr)
-    g.add_argument("--seed", type=int, default=0)
+def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
+    g = p.add_argument_group(f"training loop (flags left out keep the defaults of {config_name})")
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--lr", type=_positive_float)
+    g.add_argument("--seed", type=int)
     g.add_argument("--max-minutes", type=_positive_float, default=None, help="stop after this wall time")
     g.add_argument(
         "--resume",
@@ -88,14 +89,19 @@ def _data_config(a: argparse.Namespace):
     )
 
 
-def _trainer_config(a: argparse.Namespace):
-    from brainvq.train.common import TrainerConfig
+def _given(a: argparse.Namespace, **fields: str) -> dict:
+    """``{field: a.<flag>}`` for the flags the user gave (flags left out default to None,
+    so the config dataclasses stay the one place that holds defaults)."""
+    return {field: getattr(a, flag) for field, flag in fields.items() if getattr(a, flag) is not None}
 
-    return TrainerConfig(
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        seed=a.seed,
+
+def _trainer_config(a: argparse.Namespace, defaults):
+    """The command's default :class:`TrainerConfig` with the given flags applied."""
+    import dataclasses
+
+    return dataclasses.replace(
+        defaults,
+        **_given(a, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed"),
         max_minutes=a.max_minutes,
         accelerator=a.accelerator,
         devices=a.devices,
@@ -112,11 +118,14 @@ def cmd_make_dataset(a: argparse.Namespace) -> dict:
     from brainvq.data.standin import StandInConfig, make_standin_dataset
 
     cfg = StandInConfig(
-        n_train_cases=a.train_cases,
-        n_val_cases=a.val_cases,
-        n_test_cases=a.test_cases,
-        slices_per_case=a.slices_per_case,
-        seed=a.seed,
+        **_given(
+            a,
+            n_train_cases="train_cases",
+            n_val_cases="val_cases",
+            n_test_cases="test_cases",
+            slices_per_case="slices_per_case",
+            seed="seed",
+        )
     )
     path = make_standin_dataset(a.out, cfg, overwrite=a.overwrite, progress=not a.no_progress)
     return {
@@ -135,14 +144,18 @@ def _vqvae_train_config(a: argparse.Namespace):
         cfg.out_dir = a.out
         return cfg
     model = VQVAEConfig(
-        downsample=a.downsample,
-        num_codes=a.num_codes,
-        code_dim=a.code_dim,
-        stem_channels=a.stem_channels,
-        hidden_channels=a.hidden_channels,
-        n_res_blocks=a.res_blocks,
+        **_given(
+            a,
+            downsample="downsample",
+            num_codes="num_codes",
+            code_dim="code_dim",
+            stem_channels="stem_channels",
+            hidden_channels="hidden_channels",
+            n_res_blocks="res_blocks",
+        )
     )
-    return VQVAETrainConfig(data=_data_config(a), model=model, trainer=_trainer_config(a), out_dir=a.out)
+    trainer = _trainer_config(a, VQVAETrainConfig().trainer)
+    return VQVAETrainConfig(data=_data_config(a), model=model, trainer=trainer, out_dir=a.out)
 
 
 def cmd_train_vqvae(a: argparse.Namespace) -> dict:
@@ -174,29 +187,32 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
     return {"reconstruction": result, "generation": generation}
 
 
-def cmd_train_prior(a: argparse.Namespace) -> dict:
+def _prior_train_config(a: argparse.Namespace):
     from brainvq.config import load_yaml_config
     from brainvq.models.pixelcnn import PixelCNNConfig
-    from brainvq.train.prior import PriorTrainConfig, train_prior
+    from brainvq.train.prior import PriorTrainConfig
 
     if a.config:
         cfg = load_yaml_config(PriorTrainConfig, a.config)
         cfg.out_dir = a.out
-    else:
-        model = PixelCNNConfig(
-            hidden=a.hidden,
-            n_layers=a.layers,
-            kernel_size=a.kernel_size,
-            conditional=not a.unconditional,
-        )
-        cfg = PriorTrainConfig(
-            vqvae=a.vqvae,
-            data=_data_config(a),
-            model=model,
-            trainer=_trainer_config(a),
-            out_dir=a.out,
-        )
-    return train_prior(cfg, resume=a.resume)
+        return cfg
+    model = PixelCNNConfig(
+        **_given(a, hidden="hidden", n_layers="layers", kernel_size="kernel_size"),
+        conditional=not a.unconditional,
+    )
+    return PriorTrainConfig(
+        vqvae=a.vqvae,
+        data=_data_config(a),
+        model=model,
+        trainer=_trainer_config(a, PriorTrainConfig().trainer),
+        out_dir=a.out,
+    )
+
+
+def cmd_train_prior(a: argparse.Namespace) -> dict:
+    from brainvq.train.prior import train_prior
+
+    return train_prior(_prior_train_config(a), resume=a.resume)
 
 
 def cmd_sample(a: argparse.Namespace) -> dict:
@@ -311,11 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-dataset", help="generate the OASIS-format stand-in dataset from the brain templates")
     p.add_argument("out", nargs="?", default="data/standin")
-    p.add_argument("--train-cases", type=_positive_int, default=32)
-    p.add_argument("--val-cases", type=_positive_int, default=4)
-    p.add_argument("--test-cases", type=_positive_int, default=4)
-    p.add_argument("--slices-per-case", type=_positive_int, default=32)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-cases", type=_positive_int, help="default: StandInConfig's (about 1000 training slices)")
+    p.add_argument("--val-cases", type=_positive_int)
+    p.add_argument("--test-cases", type=_positive_int)
+    p.add_argument("--slices-per-case", type=_positive_int)
+    p.add_argument("--seed", type=int)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_make_dataset)
@@ -327,14 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         help="YAML config (e.g. a previous run's config.yaml); overrides the flags below",
     )
-    g = p.add_argument_group("architecture")
-    g.add_argument("--downsample", type=_positive_int, default=8, help="image size / latent grid size")
-    g.add_argument("--num-codes", type=_positive_int, default=256)
-    g.add_argument("--code-dim", type=_positive_int, default=32)
-    g.add_argument("--stem-channels", type=_positive_int, default=32)
-    g.add_argument("--hidden-channels", type=_positive_int, default=48)
-    g.add_argument("--res-blocks", type=int, default=1)
-    _add_trainer_args(p, epochs=30, batch=32, lr=2e-3)
+    g = p.add_argument_group("architecture (flags left out keep the defaults of VQVAEConfig)")
+    g.add_argument("--downsample", type=_positive_int, help="image size / latent grid size")
+    g.add_argument("--num-codes", type=_positive_int, help="K, codebook size")
+    g.add_argument("--code-dim", type=_positive_int, help="D, code vector size")
+    g.add_argument("--stem-channels", type=_positive_int)
+    g.add_argument("--hidden-channels", type=_positive_int)
+    g.add_argument("--res-blocks", type=int)
+    _add_trainer_args(p, "VQVAETrainConfig")
     p.set_defaults(func=cmd_train_vqvae)
 
     p = sub.add_parser("evaluate", help="test-split SSIM/PSNR, codebook usage, figures")
@@ -369,12 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
     p.add_argument("--out", default="runs/prior")
     p.add_argument("--config", help="YAML config (e.g. a previous run's config.yaml)")
-    g = p.add_argument_group("architecture")
-    g.add_argument("--hidden", type=_positive_int, default=32)
-    g.add_argument("--layers", type=_positive_int, default=8)
-    g.add_argument("--kernel-size", type=_positive_int, default=5)
+    g = p.add_argument_group("architecture (flags left out keep the defaults of PixelCNNConfig)")
+    g.add_argument("--hidden", type=_positive_int)
+    g.add_argument("--layers", type=_positive_int)
+    g.add_argument("--kernel-size", type=_positive_int, help="odd")
     g.add_argument("--unconditional", action="store_true", help="do not condition on slice position")
-    _add_trainer_args(p, epochs=20, batch=16, lr=3e-3)
+    _add_trainer_args(p, "PriorTrainConfig")
     p.set_defaults(func=cmd_train_prior)
 
     p = sub.add_parser("sample", help="generate new slices: PNG grid, individual PNGs and code maps")
@@ -420,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore", category=FutureWarning)
         logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
         os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
+    keep_freed_memory()  # training, evaluation and sampling all re-allocate large buffers
     try:
         result = a.func(a)
     except (BrainVQError, FloatingPointError) as exc:

@@ -20,6 +20,9 @@ class QuantizerOutput:
     perplexity: Tensor  # scalar, over this batch
 
 
+_CPU_CHUNK = 2048  # rows per distance block on CPU: 2048 x K floats fit in L2 for K <= 256
+
+
 def _all_reduce(t: Tensor) -> Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(t)
@@ -75,10 +78,15 @@ class VectorQuantizerEMA(nn.Module):
     # --- lookup -----------------------------------------------------------------------
     def nearest(self, flat: Tensor) -> Tensor:
         """Index of the nearest code (L2) for each row of ``flat`` (N,D)."""
-        flat = flat.float()
         cb = self.codebook.float()
-        d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.t() + cb.pow(2).sum(1)[None]
-        return d.argmin(1)
+        # |x|^2 is the same for every code, so argmin |x - c|^2 = argmin |c|^2 - 2 x.c, one
+        # fused matmul-add. On CPU rows go in cache-sized chunks: the N x K distance matrix
+        # then never leaves the cache (about 2x faster for a 64x64 grid than one big product).
+        sq, w = cb.pow(2).sum(1), (-2 * cb).t()
+        flat = flat.float()
+        if flat.device.type != "cpu":
+            return torch.addmm(sq, flat, w).argmin(1)
+        return torch.cat([torch.addmm(sq, rows, w).argmin(1) for rows in flat.split(_CPU_CHUNK)])
 
     def nearest_grid(self, z: Tensor) -> Tensor:
         """Code indices (B,H,W) for latents ``z`` (B,D,H,W), without any side effect."""

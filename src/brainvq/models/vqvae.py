@@ -29,8 +29,8 @@ class VQVAEConfig:
     downsample: int = 4  # latent grid = image_size / downsample; a power of two >= 4
     num_codes: int = 256  # K
     code_dim: int = 32  # D
-    stem_channels: int = 32  # channels at image_size / 4
-    hidden_channels: int = 48  # channels at the latent resolution
+    stem_channels: int = 16  # channels of the encoder stem at image_size / 4
+    hidden_channels: int = 32  # channels at the latent resolution (and of the decoder head)
     n_res_blocks: int = 1
     beta: float = 0.25
     ema_decay: float = 0.99

@@ -19,6 +19,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from brainvq.checkpoint import atomic_write
 from brainvq.data.errors import ConfigError
+from brainvq.runtime import keep_freed_memory
 
 
 @dataclasses.dataclass
@@ -134,6 +135,7 @@ class WallClockStop(Callback):
 def build_trainer(cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str) -> L.Trainer:
     """A Lightning trainer with best/last checkpoints, CSV + TensorBoard logs and progress bars."""
     cfg.validate()
+    keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ckpt = ModelCheckpoint(

@@ -38,7 +38,7 @@ class PriorTrainConfig:
     vqvae: str = "runs/vqvae/vqvae.safetensors"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)
-    trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=40, batch_size=32, lr=2e-3))
+    trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=20, batch_size=16, lr=3e-3))
     out_dir: str = "runs/prior"
     flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
 

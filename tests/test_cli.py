@@ -1,0 +1,45 @@
+"""The CLI builds the same configs as the Python API, and flags override single fields."""
+
+from __future__ import annotations
+
+from brainvq.cli import _prior_train_config, _vqvae_train_config, build_parser
+from brainvq.models.pixelcnn import PixelCNNConfig
+from brainvq.models.vqvae import VQVAEConfig
+from brainvq.train.prior import PriorTrainConfig
+from brainvq.train.vqvae import VQVAETrainConfig
+
+
+def test_train_vqvae_without_flags_uses_the_dataclass_defaults() -> None:
+    cfg = _vqvae_train_config(build_parser().parse_args(["train-vqvae"]))
+    assert cfg.model == VQVAEConfig()
+    assert cfg.trainer == VQVAETrainConfig().trainer
+
+
+def test_train_vqvae_flags_override_only_their_field() -> None:
+    a = build_parser().parse_args(["train-vqvae", "--hidden-channels", "40", "--lr", "0.01", "--seed", "7"])
+    cfg = _vqvae_train_config(a)
+    default = VQVAETrainConfig()
+    assert cfg.model.hidden_channels == 40
+    assert cfg.model.code_dim == default.model.code_dim
+    assert (cfg.trainer.lr, cfg.trainer.seed) == (0.01, 7)
+    assert cfg.trainer.batch_size == default.trainer.batch_size
+
+
+def test_train_prior_without_flags_uses_the_dataclass_defaults() -> None:
+    cfg = _prior_train_config(build_parser().parse_args(["train-prior"]))
+    assert cfg.model == PixelCNNConfig()
+    assert cfg.trainer == PriorTrainConfig().trainer
+    a = build_parser().parse_args(["train-prior", "--layers", "3", "--unconditional", "--epochs", "2"])
+    cfg = _prior_train_config(a)
+    assert (cfg.model.n_layers, cfg.model.conditional, cfg.trainer.epochs) == (3, False, 2)
+    assert cfg.model.hidden == PixelCNNConfig().hidden
+
+
+def test_keep_freed_memory_applies_on_glibc_and_is_idempotent() -> None:
+    import platform
+
+    from brainvq.runtime import keep_freed_memory
+
+    applied = keep_freed_memory()
+    assert applied is (platform.libc_ver()[0] == "glibc")
+    assert keep_freed_memory() is applied

@@ -38,6 +38,26 @@ def test_shapes(downsample: int):
     assert torch.allclose(model.decode(out.codes), out.reconstruction, atol=1e-6)
 
 
+def test_residual_block_counts():
+    x = torch.rand(1, 1, 64, 64)
+    n_params = {}
+    for enc, dec in ((0, 0), (1, 0), (0, 2)):
+        model = VQVAE(small(encoder_res_blocks=enc, decoder_res_blocks=dec)).eval()
+        assert model(x).reconstruction.shape == x.shape
+        n_params[enc, dec] = sum(p.numel() for p in model.parameters())
+    assert n_params[0, 0] < n_params[1, 0] < n_params[0, 2]
+
+
+def test_weights_saved_before_the_res_block_split_still_load(tmp_path: Path):
+    model = VQVAE(small(encoder_res_blocks=1, decoder_res_blocks=1)).eval()
+    legacy = {k: v for k, v in small().to_dict().items() if not k.endswith("res_blocks")} | {"n_res_blocks": 1}
+    path = save_weights(model, tmp_path / "old.safetensors", "vqvae", legacy)
+    again = load_vqvae(path)
+    assert (again.config.encoder_res_blocks, again.config.decoder_res_blocks) == (1, 1)
+    x = torch.rand(2, 1, 64, 64)
+    assert torch.equal(model(x).reconstruction, again(x).reconstruction)
+
+
 def test_baseline_shapes():
     model = BaselineVQVAE(small(downsample=4)).eval()
     out = model(torch.rand(1, 1, 64, 64))
@@ -49,6 +69,8 @@ def test_config_errors():
         VQVAEConfig(image_size=100, downsample=8)
     with pytest.raises(ConfigError, match="power of two"):
         VQVAEConfig(downsample=6)
+    with pytest.raises(ConfigError, match="decoder_res_blocks must be >= 0"):
+        VQVAEConfig(decoder_res_blocks=-1)
     with pytest.raises(ConfigError, match="expected images of shape"):
         VQVAE(small())(torch.rand(1, 1, 32, 32))
     with pytest.raises(ConfigError, match="codes must lie in"):
@@ -102,3 +124,20 @@ def test_malicious_pickle_is_not_executed(tmp_path: Path):
         with pytest.raises(CheckpointError, match="cannot load checkpoint safely"):
             load_vqvae(f)
     assert not marker.exists()
+
+
+def test_stale_temp_files_of_killed_writers_are_removed(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    from brainvq.checkpoint import remove_stale_temp_files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".best.ckpt.{int(dead.stdout)}.tmp"
+    live = tmp_path / f".last.ckpt.{os.getpid()}.tmp"
+    keep = tmp_path / "last.ckpt"
+    for f in (stale, live, keep):
+        f.write_bytes(b"x")
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and keep.exists()

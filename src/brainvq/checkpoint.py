@@ -35,6 +35,29 @@ def atomic_write(path: Path, write: Any) -> None:
             tmp.unlink()
 
 
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete temporary files left in ``folder`` by an :func:`atomic_write` whose process was
+    killed (SIGKILL cannot be caught); files of writers still running are kept."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        pid = tmp.suffixes[-2].lstrip(".") if len(tmp.suffixes) >= 2 else ""
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
 def save_weights(model: nn.Module, path: str | Path, kind: str, config: dict) -> Path:
     """Write ``model``'s state dict, ``kind`` and ``config`` to a safetensors file (atomically)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -95,6 +118,9 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):
     from brainvq.models.vqvae import VQVAE, VQVAEConfig
 
     state, config = read_weights(path, "vqvae")
+    if "n_res_blocks" in config:  # weights saved before the encoder/decoder split
+        n = config.pop("n_res_blocks")
+        config.update(encoder_res_blocks=n, decoder_res_blocks=n)
     try:
         model = VQVAE(VQVAEConfig(**config))
     except TypeError as exc:

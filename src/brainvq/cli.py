@@ -151,7 +151,8 @@ def _vqvae_train_config(a: argparse.Namespace):
             code_dim="code_dim",
             stem_channels="stem_channels",
             hidden_channels="hidden_channels",
-            n_res_blocks="res_blocks",
+            encoder_res_blocks="encoder_res_blocks",
+            decoder_res_blocks="decoder_res_blocks",
         )
     )
     trainer = _trainer_config(a, VQVAETrainConfig().trainer)
@@ -349,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--code-dim", type=_positive_int, help="D, code vector size")
     g.add_argument("--stem-channels", type=_positive_int)
     g.add_argument("--hidden-channels", type=_positive_int)
-    g.add_argument("--res-blocks", type=int)
+    g.add_argument("--encoder-res-blocks", type=int)
+    g.add_argument("--decoder-res-blocks", type=int)
     _add_trainer_args(p, "VQVAETrainConfig")
     p.set_defaults(func=cmd_train_vqvae)
 
@@ -417,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data-dir", default="data/standin")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vqvae-epochs", type=_positive_int, default=12)
+    p.add_argument("--vqvae-epochs", type=_positive_int, default=20)
     p.add_argument("--vqvae-minutes", type=_positive_float, default=4.0)
     p.add_argument("--prior-epochs", type=_positive_int, default=20)
     p.add_argument("--prior-minutes", type=_positive_float, default=4.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -17,9 +18,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from brainvq.checkpoint import atomic_write
+from brainvq.checkpoint import atomic_write, remove_stale_temp_files
 from brainvq.data.errors import ConfigError
 from brainvq.runtime import keep_freed_memory
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -138,6 +141,8 @@ def build_trainer(cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str) ->
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    for stale in remove_stale_temp_files(out_dir / "checkpoints"):
+        log.info("removed %s, left by a run that was killed while saving", stale)
     ckpt = ModelCheckpoint(
         dirpath=out_dir / "checkpoints",
         filename="best",

@@ -26,6 +26,17 @@ def test_nearest_code_by_l2():
     assert torch.allclose(out.quantized.reshape(2, 5).T, vq.codebook[brute])
 
 
+def test_nearest_matches_brute_force_for_a_large_codebook():
+    torch.manual_seed(1)
+    vq = VectorQuantizerEMA(256, 8).eval()
+    vq.codebook.copy_(torch.randn(256, 8))
+    vq.codebook[200] = vq.codebook[37]  # a duplicate code: the first one must win, like argmin
+    flat = torch.cat([torch.randn(5000, 8), vq.codebook[37:38].repeat(3, 1)])
+    brute = torch.cdist(flat.double(), vq.codebook.double()).argmin(1)
+    assert torch.equal(vq.nearest(flat), brute)
+    assert (vq.nearest(flat)[-3:] == 37).all()
+
+
 def test_straight_through_gradient_and_commitment():
     vq = _vq().eval()
     z = torch.randn(2, 2, 3, 3, requires_grad=True)

@@ -350,8 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--code-dim", type=_positive_int, help="D, code vector size")
     g.add_argument("--stem-channels", type=_positive_int)
     g.add_argument("--hidden-channels", type=_positive_int)
-    g.add_argument("--encoder-res-blocks", type=int)
-    g.add_argument("--decoder-res-blocks", type=int)
+    g.add_argument("--encoder-res-blocks", type=int, help="residual blocks at the latent grid, encoder")
+    g.add_argument(
+        "--decoder-res-blocks", type=int, help="... and decoder (0 trains faster but gives codes harder for the prior)"
+    )
     _add_trainer_args(p, "VQVAETrainConfig")
     p.set_defaults(func=cmd_train_vqvae)
 

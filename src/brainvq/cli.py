@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -97,8 +98,6 @@ def _given(a: argparse.Namespace, **fields: str) -> dict:
 
 def _trainer_config(a: argparse.Namespace, defaults):
     """The command's default :class:`TrainerConfig` with the given flags applied."""
-    import dataclasses
-
     return dataclasses.replace(
         defaults,
         **_given(a, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed"),
@@ -248,7 +247,7 @@ def cmd_demo(a: argparse.Namespace) -> dict:
     from brainvq.data.sources import DataConfig
     from brainvq.data.standin import StandInConfig, make_standin_dataset
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
-    from brainvq.train.common import TrainerConfig, write_json
+    from brainvq.train.common import write_json
     from brainvq.train.prior import PriorTrainConfig, train_prior
     from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 
@@ -265,18 +264,20 @@ def cmd_demo(a: argparse.Namespace) -> dict:
     make_standin_dataset(data_root, StandInConfig(seed=a.seed), progress=prog)
     t = lap("dataset_s", t0)
     data = DataConfig(root=str(data_root))
-    vq_trainer = TrainerConfig(epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=prog)
+    # the demo only shortens the runs; batch size, learning rate etc. stay the configs' defaults
+    vq_trainer = dataclasses.replace(
+        VQVAETrainConfig().trainer, epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=prog
+    )
     train_vqvae(VQVAETrainConfig(data=data, trainer=vq_trainer, out_dir=str(out / "vqvae")))
     t = lap("vqvae_train_s", t)
     vq_weights = out / "vqvae" / "vqvae.safetensors"
     ev = evaluate_vqvae(vq_weights, data, out / "vqvae", progress=prog)
     t = lap("evaluate_s", t)
-    prior_trainer = TrainerConfig(
+    prior_trainer = dataclasses.replace(
+        PriorTrainConfig().trainer,
         epochs=a.prior_epochs,
         seed=a.seed,
         max_minutes=a.prior_minutes,
-        batch_size=16,
-        lr=3e-3,
         precision=_fast_cpu_precision(),
         progress=prog,
     )

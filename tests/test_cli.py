@@ -16,10 +16,13 @@ def test_train_vqvae_without_flags_uses_the_dataclass_defaults() -> None:
 
 
 def test_train_vqvae_flags_override_only_their_field() -> None:
-    a = build_parser().parse_args(["train-vqvae", "--hidden-channels", "40", "--lr", "0.01", "--seed", "7"])
+    a = build_parser().parse_args(
+        ["train-vqvae", "--hidden-channels", "40", "--stem-res-blocks", "2", "--lr", "0.01", "--seed", "7"]
+    )
     cfg = _vqvae_train_config(a)
     default = VQVAETrainConfig()
-    assert cfg.model.hidden_channels == 40
+    assert (cfg.model.hidden_channels, cfg.model.stem_res_blocks) == (40, 2)
+    assert cfg.model.res_bottleneck == default.model.res_bottleneck
     assert cfg.model.code_dim == default.model.code_dim
     assert (cfg.trainer.lr, cfg.trainer.seed) == (0.01, 7)
     assert cfg.trainer.batch_size == default.trainer.batch_size

@@ -48,7 +48,13 @@ def test_straight_through_gradient_and_commitment():
     out2 = vq(z2)
     out2.commitment_loss.backward()
     q = vq.codebook[out2.codes.flatten()].reshape(2, 3, 3, 2).permute(0, 3, 1, 2)
-    assert torch.allclose(z2.grad, 2 * 0.25 * (z2.detach() - q) / z2.numel(), atol=1e-6)
+    commit_grad = 2 * 0.25 * (z2.detach() - q) / z2.numel()
+    assert torch.allclose(z2.grad, commit_grad, atol=1e-6)
+    assert torch.allclose(out2.commitment_loss, 0.25 * ((z2.detach() - q) ** 2).mean())
+    z3 = z.detach().clone().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    out3 = vq(z3)  # both paths at once, channels-last input
+    (3 * out3.commitment_loss + (out3.quantized * w).sum()).backward()
+    assert torch.allclose(z3.grad, w + 3 * commit_grad, atol=1e-6)
 
 
 def test_ema_update_moves_code_towards_assigned_mean():

@@ -10,7 +10,7 @@ import torch
 
 from brainvq.checkpoint import load_vqvae, save_weights
 from brainvq.data.errors import CheckpointError, ConfigError
-from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
+from brainvq.models.vqvae import VQVAE, BaselineVQVAE, ResBlock, VQVAEConfig
 
 
 def small(**kw) -> VQVAEConfig:
@@ -41,19 +41,43 @@ def test_shapes(downsample: int):
 def test_residual_block_counts():
     x = torch.rand(1, 1, 64, 64)
     n_params = {}
-    for enc, dec in ((0, 0), (1, 0), (0, 2)):
-        model = VQVAE(small(encoder_res_blocks=enc, decoder_res_blocks=dec)).eval()
+    for enc, dec, stem in ((0, 0, 0), (1, 0, 0), (0, 2, 0), (0, 2, 1)):
+        model = VQVAE(small(encoder_res_blocks=enc, decoder_res_blocks=dec, stem_res_blocks=stem)).eval()
         assert model(x).reconstruction.shape == x.shape
-        n_params[enc, dec] = sum(p.numel() for p in model.parameters())
-    assert n_params[0, 0] < n_params[1, 0] < n_params[0, 2]
+        n_params[enc, dec, stem] = sum(p.numel() for p in model.parameters())
+    assert n_params[0, 0, 0] < n_params[1, 0, 0] < n_params[0, 2, 0] < n_params[0, 2, 1]
+
+
+def test_res_bottleneck_sets_the_inner_width():
+    for neck, inner in ((2, 8), (4, 4), (64, 1)):
+        model = VQVAE(small(res_bottleneck=neck, encoder_res_blocks=1))
+        block = model.encoder.body[1]
+        assert isinstance(block, ResBlock) and block.conv1.out_channels == inner
+
+
+def legacy_config(**kw) -> dict:
+    """A config as written before the stem/bottleneck options existed."""
+    new_keys = ("stem_res_blocks", "res_bottleneck")
+    return {k: v for k, v in small().to_dict().items() if k not in new_keys} | kw
 
 
 def test_weights_saved_before_the_res_block_split_still_load(tmp_path: Path):
-    model = VQVAE(small(encoder_res_blocks=1, decoder_res_blocks=1)).eval()
-    legacy = {k: v for k, v in small().to_dict().items() if not k.endswith("res_blocks")} | {"n_res_blocks": 1}
+    old_architecture = small(encoder_res_blocks=1, decoder_res_blocks=1, stem_res_blocks=1, res_bottleneck=2)
+    model = VQVAE(old_architecture).eval()
+    legacy = {k: v for k, v in legacy_config().items() if not k.endswith("res_blocks")} | {"n_res_blocks": 1}
     path = save_weights(model, tmp_path / "old.safetensors", "vqvae", legacy)
     again = load_vqvae(path)
-    assert (again.config.encoder_res_blocks, again.config.decoder_res_blocks) == (1, 1)
+    assert again.config == old_architecture
+    x = torch.rand(2, 1, 64, 64)
+    assert torch.equal(model(x).reconstruction, again(x).reconstruction)
+
+
+def test_weights_saved_before_the_stem_and_bottleneck_options_still_load(tmp_path: Path):
+    old_architecture = small(encoder_res_blocks=1, decoder_res_blocks=0, stem_res_blocks=1, res_bottleneck=2)
+    model = VQVAE(old_architecture).eval()
+    legacy = legacy_config(encoder_res_blocks=1, decoder_res_blocks=0)
+    again = load_vqvae(save_weights(model, tmp_path / "old.safetensors", "vqvae", legacy))
+    assert again.config == old_architecture
     x = torch.rand(2, 1, 64, 64)
     assert torch.equal(model(x).reconstruction, again(x).reconstruction)
 
@@ -71,6 +95,8 @@ def test_config_errors():
         VQVAEConfig(downsample=6)
     with pytest.raises(ConfigError, match="decoder_res_blocks must be >= 0"):
         VQVAEConfig(decoder_res_blocks=-1)
+    with pytest.raises(ConfigError, match="res_bottleneck must be positive"):
+        VQVAEConfig(res_bottleneck=0)
     with pytest.raises(ConfigError, match="expected images of shape"):
         VQVAE(small())(torch.rand(1, 1, 32, 32))
     with pytest.raises(ConfigError, match="codes must lie in"):

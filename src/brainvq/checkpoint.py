@@ -121,6 +121,9 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):
     if "n_res_blocks" in config:  # weights saved before the encoder/decoder split
         n = config.pop("n_res_blocks")
         config.update(encoder_res_blocks=n, decoder_res_blocks=n)
+    # weights saved before these options existed had a stem residual block and a half-width bottleneck
+    config.setdefault("stem_res_blocks", 1)
+    config.setdefault("res_bottleneck", 2)
     try:
         model = VQVAE(VQVAEConfig(**config))
     except TypeError as exc:

@@ -150,6 +150,8 @@ def _vqvae_train_config(a: argparse.Namespace):
             code_dim="code_dim",
             stem_channels="stem_channels",
             hidden_channels="hidden_channels",
+            stem_res_blocks="stem_res_blocks",
+            res_bottleneck="res_bottleneck",
             encoder_res_blocks="encoder_res_blocks",
             decoder_res_blocks="decoder_res_blocks",
         )
@@ -351,6 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--code-dim", type=_positive_int, help="D, code vector size")
     g.add_argument("--stem-channels", type=_positive_int)
     g.add_argument("--hidden-channels", type=_positive_int)
+    g.add_argument("--stem-res-blocks", type=int, help="residual blocks on the encoder stem")
+    g.add_argument("--res-bottleneck", type=_positive_int, help="channel reduction inside residual blocks")
     g.add_argument("--encoder-res-blocks", type=int, help="residual blocks at the latent grid, encoder")
     g.add_argument(
         "--decoder-res-blocks", type=int, help="... and decoder (0 trains faster but gives codes harder for the prior)"

@@ -167,3 +167,25 @@ def test_stale_temp_files_of_killed_writers_are_removed(tmp_path: Path):
         f.write_bytes(b"x")
     assert remove_stale_temp_files(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and keep.exists()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("c,r", [(1, 4), (3, 2)])
+def test_space_to_depth_and_back_match_pixel_shuffles(channels_last: bool, c: int, r: int):
+    import torch.nn.functional as F
+
+    from brainvq.models.vqvae import DepthToSpace, SpaceToDepth
+
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, c, 8 * r, 4 * r).contiguous(memory_format=fmt).requires_grad_(True)
+    y = SpaceToDepth(r)(x)
+    assert torch.equal(y, F.pixel_unshuffle(x, r)) and y.is_contiguous(memory_format=torch.channels_last)
+    z = DepthToSpace(r)(y.contiguous(memory_format=fmt))
+    assert torch.equal(z, x) and z.is_contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x)
+    (gx,) = torch.autograd.grad(DepthToSpace(r)(SpaceToDepth(r)(x)), x, g)
+    assert torch.equal(gx, g)
+    y2 = torch.randn_like(y).requires_grad_(True)
+    (g1,) = torch.autograd.grad((DepthToSpace(r)(y2) * x).sum(), y2)
+    (g2,) = torch.autograd.grad((F.pixel_shuffle(y2, r) * x).sum(), y2)
+    assert torch.equal(g1, g2)

@@ -353,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--code-dim", type=_positive_int, help="D, code vector size")
     g.add_argument("--stem-channels", type=_positive_int)
     g.add_argument("--hidden-channels", type=_positive_int)
-    g.add_argument("--stem-res-blocks", type=int, help="residual blocks on the encoder stem")
+    g.add_argument(
+        "--stem-res-blocks",
+        type=int,
+        help="residual blocks on the encoder stem (0 is faster, codes harder for the prior)",
+    )
     g.add_argument("--res-bottleneck", type=_positive_int, help="channel reduction inside residual blocks")
     g.add_argument("--encoder-res-blocks", type=int, help="residual blocks at the latent grid, encoder")
     g.add_argument(

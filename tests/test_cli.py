@@ -26,6 +26,31 @@ def test_train_vqvae_flags_override_only_their_field() -> None:
     assert cfg.model.code_dim == default.model.code_dim
     assert (cfg.trainer.lr, cfg.trainer.seed) == (0.01, 7)
     assert cfg.trainer.batch_size == default.trainer.batch_size
+    a = build_parser().parse_args(["train-vqvae", "--res-bottleneck", "2"])
+    assert _vqvae_train_config(a).model.res_bottleneck == 2
+
+
+def test_train_vqvae_config_from_an_older_run_keeps_its_architecture(tmp_path) -> None:
+    """A run's config.yaml written before the stem/bottleneck options (and the res-block split)
+    rebuilds the architecture it trained, so ``--config ... --resume`` still fits its checkpoint;
+    a hand-written config that leaves them out gets today's defaults."""
+    import yaml
+
+    from brainvq.train.common import to_plain
+
+    old = to_plain(VQVAETrainConfig())
+    for key in ("stem_res_blocks", "res_bottleneck", "encoder_res_blocks", "decoder_res_blocks"):
+        del old["model"][key]
+    old["model"]["n_res_blocks"] = 2
+    record = tmp_path / "config.yaml"
+    record.write_text(yaml.safe_dump({"config": old, "environment": {"torch": "2.x"}}))
+    model = _vqvae_train_config(build_parser().parse_args(["train-vqvae", "--config", str(record)])).model
+    assert (model.stem_res_blocks, model.res_bottleneck) == (1, 2)
+    assert (model.encoder_res_blocks, model.decoder_res_blocks) == (2, 2)
+    hand = tmp_path / "hand.yaml"
+    hand.write_text(yaml.safe_dump({"model": {"num_codes": 128}}))
+    model = _vqvae_train_config(build_parser().parse_args(["train-vqvae", "--config", str(hand)])).model
+    assert model == VQVAEConfig(num_codes=128)
 
 
 def test_train_prior_without_flags_uses_the_dataclass_defaults() -> None:

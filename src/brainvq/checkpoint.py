@@ -115,15 +115,10 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Pat
 
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):
     """A :class:`~brainvq.models.vqvae.VQVAE` from ``vqvae.safetensors`` or a training ``.ckpt``."""
-    from brainvq.models.vqvae import VQVAE, VQVAEConfig
+    from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
 
     state, config = read_weights(path, "vqvae")
-    if "n_res_blocks" in config:  # weights saved before the encoder/decoder split
-        n = config.pop("n_res_blocks")
-        config.update(encoder_res_blocks=n, decoder_res_blocks=n)
-    # weights saved before these options existed had a stem residual block and a half-width bottleneck
-    config.setdefault("stem_res_blocks", 1)
-    config.setdefault("res_bottleneck", 2)
+    config = upgrade_saved_config(config)
     try:
         model = VQVAE(VQVAEConfig(**config))
     except TypeError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,8 +33,11 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     return cls(**kwargs)
 
 
-def load_yaml_config(cls: type[T], path: str | Path) -> T:
-    """Read a YAML file (a run's ``config.yaml`` or a hand-written one) into ``cls``."""
+def load_yaml_config(cls: type[T], path: str | Path, upgrade: Callable[[dict], dict] | None = None) -> T:
+    """Read a YAML file (a run's ``config.yaml`` or a hand-written one) into ``cls``.
+
+    ``upgrade`` maps the config of a run record (complete by construction, so missing fields
+    mean an older brainvq) to today's fields; hand-written configs take the current defaults."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -41,4 +45,9 @@ def load_yaml_config(cls: type[T], path: str | Path) -> T:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return from_dict(cls, doc.get("config", doc))
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections")
+    config = doc.get("config", doc)
+    if upgrade and "environment" in doc and isinstance(config, dict):  # a run record (write_run_config)
+        config = upgrade(config)
+    return from_dict(cls, config)

@@ -73,6 +73,19 @@ class VQVAEConfig:
         return asdict(self)
 
 
+def upgrade_saved_config(config: dict) -> dict:
+    """A VQ-VAE config dict saved by an earlier brainvq -> today's fields, describing the same
+    architecture. Saved configs list every field, so a missing field means an older version."""
+    config = dict(config)
+    if "n_res_blocks" in config:  # before the encoder/decoder split
+        n = config.pop("n_res_blocks")
+        config.update(encoder_res_blocks=n, decoder_res_blocks=n)
+    # before these options existed: a stem residual block and a half-width bottleneck
+    config.setdefault("stem_res_blocks", 1)
+    config.setdefault("res_bottleneck", 2)
+    return config
+
+
 class SpaceToDepth(nn.Module):
     """``pixel_unshuffle`` (same values and channel order) that returns a channels-last
     tensor in a single copy, so the next convolution need not reorder its input."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,19 @@ from torch import nn
 
 from brainvq.data.errors import CheckpointError
 
+# atomic_write's temporary file: ".<name>.<writer pid>.tmp" beside the target
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
 
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temp_path(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:
@@ -40,8 +48,8 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     killed (SIGKILL cannot be caught); files of writers still running are kept."""
     removed = []
     for tmp in Path(folder).glob(".*.tmp"):
-        pid = tmp.suffixes[-2].lstrip(".") if len(tmp.suffixes) >= 2 else ""
-        if not pid.isdigit() or _alive(int(pid)):
+        match = _TEMP_NAME.match(tmp.name)
+        if not match or _alive(int(match["pid"])):
             continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)

@@ -133,21 +133,13 @@ def cmd_make_dataset(a: argparse.Namespace) -> dict:
     }
 
 
-def _upgrade_saved_vqvae_run(saved: dict) -> dict:
-    from brainvq.models.vqvae import upgrade_saved_config
-
-    if isinstance(saved.get("model"), dict):
-        return {**saved, "model": upgrade_saved_config(saved["model"])}
-    return saved
-
-
 def _vqvae_train_config(a: argparse.Namespace):
     from brainvq.config import load_yaml_config
     from brainvq.models.vqvae import VQVAEConfig
-    from brainvq.train.vqvae import VQVAETrainConfig
+    from brainvq.train.vqvae import VQVAETrainConfig, upgrade_saved_run_config
 
     if a.config:
-        cfg = load_yaml_config(VQVAETrainConfig, a.config, upgrade=_upgrade_saved_vqvae_run)
+        cfg = load_yaml_config(VQVAETrainConfig, a.config, upgrade=upgrade_saved_run_config)
         cfg.out_dir = a.out
         return cfg
     model = VQVAEConfig(

@@ -15,7 +15,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from brainvq.checkpoint import save_weights
 from brainvq.data.dataset import SliceDataset
 from brainvq.data.sources import DataConfig, load_split
-from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
 from brainvq.train.common import (
     LRSchedule,
     TrainerConfig,
@@ -36,6 +36,14 @@ class VQVAETrainConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     out_dir: str = "runs/vqvae"
     flip: bool = True  # random left-right flips
+
+
+def upgrade_saved_run_config(saved: dict) -> dict:
+    """A run's saved :class:`VQVAETrainConfig` dict from an earlier brainvq -> today's fields,
+    with the architecture it trained (so ``--config ... --resume`` fits its checkpoint)."""
+    if isinstance(saved.get("model"), dict):
+        return {**saved, "model": upgrade_saved_config(saved["model"])}
+    return saved
 
 
 class VQVAEModule(L.LightningModule):

@@ -50,7 +50,9 @@ def test_prior_outputs(trained: tuple[Path, Path, Path]):
     ):
         assert (prior_dir / name).is_file(), name
     model = load_prior(prior_dir / "prior.safetensors")
-    assert model.config.grid_size == 16 and model.config.num_codes == 16  # taken from the VQ-VAE
+    bottom, top = model.bottom.config, model.top.config  # the tiny VQ-VAE has two levels
+    assert bottom.grid_size == 16 and bottom.num_codes == 16  # taken from the VQ-VAE
+    assert (top.grid_size, top.num_codes, bottom.top_grid, bottom.top_codes) == (4, 16, 4, 16)
     log = (prior_dir / "logs" / "metrics.csv").read_text()
     assert "test/bits_per_code" in log and "val/bits_per_code" in log  # reported every epoch
     codes = torch.load(prior_dir / "codes" / "codes_train_flip.pt", weights_only=True)

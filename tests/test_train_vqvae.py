@@ -21,7 +21,9 @@ from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 def tiny_cfg(root: Path, out: Path, epochs: int = 2) -> VQVAETrainConfig:
     return VQVAETrainConfig(
         data=DataConfig(root=str(root), image_size=64),
-        model=VQVAEConfig(image_size=64, num_codes=16, code_dim=8, stem_channels=8, hidden_channels=16),
+        model=VQVAEConfig(
+            image_size=64, num_codes=16, code_dim=8, stem_channels=8, hidden_channels=16, top_num_codes=16
+        ),
         trainer=TrainerConfig(epochs=epochs, batch_size=4, lr=3e-3, progress=False, seed=1),
         out_dir=str(out),
     )

@@ -21,6 +21,7 @@ def small(**kw) -> VQVAEConfig:
             "code_dim": 8,
             "stem_channels": 8,
             "hidden_channels": 16,
+            "top_downsample": 0,  # single level here; tests/test_hierarchy.py covers two levels
             **kw,
         }
     )
@@ -57,7 +58,7 @@ def test_res_bottleneck_sets_the_inner_width():
 
 def legacy_config(**kw) -> dict:
     """A config as written before the stem/bottleneck options existed."""
-    new_keys = ("stem_res_blocks", "res_bottleneck")
+    new_keys = ("stem_res_blocks", "res_bottleneck", "top_downsample", "top_num_codes", "top_aux_weight")
     return {k: v for k, v in small().to_dict().items() if k not in new_keys} | kw
 
 
@@ -100,7 +101,7 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="expected images of shape"):
         VQVAE(small())(torch.rand(1, 1, 32, 32))
     with pytest.raises(ConfigError, match="codes must lie in"):
-        VQVAE(small()).decode(torch.full((1, 8, 8), 99))
+        VQVAE(small()).decode(torch.full((1, 16, 16), 99))
 
 
 def test_weights_roundtrip_identical_outputs(tmp_path: Path):

@@ -136,12 +136,14 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):
 
 
 def load_prior(path: str | Path, device: str | torch.device = "cpu"):
-    """A :class:`~brainvq.models.pixelcnn.GatedPixelCNN` from ``prior.safetensors`` or a ``.ckpt``."""
-    from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+    """A prior from ``prior.safetensors`` or a ``.ckpt``: a :class:`~brainvq.models.pixelcnn.GatedPixelCNN`
+    (single level, also every prior saved before 0.2) or a
+    :class:`~brainvq.models.hierarchical.HierarchicalPrior` (two levels)."""
+    from brainvq.models.hierarchical import prior_from_config
 
     state, config = read_weights(path, "prior")
     try:
-        model = GatedPixelCNN(PixelCNNConfig(**config))
+        model = prior_from_config(config)
     except TypeError as exc:
         raise CheckpointError(f"{path}: architecture config not understood: {exc}") from None
     load_state(model, state, path)

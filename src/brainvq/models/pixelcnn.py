@@ -46,6 +46,10 @@ class PixelCNNConfig:
     cond_dim: int = 32
     location_dim: int = 16
     coord_freqs: int = 4  # fixed sin/cos features of row and column at this many frequencies
+    # conditioning on a coarser, already known code grid (the top level of a two-level VQ-VAE)
+    top_codes: int = 0  # its K; 0 = no such conditioning
+    top_grid: int = 0  # its side; must divide grid_size
+    top_dim: int = 32
 
     def __post_init__(self) -> None:
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
@@ -53,6 +57,11 @@ class PixelCNNConfig:
         for name in ("num_codes", "grid_size", "hidden", "n_layers", "cond_dim", "location_dim"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.top_codes:
+            if self.top_grid < 1 or self.grid_size % self.top_grid:
+                raise ConfigError(f"top_grid must divide grid_size {self.grid_size}, got {self.top_grid}")
+            if self.top_dim < 1:
+                raise ConfigError(f"top_dim must be >= 1, got {self.top_dim}")
 
     def receptive_rows(self) -> int:
         """How many rows above a code the vertical stack can see."""
@@ -130,6 +139,16 @@ class GatedPixelCNN(nn.Module):
         self.location = nn.Parameter(torch.randn(1, cfg.location_dim, cfg.grid_size, cfg.grid_size) * 0.1)
         self.register_buffer("coords", _coordinate_features(cfg.grid_size, cfg.coord_freqs), persistent=False)
         cond_in = cfg.location_dim + self.coords.shape[1] + (cfg.cond_dim if cfg.conditional else 0)
+        if cfg.top_codes:
+            # top codes -> features at the top grid (3x3 context), repeated over the cells each covers
+            self.top_embed = nn.Embedding(cfg.top_codes, cfg.top_dim)
+            self.top_net = nn.Sequential(
+                nn.Conv2d(cfg.top_dim, 2 * cfg.top_dim, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(2 * cfg.top_dim, cfg.top_dim, 3, padding=1),
+                nn.Upsample(scale_factor=cfg.grid_size // cfg.top_grid, mode="nearest"),
+            )
+            cond_in += cfg.top_dim
         if cfg.conditional:
             self.cond_mlp = nn.Sequential(
                 nn.Linear(2 * 8, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
@@ -151,6 +170,22 @@ class GatedPixelCNN(nn.Module):
         )
 
     # --- conditioning ---------------------------------------------------------------------
+    def check_top(self, top: Tensor | None, batch: int) -> None:
+        """Validate the top-level code grids this prior is conditioned on (if it is)."""
+        cfg = self.config
+        if not cfg.top_codes:
+            if top is not None:
+                raise ConfigError("this prior is not conditioned on top-level codes: do not pass top")
+            return
+        if top is None:
+            raise ConfigError("this prior is conditioned on top-level codes: pass top (B,h,w) int64")
+        if top.dtype != torch.long or top.shape != (batch, cfg.top_grid, cfg.top_grid):
+            raise ConfigError(
+                f"top must be int64 ({batch},{cfg.top_grid},{cfg.top_grid}), got {top.dtype} {tuple(top.shape)}"
+            )
+        if top.numel() and (int(top.min()) < 0 or int(top.max()) >= cfg.top_codes):
+            raise ConfigError(f"top codes must lie in [0, {cfg.top_codes})")
+
     def check_inputs(self, codes: Tensor | None, cond: Tensor | None, batch: int) -> Tensor | None:
         """Validate codes/cond; returns cond as (B,) float (or None when unconditional)."""
         cfg = self.config
@@ -174,21 +209,26 @@ class GatedPixelCNN(nn.Module):
             raise ConfigError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
         return cond
 
-    def condition_map(self, cond: Tensor | None, batch: int) -> Tensor:
-        """(B,cond_dim,H,W): location map mixed with the position embedding."""
-        loc = torch.cat([self.location, self.coords.to(self.location.dtype)], 1).expand(batch, -1, -1, -1)
-        if cond is None:
-            return self.cond_mix(loc)
-        freqs = 2 ** torch.arange(8, device=cond.device, dtype=torch.float32) * math.pi
-        feats = torch.cat([torch.sin(cond[:, None] * freqs), torch.cos(cond[:, None] * freqs)], dim=1)
-        c = self.cond_mlp(feats)[:, :, None, None].expand(-1, -1, *loc.shape[-2:])
-        return self.cond_mix(torch.cat([loc, c], dim=1))
+    def condition_map(self, cond: Tensor | None, batch: int, top: Tensor | None = None) -> Tensor:
+        """(B,cond_dim,H,W): location map mixed with the position embedding and the top-level codes."""
+        parts = [torch.cat([self.location, self.coords.to(self.location.dtype)], 1).expand(batch, -1, -1, -1)]
+        if self.config.top_codes:
+            self.check_top(top, batch)
+            parts.append(self.top_net(self.top_embed(top).permute(0, 3, 1, 2)))
+        elif top is not None:
+            self.check_top(top, batch)
+        if cond is not None:
+            freqs = 2 ** torch.arange(8, device=cond.device, dtype=torch.float32) * math.pi
+            feats = torch.cat([torch.sin(cond[:, None] * freqs), torch.cos(cond[:, None] * freqs)], dim=1)
+            parts.append(self.cond_mlp(feats)[:, :, None, None].expand(-1, -1, *parts[0].shape[-2:]))
+        return self.cond_mix(torch.cat(parts, dim=1))
 
     # --- whole grid -----------------------------------------------------------------------
-    def forward(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Logits (B,K,H,W); position (i,j) depends only on codes before it in raster order."""
+    def forward(self, codes: Tensor, cond: Tensor | None = None, top: Tensor | None = None) -> Tensor:
+        """Logits (B,K,H,W); position (i,j) depends only on codes before it in raster order
+        (and on the slice position and the top-level codes, which are known in advance)."""
         cond = self.check_inputs(codes, cond, codes.shape[0])
-        s = self.condition_map(cond, codes.shape[0])
+        s = self.condition_map(cond, codes.shape[0], top)
         x = self.embed(codes).permute(0, 3, 1, 2)
         v, h = x, x
         for layer in self.layers:
@@ -199,8 +239,8 @@ class GatedPixelCNN(nn.Module):
         """Output layer: code logits from the last horizontal features ``h`` and the conditioning map ``s``."""
         return self.head(h + self.head_cond(s))
 
-    def nll_bits(self, codes: Tensor, cond: Tensor | None = None) -> Tensor:
+    def nll_bits(self, codes: Tensor, cond: Tensor | None = None, top: Tensor | None = None) -> Tensor:
         """Negative log-likelihood per sample in bits per code, shape (B,)."""
-        logits = self(codes, cond)
+        logits = self(codes, cond, top)
         nats = F.cross_entropy(logits.float(), codes, reduction="none").flatten(1).mean(1)
         return nats / math.log(2)

@@ -48,6 +48,11 @@ class VQVAEConfig:
     beta: float = 0.25
     ema_decay: float = 0.99
     dead_threshold: float = 1.0  # codes used less often than this in 20 steps are restarted
+    # Top level (VQ-VAE-2): a coarse grid of grid_size / top_downsample codes that the bottom codes
+    # are conditioned on; 0 = a single level (the layout of every brainvq before 0.2).
+    top_downsample: int = 4
+    top_num_codes: int = 256
+    top_aux_weight: float = 1.0  # weight of the top level's own low-resolution reconstruction loss
 
     def __post_init__(self) -> None:
         if self.downsample < 4 or self.downsample & (self.downsample - 1):
@@ -64,6 +69,22 @@ class VQVAEConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.num_codes < 2:
             raise ConfigError(f"num_codes must be >= 2, got {self.num_codes}")
+        if self.top_downsample:
+            if self.top_downsample < 2 or self.top_downsample & (self.top_downsample - 1):
+                raise ConfigError(f"top_downsample must be 0 or a power of two >= 2, got {self.top_downsample}")
+            if self.grid_size % self.top_downsample:
+                raise ConfigError(f"latent grid {self.grid_size} is not divisible by top_downsample {self.top_downsample}")
+            if self.top_num_codes < 2:
+                raise ConfigError(f"top_num_codes must be >= 2, got {self.top_num_codes}")
+
+    @property
+    def hierarchical(self) -> bool:
+        return self.top_downsample > 0
+
+    @property
+    def top_grid_size(self) -> int:
+        """Side of the top code grid (0 for a single-level model)."""
+        return self.grid_size // self.top_downsample if self.top_downsample else 0
 
     @property
     def grid_size(self) -> int:
@@ -83,6 +104,7 @@ def upgrade_saved_config(config: dict) -> dict:
     # before these options existed: a stem residual block and a half-width bottleneck
     config.setdefault("stem_res_blocks", 1)
     config.setdefault("res_bottleneck", 2)
+    config.setdefault("top_downsample", 0)  # before the top level existed: a single level
     return config
 
 
@@ -180,29 +202,82 @@ class Decoder(nn.Module):
         return torch.sigmoid(self.head(self.up(self.body(q))))
 
 
+class TopEncoder(nn.Module):
+    """Bottom latents (B,D,g,g) -> top latents (B,D,g/t,g/t): space-to-depth steps, then 3x3
+    residual blocks at the top grid, where every cell sees its neighbours' context."""
+
+    def __init__(self, cfg: VQVAEConfig) -> None:
+        super().__init__()
+        wide = 2 * cfg.hidden_channels
+        layers: list[nn.Module] = []
+        ch = cfg.code_dim
+        for _ in range(int(math.log2(cfg.top_downsample))):
+            layers += [SpaceToDepth(2), nn.Conv2d(4 * ch, wide, 1), ResBlock(wide, 2)]
+            ch = wide
+        layers += [ResBlock(wide, 2), nn.ReLU(), nn.Conv2d(wide, cfg.code_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+class TopDecoder(nn.Module):
+    """Quantised top latents (B,D,g/t,g/t) -> features (B,hidden,g,g) at the bottom grid, which
+    condition the bottom quantiser and the decoder, plus a low-resolution image preview."""
+
+    def __init__(self, cfg: VQVAEConfig) -> None:
+        super().__init__()
+        wide, hid = 2 * cfg.hidden_channels, cfg.hidden_channels
+        n_up = int(math.log2(cfg.top_downsample))
+        layers: list[nn.Module] = [nn.Conv2d(cfg.code_dim, wide, 1), ResBlock(wide, 2), ResBlock(wide, 2)]
+        for i in range(n_up):
+            out = hid if i == n_up - 1 else wide
+            layers += [nn.ReLU(), nn.Conv2d(wide, 4 * out, 1), DepthToSpace(2)]
+        self.net = nn.Sequential(*layers)
+        self.preview = nn.Sequential(nn.ReLU(), nn.Conv2d(hid, 1, 3, padding=1))
+        self.to_bottom = nn.Conv2d(hid, cfg.code_dim, 1)  # added to the bottom quantiser's input
+        self.to_decoder = nn.Conv2d(hid, cfg.code_dim, 1)  # added to the decoder's input
+
+    def forward(self, q_top: Tensor) -> Tensor:
+        return self.net(q_top)
+
+
 @dataclass
 class VQVAEOutput:
     reconstruction: Tensor
     codes: Tensor
     commitment_loss: Tensor
     perplexity: Tensor
+    top_codes: Tensor | None = None  # (B,g/t,g/t) for a two-level model
+    top_preview: Tensor | None = None  # (B,1,g,g) logits of the image at the bottom grid's resolution, from the top codes alone
+    top_perplexity: Tensor | None = None
 
 
 class VQVAE(nn.Module):
-    """Encoder -> :class:`VectorQuantizerEMA` -> decoder."""
+    """Encoder -> :class:`VectorQuantizerEMA` -> decoder, optionally with a top level (VQ-VAE-2).
+
+    With ``top_downsample > 0`` the bottom latents are also encoded to a coarse top grid and
+    quantised with their own codebook; the decoded top codes are added to the bottom
+    quantiser's input (so bottom codes encode what the top level misses) and to the decoder's
+    input. The top level also predicts the image at the bottom grid's resolution on its own
+    (``top_preview``, trained with ``top_aux_weight``), which keeps the coarse anatomy in the top
+    codes, where a prior that sees the whole slice can model it.
+    """
 
     def __init__(self, config: VQVAEConfig | None = None) -> None:
         super().__init__()
-        self.config = config or VQVAEConfig()
-        self.encoder = Encoder(self.config)
+        self.config = cfg = config or VQVAEConfig()
+        self.encoder = Encoder(cfg)
         self.quantizer = VectorQuantizerEMA(
-            self.config.num_codes,
-            self.config.code_dim,
-            beta=self.config.beta,
-            decay=self.config.ema_decay,
-            dead_threshold=self.config.dead_threshold,
+            cfg.num_codes, cfg.code_dim, beta=cfg.beta, decay=cfg.ema_decay, dead_threshold=cfg.dead_threshold
         )
-        self.decoder = Decoder(self.config)
+        self.decoder = Decoder(cfg)
+        if cfg.hierarchical:
+            self.top_encoder = TopEncoder(cfg)
+            self.top_quantizer = VectorQuantizerEMA(
+                cfg.top_num_codes, cfg.code_dim, beta=cfg.beta, decay=cfg.ema_decay, dead_threshold=cfg.dead_threshold
+            )
+            self.top_decoder = TopDecoder(cfg)
 
     def _check(self, x: Tensor) -> None:
         s = self.config.image_size
@@ -210,27 +285,80 @@ class VQVAE(nn.Module):
             raise ConfigError(f"expected images of shape (B,1,{s},{s}), got {tuple(x.shape)}")
 
     def quantize(self, x: Tensor) -> QuantizerOutput:
+        """Bottom-level quantisation of images ``x`` (single-level models only)."""
         self._check(x)
+        if self.config.hierarchical:
+            raise ConfigError("quantize() is for single-level models; use forward() or encode_levels()")
         return self.quantizer(self.encoder(x))
 
     def forward(self, x: Tensor) -> VQVAEOutput:
-        q = self.quantize(x)
-        return VQVAEOutput(self.decoder(q.quantized), q.codes, q.commitment_loss, q.perplexity)
+        self._check(x)
+        z = self.encoder(x)
+        if not self.config.hierarchical:
+            q = self.quantizer(z)
+            return VQVAEOutput(self.decoder(q.quantized), q.codes, q.commitment_loss, q.perplexity)
+        qt = self.top_quantizer(self.top_encoder(z))
+        u = self.top_decoder(qt.quantized)
+        q = self.quantizer(z + self.top_decoder.to_bottom(u))
+        rec = self.decoder(q.quantized + self.top_decoder.to_decoder(u))
+        return VQVAEOutput(
+            rec,
+            q.codes,
+            q.commitment_loss + qt.commitment_loss,
+            q.perplexity,
+            top_codes=qt.codes,
+            top_preview=self.top_decoder.preview(u),
+            top_perplexity=qt.perplexity,
+        )
+
+    @torch.no_grad()
+    def encode_levels(self, x: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Images (B,1,S,S) -> (top code grids (B,g/t,g/t) or None, bottom code grids (B,g,g)), int64."""
+        self._check(x)
+        z = self.encoder(x)
+        if not self.config.hierarchical:
+            return None, self.quantizer.nearest_grid(z)
+        top = self.top_quantizer.nearest_grid(self.top_encoder(z))
+        u = self.top_decoder(self.top_quantizer.embed(top))
+        return top, self.quantizer.nearest_grid(z + self.top_decoder.to_bottom(u))
 
     @torch.no_grad()
     def encode(self, x: Tensor) -> Tensor:
-        """Images (B,1,S,S) -> code grids (B,S/f,S/f) int64."""
-        self._check(x)
-        return self.quantizer.nearest_grid(self.encoder(x))
+        """Images (B,1,S,S) -> bottom code grids (B,S/f,S/f) int64 (see :meth:`encode_levels` for both levels)."""
+        return self.encode_levels(x)[1]
+
+    def _check_codes(self, codes: Tensor, num_codes: int, grid: int, what: str) -> None:
+        if codes.dtype != torch.long or codes.ndim != 3 or codes.shape[1:] != (grid, grid):
+            raise ConfigError(f"expected int64 {what} code grids (B,{grid},{grid}), got {codes.dtype} {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= num_codes):
+            raise ConfigError(f"{what} codes must lie in [0, {num_codes})")
 
     @torch.no_grad()
-    def decode(self, codes: Tensor) -> Tensor:
-        """Code grids (B,h,w) int64 -> images (B,1,S,S) in [0,1]."""
-        if codes.dtype != torch.long or codes.ndim != 3:
-            raise ConfigError(f"expected int64 code grids (B,h,w), got {codes.dtype} {tuple(codes.shape)}")
-        if codes.numel() and (codes.min() < 0 or codes.max() >= self.config.num_codes):
-            raise ConfigError(f"codes must lie in [0, {self.config.num_codes})")
-        return self.decoder(self.quantizer.embed(codes))
+    def decode(self, codes: Tensor, top: Tensor | None = None) -> Tensor:
+        """Bottom code grids (B,h,w) int64 (and, for a two-level model, top grids) -> images (B,1,S,S) in [0,1]."""
+        cfg = self.config
+        self._check_codes(codes, cfg.num_codes, cfg.grid_size, "bottom")
+        q = self.quantizer.embed(codes)
+        if not cfg.hierarchical:
+            if top is not None:
+                raise ConfigError("this VQ-VAE has a single level: do not pass top codes")
+            return self.decoder(q)
+        if top is None:
+            raise ConfigError("this VQ-VAE has two levels: decode(codes, top) needs the top code grids too")
+        self._check_codes(top, cfg.top_num_codes, cfg.top_grid_size, "top")
+        if len(top) != len(codes):
+            raise ConfigError(f"{len(top)} top grids for {len(codes)} bottom grids")
+        u = self.top_decoder(self.top_quantizer.embed(top))
+        return self.decoder(q + self.top_decoder.to_decoder(u))
+
+    @torch.no_grad()
+    def decode_top(self, top: Tensor) -> Tensor:
+        """Top code grids -> the top level's own low-resolution image (B,1,g,g) in [0,1]."""
+        cfg = self.config
+        if not cfg.hierarchical:
+            raise ConfigError("this VQ-VAE has a single level")
+        self._check_codes(top, cfg.top_num_codes, cfg.top_grid_size, "top")
+        return torch.sigmoid(self.top_decoder.preview(self.top_decoder(self.top_quantizer.embed(top))))
 
 
 class BaselineVQVAE(VQVAE):
@@ -238,9 +366,9 @@ class BaselineVQVAE(VQVAE):
     mirrored transposed convolutions; same quantiser (latent grid = image_size / 4)."""
 
     def __init__(self, config: VQVAEConfig | None = None) -> None:
-        cfg = config or VQVAEConfig(downsample=4)
-        if cfg.downsample != 4:
-            raise ConfigError("the baseline downsamples by exactly 4")
+        cfg = config or VQVAEConfig(downsample=4, top_downsample=0)
+        if cfg.downsample != 4 or cfg.hierarchical:
+            raise ConfigError("the baseline has a single level and downsamples by exactly 4")
         super().__init__(cfg)
         d = cfg.code_dim
         self.encoder = nn.Sequential(

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm.auto import tqdm
 
 from brainvq.checkpoint import load_prior, load_vqvae
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError
 from brainvq.data.slices import SliceSet
-from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.models.hierarchical import Prior, is_hierarchical
 from brainvq.models.vqvae import VQVAE
 from brainvq.report import figures
-from brainvq.sample.sampler import complete, sample_cached
+from brainvq.sample.sampler import complete, sample_cached, sample_levels
 from brainvq.train.common import write_json
 
 
@@ -24,20 +25,40 @@ from brainvq.train.common import write_json
 class Generated:
     """Sampled code grids, their decoded images and the positions they were conditioned on."""
 
-    codes: torch.Tensor  # (N,h,w)
+    codes: torch.Tensor  # (N,h,w) bottom-level codes
     images: torch.Tensor  # (N,1,H,W) in [0,1]
     positions: np.ndarray  # (N,) (NaN when unconditional)
+    top: torch.Tensor | None = None  # (N,ht,wt) top-level codes of a two-level model
 
 
-def load_models(vqvae_path: str | Path, prior_path: str | Path) -> tuple[VQVAE, GatedPixelCNN]:
-    """Load both models and check that the prior was trained on this VQ-VAE's code grid."""
+def _levels(cfg_k: int, cfg_grid: int) -> str:
+    return f"K={cfg_k}, grid {cfg_grid}x{cfg_grid}"
+
+
+def check_pair(vqvae: VQVAE, prior: Prior, prior_path: str | Path = "prior") -> None:
+    """Raise a clear ConfigError unless ``prior`` was built for ``vqvae``'s code grids (levels, K, sizes)."""
+    v = vqvae.config
+    if is_hierarchical(prior) != v.hierarchical:
+        raise ConfigError(
+            f"{prior_path}: a {'two' if is_hierarchical(prior) else 'single'}-level prior cannot be used with a "
+            f"{'two' if v.hierarchical else 'single'}-level VQ-VAE; train the prior on this VQ-VAE's codes"
+        )
+    pairs = [(prior.bottom.config if is_hierarchical(prior) else prior.config, v.num_codes, v.grid_size, "")]
+    if v.hierarchical:
+        pairs.append((prior.top.config, v.top_num_codes, v.top_grid_size, "top "))
+    for pc, k, grid, level in pairs:
+        if pc.num_codes != k or pc.grid_size != grid:
+            raise ConfigError(
+                f"{prior_path}: {level}prior is for {_levels(pc.num_codes, pc.grid_size)} but the VQ-VAE's {level}level "
+                f"has {_levels(k, grid)}"
+            )
+
+
+def load_models(vqvae_path: str | Path, prior_path: str | Path) -> tuple[VQVAE, Prior]:
+    """Load both models and check that the prior was trained on this VQ-VAE's code grids."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     vqvae, prior = load_vqvae(vqvae_path, device), load_prior(prior_path, device)
-    if prior.config.num_codes != vqvae.config.num_codes or prior.config.grid_size != vqvae.config.grid_size:
-        raise ConfigError(
-            f"{prior_path}: prior is for K={prior.config.num_codes}, grid {prior.config.grid_size} but the VQ-VAE has "
-            f"K={vqvae.config.num_codes}, grid {vqvae.config.grid_size}"
-        )
+    check_pair(vqvae, prior, prior_path)
     return vqvae, prior
 
 
@@ -49,7 +70,7 @@ def spread_positions(n: int, low: float = 0.1, high: float = 0.9) -> np.ndarray:
 @torch.no_grad()
 def generate(
     vqvae: VQVAE,
-    prior: GatedPixelCNN,
+    prior: Prior,
     positions: np.ndarray | None,
     *,
     n: int | None = None,
@@ -57,6 +78,7 @@ def generate(
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
+    top_temperature: float | None = None,
 ) -> Generated:
     """Sample ``n`` (or ``len(positions)``) code grids and decode them."""
     if prior.config.conditional:
@@ -67,16 +89,31 @@ def generate(
     elif n is None:
         raise ConfigError("give the number of samples")
     gen = torch.Generator().manual_seed(seed)
-    codes = []
-    for start in range(0, n, batch_size):
+    codes, tops = [], []
+    for start in tqdm(range(0, n, batch_size), desc="sample batches", disable=not progress, leave=False):
         m = min(batch_size, n - start)
         cond = torch.from_numpy(positions[start : start + m]) if prior.config.conditional else None
-        codes.append(sample_cached(prior, m, cond, temperature, gen, progress=progress).cpu())
+        top, bottom = sample_levels(prior, m, cond, temperature, gen, progress=progress, top_temperature=top_temperature)
+        codes.append(bottom.cpu())
+        if top is not None:
+            tops.append(top.cpu())
     codes_t = torch.cat(codes)
-    device = next(vqvae.parameters()).device
-    images = torch.cat([vqvae.decode(c.to(device)).cpu() for c in codes_t.split(32)])
+    top_t = torch.cat(tops) if tops else None
+    images = decode_levels(vqvae, top_t, codes_t)
     pos = positions if positions is not None else np.full(n, np.nan, np.float32)
-    return Generated(codes_t, images, pos)
+    return Generated(codes_t, images, pos, top_t)
+
+
+@torch.no_grad()
+def decode_levels(vqvae: VQVAE, top: torch.Tensor | None, codes: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """Decode (top, bottom) code grids in chunks on the VQ-VAE's device; images on the CPU."""
+    device = next(vqvae.parameters()).device
+    return torch.cat(
+        [
+            vqvae.decode(codes[i : i + chunk].to(device), None if top is None else top[i : i + chunk].to(device)).cpu()
+            for i in range(0, len(codes), chunk)
+        ]
+    )
 
 
 def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sample") -> dict:
@@ -95,7 +132,7 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
     k = min(8, len(gen.codes))
     figures.code_map_figure(gen.images[:k], gen.codes[:k], num_codes, out_dir / f"{tag}_code_maps.png", titles[:k])
     torch.save(
-        {"codes": gen.codes, "positions": torch.from_numpy(gen.positions)},
+        {"codes": gen.codes, "top": gen.top, "positions": torch.from_numpy(gen.positions)},
         out_dir / f"{tag}_codes.pt",
     )
     return {
@@ -108,7 +145,7 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
 @torch.no_grad()
 def completion_figure(
     vqvae: VQVAE,
-    prior: GatedPixelCNN,
+    prior: Prior,
     data: SliceSet,
     out_path: Path,
     *,
@@ -120,10 +157,15 @@ def completion_figure(
     idx = np.linspace(len(data) * 0.2, len(data) * 0.8, n).astype(int)
     sub = data.subset(idx)
     x = as_tensor(sub).to(next(vqvae.parameters()).device)
-    codes = vqvae.encode(x)
+    top, codes = vqvae.encode_levels(x)
     cond = torch.from_numpy(np.asarray(sub.positions, np.float32)) if prior.config.conditional else None
-    done = complete(prior, codes, cond, generator=torch.Generator().manual_seed(seed), temperature=temperature)
-    before, after = vqvae.decode(codes).cpu(), vqvae.decode(done).cpu()
+    gen = torch.Generator().manual_seed(seed)
+    if top is None:
+        done_top, done = None, complete(prior, codes, cond, generator=gen, temperature=temperature)
+    else:  # complete the top grid's lower half first, then draw the whole bottom grid given it
+        done_top = complete(prior.top, top, cond, generator=gen, temperature=temperature)
+        done = sample_cached(prior.bottom, len(x), cond, temperature, gen, top=done_top)
+    before, after = vqvae.decode(codes, top).cpu(), vqvae.decode(done, done_top).cpu()
     masked = before.clone()
     masked[:, :, before.shape[-2] // 2 :] = 0
     rows = torch.cat([x.cpu(), masked, after])

@@ -19,6 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from brainvq.data.errors import ConfigError
+from brainvq.models.hierarchical import Prior, is_hierarchical
 from brainvq.models.pixelcnn import GatedPixelCNN
 
 
@@ -30,6 +31,7 @@ def _prepare(
     generator: torch.Generator | None,
     prefix: Tensor | None,
     prefix_mask: Tensor | None,
+    top: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
     if n < 1:
         raise ConfigError(f"number of samples must be >= 1, got {n}")
@@ -40,6 +42,7 @@ def _prepare(
     cond_t = model.check_inputs(None, None if cond is None else torch.as_tensor(cond, dtype=torch.float32), n)
     if cond_t is not None and ((cond_t < 0) | (cond_t > 1)).any():
         raise ConfigError("slice positions must lie in [0, 1]")
+    model.check_top(top, n)
     codes = torch.zeros(n, g, g, dtype=torch.long, device=device)
     keep = torch.zeros(n, g, g, dtype=torch.bool, device=device)
     if prefix is not None or prefix_mask is not None:
@@ -72,16 +75,19 @@ def sample_naive(
     prefix: Tensor | None = None,
     prefix_mask: Tensor | None = None,
     progress: bool = False,
+    top: Tensor | None = None,
 ) -> Tensor:
-    """Reference sampler: a full forward pass over the grid for every position."""
+    """Reference sampler: a full forward pass over the grid for every position.
+
+    ``top``: the top-level code grids a bottom-level prior is conditioned on."""
     model.eval()
-    cond_t, codes, keep, u = _prepare(model, n, cond, temperature, generator, prefix, prefix_mask)
+    cond_t, codes, keep, u = _prepare(model, n, cond, temperature, generator, prefix, prefix_mask, top)
     g = model.config.grid_size
     for i in tqdm(range(g), desc="sample rows (naive)", disable=not progress, leave=False):
         for j in range(g):
             if keep[:, i, j].all():
                 continue
-            logits = model(codes, cond_t)[:, :, i, j]
+            logits = model(codes, cond_t, top)[:, :, i, j]
             new = _draw(logits, u[:, i, j], temperature)
             codes[:, i, j] = torch.where(keep[:, i, j], codes[:, i, j], new)
     return codes
@@ -97,13 +103,14 @@ def sample_cached(
     prefix: Tensor | None = None,
     prefix_mask: Tensor | None = None,
     progress: bool = False,
+    top: Tensor | None = None,
 ) -> Tensor:
     """Fast sampler with per-layer activation caches; identical results to :func:`sample_naive`."""
     model.eval()
-    cond_t, codes, keep, u = _prepare(model, n, cond, temperature, generator, prefix, prefix_mask)
+    cond_t, codes, keep, u = _prepare(model, n, cond, temperature, generator, prefix, prefix_mask, top)
     cfg = model.config
     g, c, p, n_layers = cfg.grid_size, cfg.hidden, cfg.kernel_size // 2, cfg.n_layers
-    s = model.condition_map(cond_t, n)  # (n,cond,g,g)
+    s = model.condition_map(cond_t, n, top)  # (n,cond,g,g)
     dev, dt = s.device, s.dtype
     # v_in[li]: input of layer l's vertical stack, with p zero rows on top (row r at index r+p)
     v_in = [torch.zeros(n, c, g + p, g, device=dev, dtype=dt) for _ in range(n_layers)]
@@ -143,12 +150,36 @@ def complete(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    top: Tensor | None = None,
 ) -> Tensor:
-    """Keep the first ``keep_rows`` rows of each code grid (default: the top half) and sample the rest."""
+    """Keep the first ``keep_rows`` rows of each code grid (default: the top half) and sample the rest.
+
+    ``top``: the top-level code grids a bottom-level prior is conditioned on."""
     g = model.config.grid_size
     keep_rows = g // 2 if keep_rows is None else keep_rows
     if not 0 <= keep_rows <= g:
         raise ConfigError(f"keep_rows must be in [0, {g}], got {keep_rows}")
     mask = torch.zeros_like(codes, dtype=torch.bool)
     mask[:, :keep_rows] = True
-    return sample_cached(model, len(codes), cond, temperature, generator, codes, mask, progress)
+    return sample_cached(model, len(codes), cond, temperature, generator, codes, mask, progress, top)
+
+
+@torch.no_grad()
+def sample_levels(
+    prior: Prior,
+    n: int,
+    cond: Tensor | float | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    top_temperature: float | None = None,
+) -> tuple[Tensor | None, Tensor]:
+    """(top grids or None, bottom grids) from a single-level or a two-level prior (cached sampler).
+
+    A two-level prior draws the top grid first (at ``top_temperature``, default ``temperature``),
+    then the bottom grid given it."""
+    if not is_hierarchical(prior):
+        return None, sample_cached(prior, n, cond, temperature, generator, progress=progress)
+    t_top = temperature if top_temperature is None else top_temperature
+    top = sample_cached(prior.top, n, cond, t_top, generator, progress=progress)
+    return top, sample_cached(prior.bottom, n, cond, temperature, generator, progress=progress, top=top)

@@ -18,8 +18,15 @@ from brainvq.checkpoint import atomic_write, load_vqvae, save_weights
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import CheckpointError
 from brainvq.data.sources import DataConfig, load_split
-from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from brainvq.models.vqvae import VQVAE
+from brainvq.models.hierarchical import (
+    HierarchicalPriorConfig,
+    Prior,
+    is_hierarchical,
+    prior_device,
+    prior_from_config,
+)
+from brainvq.models.pixelcnn import PixelCNNConfig
+from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.train.common import (
     LRSchedule,
     TrainerConfig,
@@ -37,7 +44,14 @@ class PriorTrainConfig:
 
     vqvae: str = "runs/vqvae/vqvae.safetensors"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)
+    model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)  # a single-level VQ-VAE's prior
+    # a two-level VQ-VAE's priors (code counts and grids are filled in from the VQ-VAE)
+    top_model: PixelCNNConfig = dataclasses.field(
+        default_factory=lambda: PixelCNNConfig(hidden=64, n_layers=8, kernel_size=5)
+    )
+    bottom_model: PixelCNNConfig = dataclasses.field(
+        default_factory=lambda: PixelCNNConfig(hidden=32, n_layers=4, kernel_size=3)
+    )
     trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=20, batch_size=16, lr=3e-3))
     out_dir: str = "runs/prior"
     flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
@@ -47,8 +61,13 @@ class PriorTrainConfig:
 class CodeSet:
     """The code grids of one split with the slice positions the prior conditions on."""
 
-    codes: torch.Tensor  # (N,h,w) int64
+    codes: torch.Tensor  # (N,h,w) int64 (the bottom level of a two-level VQ-VAE)
     positions: torch.Tensor  # (N,) float32
+    top: torch.Tensor | None = None  # (N,ht,wt) int64 top-level codes of a two-level VQ-VAE
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """(codes, positions[, top]): what a training batch holds."""
+        return (self.codes, self.positions) if self.top is None else (self.codes, self.positions, self.top)
 
 
 @torch.no_grad()
@@ -70,16 +89,13 @@ def encode_split(
     positions = torch.from_numpy(np.asarray(sl.positions, dtype=np.float32))
     positions = torch.cat([positions, positions]) if flip else positions
     device = next(vqvae.parameters()).device
-    codes = [
-        vqvae.encode(images[i : i + batch_size].to(device)).cpu()
-        for i in tqdm(
-            range(0, len(images), batch_size),
-            desc=f"encode {split}",
-            disable=not progress,
-            leave=False,
-        )
-    ]
-    return CodeSet(torch.cat(codes), positions)
+    tops, codes = [], []
+    for i in tqdm(range(0, len(images), batch_size), desc=f"encode {split}", disable=not progress, leave=False):
+        top, bottom = vqvae.encode_levels(images[i : i + batch_size].to(device))
+        codes.append(bottom.cpu())
+        if top is not None:
+            tops.append(top.cpu())
+    return CodeSet(torch.cat(codes), positions, torch.cat(tops) if tops else None)
 
 
 def cached_codes(
@@ -99,20 +115,47 @@ def cached_codes(
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             if blob.get("key") == key:
-                return CodeSet(blob["codes"], blob["positions"])
+                return CodeSet(blob["codes"], blob["positions"], blob.get("top"))
         except Exception:  # noqa: BLE001 - a bad cache is simply rebuilt
             pass
     vqvae = load_vqvae(vqvae_path, "cuda" if torch.cuda.is_available() else "cpu")
     codes = encode_split(vqvae, data, split, flip=flip, progress=progress)
     atomic_write(
         path,
-        lambda tmp: torch.save({"key": key, "codes": codes.codes, "positions": codes.positions}, tmp),
+        lambda tmp: torch.save({"key": key, "codes": codes.codes, "positions": codes.positions, "top": codes.top}, tmp),
     )
     return codes
 
 
+def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    """Mean bits per code of a batch (codes, positions[, top]): ``loss`` (what is optimised) and the
+    values to log. For a two-level prior ``loss`` is the sum of both levels' mean bits per code and
+    ``bits_per_code`` the total bits per image over the number of bottom codes."""
+    codes, pos = batch[0], batch[1]
+    cond = pos if m.config.conditional else None
+    if not is_hierarchical(m):
+        bits = F.cross_entropy(m(codes, cond).float(), codes) / math.log(2)
+        return {"loss": bits, "bits_per_code": bits, "bits_per_image": bits * codes[0].numel()}
+    top = batch[2]
+    top_logits, logits = m(top, codes, cond)
+    top_bits = F.cross_entropy(top_logits.float(), top) / math.log(2)
+    bottom_bits = F.cross_entropy(logits.float(), codes) / math.log(2)
+    image = top_bits * top[0].numel() + bottom_bits * codes[0].numel()
+    return {
+        "loss": top_bits + bottom_bits,
+        "bits_per_code": image / codes[0].numel(),
+        "bits_per_image": image,
+        "top_bits_per_code": top_bits,
+        "bottom_bits_per_code": bottom_bits,
+    }
+
+
 class PriorModule(L.LightningModule):
-    """Cross-entropy over K codes; logs bits per code on validation and test codes."""
+    """Cross-entropy over K codes; logs bits per code on validation and test codes.
+
+    For a two-level prior the loss is the sum of both levels' mean bits per code, and
+    ``bits_per_code`` is the total bits per image divided by the number of bottom codes (so it
+    compares directly with a single-level prior on the same bottom grid)."""
 
     def __init__(
         self,
@@ -124,54 +167,76 @@ class PriorModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = GatedPixelCNN(PixelCNNConfig(**model))
+        self.model = prior_from_config(model)
 
-    def _bits(self, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        codes, pos = batch
-        logits = self.model(codes, pos if self.model.config.conditional else None)
-        return F.cross_entropy(logits.float(), codes) / math.log(2)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        bits = self._bits(batch)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        bits = prior_bits(self.model, batch)
         self.log(
             "train/bits_per_code",
-            bits,
+            bits["bits_per_code"],
             on_step=True,
             on_epoch=True,
             prog_bar=True,
             batch_size=len(batch[0]),
         )
-        return bits * math.log(2)  # nats: the usual cross-entropy scale for the optimiser
+        for name in ("top_bits_per_code", "bottom_bits_per_code"):
+            if name in bits:
+                self.log(f"train/{name}", bits[name], on_step=False, on_epoch=True, batch_size=len(batch[0]))
+        return bits["loss"] * math.log(2)  # nats: the usual cross-entropy scale for the optimiser
 
-    def validation_step(
-        self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int, dataloader_idx: int = 0
-    ) -> None:
-        name = ("val", "test")[dataloader_idx]
-        bits = self._bits(batch)
-        n = batch[0][0].numel()
-        self.log(
-            f"{name}/bits_per_code",
-            bits,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(batch[0]),
-            sync_dist=True,
-            add_dataloader_idx=False,
-        )
-        self.log(
-            f"{name}/bits_per_image",
-            bits * n,
-            on_epoch=True,
-            batch_size=len(batch[0]),
-            sync_dist=True,
-            add_dataloader_idx=False,
-        )
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
+        split = ("val", "test")[dataloader_idx]
+        bits = prior_bits(self.model, batch)
+        for name, value in bits.items():
+            if name == "loss":
+                continue
+            self.log(
+                f"{split}/{name}",
+                value,
+                on_epoch=True,
+                prog_bar=name == "bits_per_code",
+                batch_size=len(batch[0]),
+                sync_dist=True,
+                add_dataloader_idx=False,
+            )
 
     def configure_optimizers(self):  # noqa: D102
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
         total = self.hparams.total_steps
         sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def prior_config_for(cfg: PriorTrainConfig, vq_cfg: VQVAEConfig) -> PixelCNNConfig | HierarchicalPriorConfig:
+    """The prior architecture for this VQ-VAE: code counts and grids taken from it."""
+    if not vq_cfg.hierarchical:
+        return dataclasses.replace(cfg.model, num_codes=vq_cfg.num_codes, grid_size=vq_cfg.grid_size)
+    return HierarchicalPriorConfig(
+        top=dataclasses.replace(
+            cfg.top_model, num_codes=vq_cfg.top_num_codes, grid_size=vq_cfg.top_grid_size, top_codes=0, top_grid=0
+        ),
+        bottom=dataclasses.replace(
+            cfg.bottom_model,
+            num_codes=vq_cfg.num_codes,
+            grid_size=vq_cfg.grid_size,
+            top_codes=vq_cfg.top_num_codes,
+            top_grid=vq_cfg.top_grid_size,
+        ),
+    )
+
+
+@torch.no_grad()
+def code_set_bits(prior: Prior, codes: CodeSet, batch_size: int = 128) -> dict[str, float]:
+    """Mean bits per code (and per image; per level for a two-level prior) of a whole code set."""
+    prior.eval()
+    device = prior_device(prior)
+    sums: dict[str, float] = {}
+    for batch in zip(*(t.split(batch_size) for t in codes.tensors()), strict=True):
+        bits = prior_bits(prior, tuple(t.to(device) for t in batch))
+        for k, v in bits.items():
+            if k != "loss":
+                sums[k] = sums.get(k, 0.0) + float(v) * len(batch[0])
+    return {k: v / len(codes.codes) for k, v in sums.items()}
 
 
 def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict:
@@ -184,20 +249,19 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     train = cached_codes(Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog)
     val = cached_codes(Path(cfg.vqvae), cfg.data, "validate", out / "codes", progress=prog)
     test = cached_codes(Path(cfg.vqvae), cfg.data, "test", out / "codes", progress=prog)
-    vq_cfg = load_vqvae(cfg.vqvae).config
-    cfg.model = dataclasses.replace(cfg.model, num_codes=vq_cfg.num_codes, grid_size=vq_cfg.grid_size)
+    model_cfg = prior_config_for(cfg, load_vqvae(cfg.vqvae).config)
     write_run_config(out, cfg)
     t = cfg.trainer
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
     train_dl = DataLoader(
-        TensorDataset(train.codes, train.positions),
+        TensorDataset(*train.tensors()),
         batch_size=t.batch_size,
         shuffle=True,
         drop_last=len(train.codes) > t.batch_size,
         **kw,
     )
-    eval_dls = [DataLoader(TensorDataset(s.codes, s.positions), batch_size=t.batch_size * 2, **kw) for s in (val, test)]
-    module = PriorModule(to_plain(cfg.model), t.lr, t.epochs * len(train_dl), t.max_minutes)
+    eval_dls = [DataLoader(TensorDataset(*s.tensors()), batch_size=t.batch_size * 2, **kw) for s in (val, test)]
+    module = PriorModule(to_plain(model_cfg), t.lr, t.epochs * len(train_dl), t.max_minutes)
     trainer = build_trainer(t, out, monitor="val/bits_per_code", mode="min")
     t0 = time.time()
     trainer.fit(module, train_dl, eval_dls, ckpt_path=resume_path(out, resume), weights_only=True)
@@ -213,18 +277,10 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         best = trainer.checkpoint_callback.best_model_path
         if best:
             module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
-        module.model.eval()
-        with torch.no_grad():
-            bits = torch.cat(
-                [
-                    module.model.nll_bits(c, p if module.model.config.conditional else None)
-                    for c, p in zip(test.codes.split(128), test.positions.split(128), strict=True)
-                ]
-            )
+        bits = code_set_bits(module.model, test)
         summary.update(
-            weights=str(save_weights(module.model, out / "prior.safetensors", "prior", to_plain(cfg.model))),
-            test_bits_per_code=float(bits.mean()),
-            test_bits_per_image=float(bits.mean() * test.codes[0].numel()),
+            weights=str(save_weights(module.model, out / "prior.safetensors", "prior", to_plain(model_cfg))),
+            **{f"test_{k}": v for k, v in bits.items()},
         )
         write_json(out / "train_summary.json", summary)
     return summary

@@ -60,7 +60,7 @@ class VQVAEModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()  # plain dicts/numbers only: loads with weights_only=True
         self.model = VQVAE(VQVAEConfig(**model))
-        self._train_usage: torch.Tensor | None = None
+        self._train_usage: dict[str, torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor):  # noqa: D102
         return self.model(x)
@@ -70,8 +70,14 @@ class VQVAEModule(L.LightningModule):
         out = self.model(x)
         mse = F.mse_loss(out.reconstruction.float(), x.float())
         loss = mse + out.commitment_loss
+        logs = {"train/mse": mse, "train/batch_perplexity": out.perplexity}
+        if out.top_preview is not None:
+            preview = torch.sigmoid(out.top_preview.float())
+            top_mse = F.mse_loss(preview, F.adaptive_avg_pool2d(x.float(), preview.shape[-2:]))
+            loss = loss + self.model.config.top_aux_weight * top_mse
+            logs.update({"train/top_preview_mse": top_mse, "train/top_batch_perplexity": out.top_perplexity})
         self.log_dict(
-            {"train/loss": loss, "train/mse": mse, "train/batch_perplexity": out.perplexity},
+            {"train/loss": loss, **logs},
             prog_bar=False,
             on_step=True,
             on_epoch=True,
@@ -80,19 +86,29 @@ class VQVAEModule(L.LightningModule):
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, logger=False)
         return loss
 
+    def _quantizers(self) -> dict[str, torch.nn.Module]:
+        """Log-name prefix -> quantiser ("" for the bottom level, "top_" for the top level)."""
+        q = {"": self.model.quantizer}
+        if self.model.config.hierarchical:
+            q["top_"] = self.model.top_quantizer
+        return q
+
     def on_train_epoch_start(self) -> None:
-        self.model.quantizer.reset_usage()
+        for q in self._quantizers().values():
+            q.reset_usage()
 
     def on_train_epoch_end(self) -> None:
-        stats = self.model.quantizer.usage_stats()
-        self.log_dict(
-            {"train/codebook_usage": stats["usage"], "train/perplexity": stats["perplexity"]},
-            sync_dist=False,
-        )
+        for prefix, q in self._quantizers().items():
+            stats = q.usage_stats()
+            self.log_dict(
+                {f"train/{prefix}codebook_usage": stats["usage"], f"train/{prefix}perplexity": stats["perplexity"]},
+                sync_dist=False,
+            )
 
     def on_validation_epoch_start(self) -> None:
-        self._train_usage = self.model.quantizer.usage.clone()
-        self.model.quantizer.reset_usage()
+        for prefix, q in self._quantizers().items():
+            self._train_usage[prefix] = q.usage.clone()
+            q.reset_usage()
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x = batch["image"]
@@ -122,11 +138,13 @@ class VQVAEModule(L.LightningModule):
         )
 
     def on_validation_epoch_end(self) -> None:
-        stats = self.model.quantizer.usage_stats()
-        self.log_dict({"val/codebook_usage": stats["usage"], "val/perplexity": stats["perplexity"]})
-        self.log("usage", stats["usage"], prog_bar=True, logger=False)
-        if self._train_usage is not None:
-            self.model.quantizer.usage.copy_(self._train_usage)
+        for prefix, q in self._quantizers().items():
+            stats = q.usage_stats()
+            self.log_dict({f"val/{prefix}codebook_usage": stats["usage"], f"val/{prefix}perplexity": stats["perplexity"]})
+            if not prefix:
+                self.log("usage", stats["usage"], prog_bar=True, logger=False)
+            if prefix in self._train_usage:
+                q.usage.copy_(self._train_usage[prefix])
 
     def configure_optimizers(self):  # noqa: D102
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)

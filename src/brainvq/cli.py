@@ -331,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-dataset", help="generate the OASIS-format stand-in dataset from the brain templates")
     p.add_argument("out", nargs="?", default="data/standin")
-    p.add_argument("--train-cases", type=_positive_int, help="default: StandInConfig's (about 1000 training slices)")
+    p.add_argument(
+        "--train-cases",
+        type=_positive_int,
+        help="default: StandInConfig's (36 training, 8 validation and 8 test cases of 24 slices)",
+    )
     p.add_argument("--val-cases", type=_positive_int)
     p.add_argument("--test-cases", type=_positive_int)
     p.add_argument("--slices-per-case", type=_positive_int)

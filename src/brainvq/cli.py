@@ -180,7 +180,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
         a.prior,
         _data_config(a),
         out,
-        n_samples=a.samples,
+        **_given(a, n_samples="samples"),
         temperature=a.temperature,
         seed=a.seed,
         progress=prog,
@@ -383,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--prior",
         help="prior weights: also sample and measure generated slices (brain-shape check)",
     )
-    p.add_argument("--samples", type=_positive_int, default=32, help="number of generated slices to evaluate")
+    p.add_argument(
+        "--samples", type=_positive_int, help="number of generated slices to evaluate (default 256; the demo uses 32)"
+    )
     p.add_argument(
         "--no-generation-metrics",
         action="store_true",

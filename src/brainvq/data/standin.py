@@ -226,7 +226,10 @@ def make_standin_dataset(
                 return final
         except (OSError, ValueError, KeyError):
             pass
-        raise ConfigError(f"{final} already exists with other contents; pass --overwrite to replace it")
+        raise ConfigError(
+            f"{final} already exists with other contents (e.g. an older default stand-in); "
+            f"pass --overwrite to replace it (`brainvq make-dataset {out_root} --overwrite`, the demo's data too)"
+        )
     tmp = out_root / f".keras_png_slices_data.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

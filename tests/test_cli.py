@@ -71,3 +71,27 @@ def test_keep_freed_memory_applies_on_glibc_and_is_idempotent() -> None:
     applied = keep_freed_memory()
     assert applied is (platform.libc_ver()[0] == "glibc")
     assert keep_freed_memory() is applied
+
+
+def test_evaluate_prior_defaults_to_at_least_256_samples_but_demo_stays_small(monkeypatch) -> None:
+    import inspect
+
+    import brainvq.evaluate as ev
+    from brainvq.cli import cmd_evaluate
+
+    seen: dict = {}
+    real_signature = inspect.signature(ev.evaluate_generation)
+
+    def fake_generation(*args, **kwargs):
+        bound = real_signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        seen.update(bound.arguments)
+        return {}
+
+    monkeypatch.setattr(ev, "evaluate_vqvae", lambda *a, **k: {})
+    monkeypatch.setattr(ev, "evaluate_generation", fake_generation)
+    cmd_evaluate(build_parser().parse_args(["evaluate", "--prior", "p.safetensors"]))
+    assert seen["n_samples"] >= 256
+    cmd_evaluate(build_parser().parse_args(["evaluate", "--prior", "p.safetensors", "--samples", "40"]))
+    assert seen["n_samples"] == 40
+    assert build_parser().parse_args(["demo"]).samples <= 64  # the demo keeps its own small number

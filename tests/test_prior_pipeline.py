@@ -114,3 +114,5 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
     assert gen["real_test"]["n"] == 12
     assert (ev / "figures" / "completions.png").is_file()
     assert "metrics" not in gen
+    assert set(gen["timings"]) == {"generation_s", "total_s"}  # sampling time reported, no metrics time
+    assert 0 <= gen["timings"]["generation_s"] <= gen["timings"]["total_s"]

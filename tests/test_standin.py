@@ -12,7 +12,7 @@ from PIL import Image
 from brainvq.data.errors import ConfigError
 from brainvq.data.oasis import parse_slice_name
 from brainvq.data.sources import DataConfig, load_split
-from brainvq.data.standin import StandInConfig, make_standin_dataset
+from brainvq.data.standin import TEMPLATES, StandInConfig, make_standin_dataset
 
 TINY = StandInConfig(n_train_cases=2, n_val_cases=1, n_test_cases=1, slices_per_case=5, image_size=128, seed=3)
 
@@ -88,3 +88,35 @@ def test_invalid_config():
         make_standin_dataset("/nonexistent", StandInConfig(n_train_cases=0))
     with pytest.raises(ConfigError, match="slices_per_case"):
         StandInConfig(slices_per_case=1).validate()
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [StandInConfig(), StandInConfig(n_train_cases=5, n_val_cases=3, n_test_cases=6), TINY],
+    ids=["default", "odd", "tiny"],
+)
+def test_template_mix_balanced_in_every_split(cfg: StandInConfig):
+    of = cfg.templates()
+    for split, ids in cfg.case_ids().items():
+        counts = [sum(of[c] == t for c in ids) for t in TEMPLATES]
+        assert sum(counts) == len(ids) and max(counts) - min(counts) == len(ids) % 2, (split, counts)
+
+
+def test_default_heldout_splits_have_enough_cases():
+    cfg = StandInConfig()
+    ids = cfg.case_ids()
+    assert len(ids["validate"]) >= 8 and len(ids["test"]) >= 8
+    total = sum(map(len, ids.values())) * cfg.slices_per_case
+    assert total <= 40 * 32  # no more slices to build than the former 32/4/4 x 32 default
+
+
+def test_manifest_records_template_of_each_case(tiny_standin: Path):
+    manifest = json.loads((tiny_standin / "keras_png_slices_data" / "standin_manifest.json").read_text())
+    assert manifest["template_of_case"] == {str(c): t for c, t in TINY.templates().items()}
+    # alternating within each split: the one validation and the one test case take the first template
+    assert manifest["template_of_case"] == {
+        "1": TEMPLATES[0],
+        "2": TEMPLATES[1],
+        "3": TEMPLATES[0],
+        "441": TEMPLATES[0],
+    }

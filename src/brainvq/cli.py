@@ -180,7 +180,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
         a.prior,
         _data_config(a),
         out,
-        n_samples=a.samples,
+        **_given(a, n_samples="samples"),
         temperature=a.temperature,
         seed=a.seed,
         progress=prog,
@@ -331,7 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-dataset", help="generate the OASIS-format stand-in dataset from the brain templates")
     p.add_argument("out", nargs="?", default="data/standin")
-    p.add_argument("--train-cases", type=_positive_int, help="default: StandInConfig's (about 1000 training slices)")
+    p.add_argument(
+        "--train-cases",
+        type=_positive_int,
+        help="default: StandInConfig's (36 training, 8 validation and 8 test cases of 24 slices)",
+    )
     p.add_argument("--val-cases", type=_positive_int)
     p.add_argument("--test-cases", type=_positive_int)
     p.add_argument("--slices-per-case", type=_positive_int)
@@ -379,7 +383,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--prior",
         help="prior weights: also sample and measure generated slices (brain-shape check)",
     )
-    p.add_argument("--samples", type=_positive_int, default=32, help="number of generated slices to evaluate")
+    p.add_argument(
+        "--samples", type=_positive_int, help="number of generated slices to evaluate (default 256; the demo uses 32)"
+    )
     p.add_argument(
         "--no-generation-metrics",
         action="store_true",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def evaluate_generation(
     data: DataConfig,
     out_dir: str | Path,
     *,
-    n_samples: int = 32,
+    n_samples: int = 256,
     temperature: float = 1.0,
     seed: int = 0,
     progress: bool = True,
@@ -106,7 +107,9 @@ def evaluate_generation(
 
     Unless ``skip_metrics``, also runs the generation metrics of
     :mod:`brainvq.metrics.generation` (two-sample test, Fréchet distance, memorisation,
-    diversity, tissue realism), each with its real-data baseline.
+    diversity, tissue realism), each with its real-data baseline. The default of 256 samples
+    puts the two-sample test's standard error at 0.022 (0.06 at 32 per side); the summary's
+    ``timings`` says how long sampling and the metrics took.
     """
     from brainvq.metrics.shape import AreaModel, brain_shape_check
     from brainvq.sample.generate import completion_figure, generate, load_models, save_generated
@@ -117,6 +120,7 @@ def evaluate_generation(
     test = _split_with_masks(data, "test", progress, warn=False)
     area_model = AreaModel.fit(train.images, train.positions)
     rng = np.random.default_rng(seed)
+    t0 = time.time()
     positions = np.sort(rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test)))
     gen = generate(
         vqvae,
@@ -128,6 +132,7 @@ def evaluate_generation(
         progress=progress,
     )
     gen_pos = positions  # unconditional samples are judged against the test positions' range
+    timings = {"generation_s": round(time.time() - t0, 1)}
     save_generated(gen, out / "samples", vqvae.config.num_codes)
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
@@ -150,11 +155,14 @@ def evaluate_generation(
         "real_test": real.to_dict(),
     }
     if not skip_metrics:
+        t1 = time.time()
         val = _split_with_masks(data, "validate", progress, warn=False)
         m = generation_metrics(  # gen.positions is NaN for an unconditional prior
             gen.images, gen.positions, train, val, test, metrics or GenerationMetricsConfig(seed=seed), progress
         )
         summary["metrics"] = m
         summary["metric_figures"] = [str(p) for p in figures.generation_metric_figures(m, out / "figures")]
+        timings["metrics_s"] = round(time.time() - t1, 1)
+    summary["timings"] = {**timings, "total_s": round(time.time() - t0, 1)}
     write_json(out / "generation_metrics.json", summary)
     return summary

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import warnings
 from functools import partial
 from pathlib import Path
 
@@ -12,8 +11,9 @@ from PIL import Image
 
 from brainvq.data.cache import cached_stack
 from brainvq.data.errors import DataError
-from brainvq.data.images import RGBPolicy, WrongSizePolicy, list_image_files, read_gray
+from brainvq.data.images import RGBPolicy, WrongSizePolicy, decode_stack, list_image_files, read_gray
 from brainvq.data.slices import MASK_VALUES, SliceSet, positions_from_indices
+from brainvq.data.subjects import cached_recover_subjects
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 _IMAGE_RE = re.compile(r"case_(\d+)_slice_(\d+)")
@@ -68,39 +68,37 @@ def load_image_folder(
     cache_dir: Path | None = None,
     mask_folder: Path | None = None,
     progress: bool = True,
+    cdr: float | None = None,
 ) -> SliceSet:
     """Load a folder of grayscale PNG/JPEG slices (OASIS names give case/slice metadata).
 
-    Files whose names do not follow ``case_XXX_slice_Y`` are treated as one case each with
+    When any file name does not follow ``case_XXX_slice_Y`` (e.g. one class folder of the
+    Kaggle layout), subjects and slice order are recovered from the images themselves
+    (:mod:`brainvq.data.subjects`); a slice with no near duplicate is a case of its own with
     position 0.5. With ``mask_folder``, every image must have its ``seg_XXX_slice_Y`` mask.
+    ``cdr`` labels every slice with that clinical dementia rating.
     """
     folder = Path(folder)
     files = list_image_files(folder)
     parsed = [parse_slice_name(f.name) for f in files]
-    if all(p is not None for p in parsed):
+    named = all(p is not None for p in parsed)
+    if named:
         case_ids = np.array([p[0] for p in parsed], dtype=np.int64)
         slice_idx = np.array([p[1] for p in parsed], dtype=np.int64)
         order = np.lexsort((slice_idx, case_ids))
         files = [files[i] for i in order]
         case_ids, slice_idx = case_ids[order], slice_idx[order]
-        positions = positions_from_indices(case_ids, slice_idx)
-    else:
-        case_ids = np.arange(len(files), dtype=np.int64)
-        slice_idx = np.zeros(len(files), dtype=np.int64)
-        positions = np.full(len(files), 0.5, dtype=np.float32)
-    decode = partial(read_gray, size=size, on_wrong_size=on_wrong_size, on_rgb=on_rgb)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        images = cached_stack(
-            files,
-            decode,
-            (size, size),
-            cache_dir=cache_dir,
-            tag=folder.name,
-            extra={"wrong": on_wrong_size, "rgb": on_rgb},
-            progress=progress,
-        )
-    _summarise_warnings(caught, folder)
+    images = decode_stack(
+        files,
+        folder,
+        size=size,
+        on_wrong_size=on_wrong_size,
+        on_rgb=on_rgb,
+        cache_dir=cache_dir,
+        progress=progress,
+    )
+    if not named:  # shuffled names: recover the subjects so that splits cannot leak them
+        case_ids, slice_idx = cached_recover_subjects(files, images, cache_dir)
     masks = None
     if mask_folder is not None:
         mask_files = _pair_masks(files, case_ids, slice_idx, Path(mask_folder))
@@ -110,7 +108,7 @@ def load_image_folder(
             (size, size),
             cache_dir=cache_dir,
             tag=Path(mask_folder).name,
-            extra={"mask": 1},
+            extra={"mask": 1, "non_square": "pad"},
             progress=progress,
         )
     return SliceSet(
@@ -118,22 +116,11 @@ def load_image_folder(
         names=[f.name for f in files],
         case_ids=case_ids,
         slice_indices=slice_idx,
-        positions=positions,
+        positions=positions_from_indices(case_ids, slice_idx),
         masks=masks,
         source=str(folder),
+        cdr=None if cdr is None else np.full(len(files), cdr, dtype=np.float32),
     )
-
-
-def _summarise_warnings(caught: list[warnings.WarningMessage], folder: Path) -> None:
-    """One warning per kind of problem (resized / converted), with a count and the first file."""
-    kinds: dict[str, list[str]] = {}
-    for w in caught:
-        msg = str(w.message)
-        kind = "resized" if "resized" in msg else "converted" if "converted" in msg else msg
-        kinds.setdefault(kind, []).append(msg)
-    for msgs in kinds.values():
-        more = f" (and {len(msgs) - 1} more files in {folder})" if len(msgs) > 1 else ""
-        warnings.warn(msgs[0] + more, UserWarning, stacklevel=3)
 
 
 def _pair_masks(files: list[Path], case_ids: np.ndarray, slice_idx: np.ndarray, mask_folder: Path) -> list[Path]:

@@ -18,6 +18,7 @@ class SliceSet:
     ``positions`` is the normalised axial position of each slice in [0, 1]
     (0 = lowest slice of its case/volume, 1 = highest); the prior conditions on it.
     ``masks`` (optional) holds class ids 0..3 (see :data:`MASK_VALUES`).
+    ``cdr`` (optional) is each slice's clinical dementia rating (0, 0.5, 1, 2), NaN when unknown.
     """
 
     images: np.ndarray
@@ -27,12 +28,15 @@ class SliceSet:
     positions: np.ndarray
     masks: np.ndarray | None = None
     source: str = ""
+    cdr: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.images)
         for field in ("names", "case_ids", "slice_indices", "positions"):
             if len(getattr(self, field)) != n:
                 raise ValueError(f"SliceSet.{field} has {len(getattr(self, field))} entries, expected {n}")
+        if self.cdr is not None and len(self.cdr) != n:
+            raise ValueError(f"SliceSet.cdr has {len(self.cdr)} entries, expected {n}")
         if self.masks is not None and self.masks.shape != self.images.shape:
             raise ValueError(f"masks shape {self.masks.shape} != images shape {self.images.shape}")
 
@@ -54,6 +58,7 @@ class SliceSet:
             positions=self.positions[idx],
             masks=None if self.masks is None else np.asarray(self.masks[idx]),
             source=self.source,
+            cdr=None if self.cdr is None else self.cdr[idx],
         )
 
 

@@ -1,8 +1,9 @@
-"""One entry point for every supported input: OASIS layout, image folder, NIfTI volumes."""
+"""One entry point for every supported input: OASIS layout, Kaggle class folders, image folder, NIfTI volumes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,11 @@ import numpy as np
 from brainvq.data.cache import default_cache_dir
 from brainvq.data.errors import DataError
 from brainvq.data.images import RGBPolicy, WrongSizePolicy
+from brainvq.data.kaggle import class_cdr, is_kaggle_root, load_kaggle
 from brainvq.data.nifti import is_nifti, load_nifti
 from brainvq.data.oasis import SPLITS, is_oasis_root, load_image_folder, load_oasis_split
 from brainvq.data.slices import SliceSet
+from brainvq.data.subjects import split_subjects
 
 
 @dataclass
@@ -25,21 +28,17 @@ class DataConfig:
     on_rgb: RGBPolicy = "convert"
     cache: bool = True
     cache_dir: str | None = None  # default: $BRAINVQ_CACHE or ~/.cache/brainvq
+    split_seed: int = 0  # subject-level split of sources without split folders
 
 
-def _split_by_case(data: SliceSet, split: str) -> SliceSet:
-    """Deterministic case-level 80/10/10 split for sources without split folders."""
-    cases = np.unique(data.case_ids)
+def _split_by_case(data: SliceSet, split: str, seed: int) -> SliceSet:
+    """Seeded subject-level 80/10/10 split (stratified by CDR when known) for sources without
+    split folders; a source of fewer than 3 cases (one NIfTI volume) interleaves its slices."""
+    cases, first = np.unique(data.case_ids, return_index=True)
     if len(cases) >= 3:
-        n_test = max(1, round(0.1 * len(cases)))
-        n_val = max(1, round(0.1 * len(cases)))
-        groups = {
-            "test": cases[-n_test:],
-            "validate": cases[-n_test - n_val : -n_test],
-            "train": cases[: -n_test - n_val],
-        }
-        sel = np.isin(data.case_ids, groups[split])
-    else:  # too few cases: interleave slices
+        labels = None if data.cdr is None else np.nan_to_num(data.cdr[first], nan=-1.0)
+        sel = np.isin(data.case_ids, split_subjects(cases, labels, seed=seed)[split])
+    else:
         k = np.arange(len(data)) % 10
         sel = {"train": k < 8, "validate": k == 8, "test": k == 9}[split]
     return data.subset(np.flatnonzero(sel))
@@ -66,9 +65,10 @@ def load_split(config: DataConfig, split: str, *, with_masks: bool = False, prog
         )
     elif is_nifti(root) or (root.is_dir() and any(is_nifti(p) for p in root.iterdir())):
         vols = [root] if root.is_file() else sorted(p for p in root.iterdir() if is_nifti(p))
-        data = _split_by_case(load_nifti(vols, config.image_size), split)
+        data = _split_by_case(load_nifti(vols, config.image_size), split, config.split_seed)
     elif root.is_dir():
-        full = load_image_folder(
+        load = load_kaggle if is_kaggle_root(root) else partial(load_image_folder, cdr=class_cdr(root))
+        full = load(
             root,
             size=config.image_size,
             on_wrong_size=config.on_wrong_size,
@@ -76,9 +76,9 @@ def load_split(config: DataConfig, split: str, *, with_masks: bool = False, prog
             cache_dir=cache_dir,
             progress=progress,
         )
-        data = _split_by_case(full, split)
+        data = _split_by_case(full, split, config.split_seed)
     else:
-        raise DataError(f"{root}: not an OASIS folder, image folder or NIfTI volume")
+        raise DataError(f"{root}: not an OASIS folder, Kaggle class folders, image folder or NIfTI volume")
     if len(data) == 0:
         raise DataError(f"{root}: split {split!r} has no images")
     if with_masks and data.masks is None:

@@ -42,12 +42,18 @@ TEST_FIRST_CASE = 441  # OASIS test cases start at case_441
 
 @dataclass
 class StandInConfig:
-    """Size and seed of the stand-in dataset (defaults: ~1000 training slices)."""
+    """Size and seed of the stand-in dataset (defaults: 864 training slices, 8+8 held-out cases).
 
-    n_train_cases: int = 32
-    n_val_cases: int = 4
-    n_test_cases: int = 4
-    slices_per_case: int = 32
+    Validation and test hold 8 cases each (4 per template), so that the real-vs-real
+    validation-vs-test baseline of the generation judges compares two like samples of subjects
+    rather than 2 against 2; 24 slices per case keep the total (1248 slices) and the build time
+    of the former 32/4/4 cases of 32 slices.
+    """
+
+    n_train_cases: int = 36
+    n_val_cases: int = 8
+    n_test_cases: int = 8
+    slices_per_case: int = 24
     image_size: int = 256
     seed: int = 0
 
@@ -71,6 +77,11 @@ class StandInConfig:
             "validate": list(range(self.n_train_cases + 1, n_tv + 1)),
             "test": list(range(test0, test0 + self.n_test_cases)),
         }
+
+    def templates(self) -> dict[int, str]:
+        """Template of each case: alternating within every split, so each split holds the two
+        templates in equal numbers (one more of the first for an odd number of cases)."""
+        return {case: TEMPLATES[k % 2] for ids in self.case_ids().values() for k, case in enumerate(ids)}
 
 
 @dataclass
@@ -132,7 +143,7 @@ def _rotation(rx: float, ry: float, rz: float) -> np.ndarray:
 def _case_arrays(case_id: int, cfg: StandInConfig) -> tuple[np.ndarray, np.ndarray]:
     """(slices, masks) of one synthetic case: (S,H,W) uint8 image and OASIS mask values."""
     rng = np.random.default_rng([cfg.seed, case_id])
-    tpl = _load_template(TEMPLATES[case_id % 2])
+    tpl = _load_template(cfg.templates()[case_id])
     s, n = cfg.slices_per_case, cfg.image_size
     # output grid in MNI mm: rows run anterior (top) to posterior, columns left to right
     half = (n - 1) / 2
@@ -186,6 +197,7 @@ def _manifest(cfg: StandInConfig) -> dict:
         "z_range_mm": list(Z_RANGE_MM),
         "pixel_mm": PIXEL_MM,
         "case_ids": cfg.case_ids(),
+        "template_of_case": {str(c): t for c, t in cfg.templates().items()},
         "template_licence_notes": notes,
     }
 
@@ -214,7 +226,10 @@ def make_standin_dataset(
                 return final
         except (OSError, ValueError, KeyError):
             pass
-        raise ConfigError(f"{final} already exists with other contents; pass --overwrite to replace it")
+        raise ConfigError(
+            f"{final} already exists with other contents (e.g. an older default stand-in); "
+            f"pass --overwrite to replace it (`brainvq make-dataset {out_root} --overwrite`, the demo's data too)"
+        )
     tmp = out_root / f".keras_png_slices_data.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:

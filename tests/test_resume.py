@@ -5,6 +5,7 @@ after ``last.ckpt`` of the first epoch was written (what a SIGKILL leaves behind
 subprocess SIGKILL test in test_robustness.py covers the file-level side). The resumed run
 must (a) start from exactly the weights, optimiser state, LR-scheduler state and EMA codebook
 in that checkpoint and (b) end bit-identical to a run of the same seed that was never killed.
+Both hold exactly (no tolerance) on CPU with one intra-op thread, which the runs here use.
 """
 
 from __future__ import annotations

@@ -124,14 +124,17 @@ def test_generation_metrics_flags_copies_and_reports_baselines():
     m = generation_metrics(fake, train.positions[:16], train, val, test, FAST, progress=False)
     assert len(m["memorisation"]["near_copies"]) == 16
     assert m["memorisation"]["generated"]["mean"] > m["memorisation"]["real_test"]["mean"]
-    for key in ("generated_vs_test", "validation_vs_test"):
-        assert m["frechet_position_features"][key] >= 0
-        assert 0 <= m["c2st"][key]["accuracy"] <= 1
+    # copies of real slices: the two-sample test cannot tell them from real test slices
+    assert m["c2st"]["generated_vs_test"]["accuracy"] <= 0.8
     tissue = m["tissue"]
     assert tissue["segmenter_on_test"]["pixel_accuracy"] > 0.8  # the judge learned the masks
     assert np.array(tissue["real_test"]).shape == (FAST.position_bins, 3)
     assert tissue["generated_vs_test_mean_abs_diff"] < 0.2  # copies of real slices have real tissue mix
 
     no_masks = SliceSet(**{**train.__dict__, "masks": None})
-    m2 = generation_metrics(fake[:8], None, no_masks, val, test, FAST, progress=False)
+    inverted = 1 - fake[:8]  # an obviously different set: bright background, dark brain
+    m2 = generation_metrics(inverted, None, no_masks, val, test, FAST, progress=False)
     assert "skipped" in m2["tissue"] and "generated_position_mae" not in m2["frechet_position_features"]
+    assert m2["c2st"]["generated_vs_test"]["accuracy"] >= 0.9
+    fd, fd_copies = m2["frechet_position_features"], m["frechet_position_features"]
+    assert fd["generated_vs_test"] > max(10 * fd["validation_vs_test"], 2 * fd_copies["generated_vs_test"])

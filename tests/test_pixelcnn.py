@@ -11,9 +11,14 @@ from brainvq.checkpoint import load_prior, save_weights
 from brainvq.data.errors import ConfigError
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.sample.sampler import complete, sample_cached, sample_naive
+from tests.causality import assert_causal, input_influence, random_positions
+
+DEFAULT_K = 5  # PixelCNNConfig's default kernel size
+KERNELS = [3, DEFAULT_K, 7]
 
 
 def tiny(conditional: bool = True, **kw) -> GatedPixelCNN:
+    """A small prior with the default kernel size unless ``kernel_size`` is given."""
     torch.manual_seed(0)
     cfg = PixelCNNConfig(
         **{
@@ -21,7 +26,6 @@ def tiny(conditional: bool = True, **kw) -> GatedPixelCNN:
             "grid_size": 8,
             "hidden": 16,
             "n_layers": 4,
-            "kernel_size": 3,
             "conditional": conditional,
             "cond_dim": 8,
             "location_dim": 4,
@@ -35,34 +39,24 @@ def tiny(conditional: bool = True, **kw) -> GatedPixelCNN:
     return model
 
 
-def _input_gradient(model: GatedPixelCNN, i: int, j: int) -> torch.Tensor:
-    """|d logits(i,j) / d embedded input| summed over channels: (H,W) map of influence."""
-    codes = torch.randint(0, model.config.num_codes, (1, 8, 8))
-    x = model.embed(codes).detach().requires_grad_(True)
-    s = model.condition_map(torch.tensor([0.5]), 1)
-    v, h = x.permute(0, 3, 1, 2), x.permute(0, 3, 1, 2)
-    for layer in model.layers:
-        v, h = layer(v, h, s)
-    model.head(h)[0, :, i, j].sum().backward()
-    return x.grad[0].abs().sum(-1)
+def test_default_kernel_size_is_what_these_tests_cover():
+    assert PixelCNNConfig().kernel_size == DEFAULT_K == tiny().config.kernel_size
 
 
-@pytest.mark.parametrize("pos", [(0, 0), (3, 4), (7, 7), (5, 0)])
-def test_masks_are_causal_by_gradient(pos: tuple[int, int]):
-    model = tiny()
-    i, j = pos
-    infl = _input_gradient(model, i, j)
-    for r in range(8):
-        for c in range(8):
-            if (r, c) >= (i, j):  # itself and everything later in raster order
-                assert infl[r, c] == 0, (r, c)
-    if (i, j) != (0, 0):
-        assert infl.sum() > 0
+@pytest.mark.parametrize("conditional", [True, False])
+@pytest.mark.parametrize("kernel_size", KERNELS)
+def test_forward_is_causal_by_gradient(kernel_size: int, conditional: bool):
+    """The real ``model.forward`` (conditioning map, head_cond and all), at random positions."""
+    model = tiny(conditional, kernel_size=kernel_size)
+    codes = torch.randint(0, 12, (2, 8, 8), generator=torch.Generator().manual_seed(kernel_size))
+    cond = torch.tensor([0.3, 0.8]) if conditional else None
+    assert_causal(lambda c: model(c, cond), model.embed, codes, random_positions(8, 8, seed=kernel_size))
 
 
 def test_no_blind_spot():
-    model = tiny()
-    infl = _input_gradient(model, 4, 3)
+    model = tiny(kernel_size=3)
+    codes = torch.randint(0, 12, (1, 8, 8))
+    infl = input_influence(lambda c: model(c, torch.tensor([0.5])), model.embed, codes, [(4, 3)])[(4, 3)][0]
     assert infl[3, 4] > 0 and infl[3, 5] > 0  # up-right: the classic PixelCNN blind spot
     assert infl[2, 6] > 0  # further up-right, within the vertical stack's reach
     assert infl[4, 2] > 0 and infl[4, 0] > 0  # left in the same row
@@ -121,9 +115,9 @@ def test_input_errors():
 
 
 @pytest.mark.parametrize("conditional", [True, False])
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_cached_sampler_equals_naive(conditional: bool, temperature: float):
-    model = tiny(conditional)
+@pytest.mark.parametrize(("kernel_size", "temperature"), [(3, 1.0), (DEFAULT_K, 1.0), (DEFAULT_K, 0.7), (7, 0.7)])
+def test_cached_sampler_equals_naive(conditional: bool, kernel_size: int, temperature: float):
+    model = tiny(conditional, kernel_size=kernel_size)
     cond = torch.tensor([0.1, 0.5, 0.95]) if conditional else None
     a = sample_naive(model, 3, cond, temperature, torch.Generator().manual_seed(7))
     b = sample_cached(model, 3, cond, temperature, torch.Generator().manual_seed(7))
@@ -134,8 +128,9 @@ def test_cached_sampler_equals_naive(conditional: bool, temperature: float):
     assert len(torch.unique(b)) > 3  # not a degenerate constant grid
 
 
-def test_completion_keeps_prefix_and_matches_naive():
-    model = tiny()
+@pytest.mark.parametrize("kernel_size", [3, DEFAULT_K])
+def test_completion_keeps_prefix_and_matches_naive(kernel_size: int):
+    model = tiny(kernel_size=kernel_size)
     real = torch.randint(0, 12, (2, 8, 8))
     cond = torch.tensor([0.4, 0.6])
     done = complete(model, real, cond, keep_rows=4, generator=torch.Generator().manual_seed(3))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -65,11 +66,34 @@ def test_report_errors(tmp_path: Path):
         build_report(tmp_path)
 
 
-def test_report_renders_in_headless_chromium(report_run: Path):
+def _browser_or_skip():
+    """Chromium, ChromeDriver and selenium, or a skip; in CI (``CI=true``) their absence is a
+    failure, so the browser check cannot silently drop out of a green build."""
     chromium, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not (chromium and driver_bin):
-        pytest.skip("Debian chromium/chromium-driver not installed (.ci/run installs them)")
-    webdriver = pytest.importorskip("selenium.webdriver")
+    try:
+        from selenium import webdriver
+    except ImportError:
+        webdriver = None
+    missing = [
+        name for name, ok in (("chromium", chromium), ("chromedriver", driver_bin), ("selenium", webdriver)) if not ok
+    ]
+    if missing:
+        reason = f"browser check needs {', '.join(missing)} (Debian chromium chromium-driver; .ci/run installs them)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+    return webdriver, chromium, driver_bin
+
+
+def _cell_after(browser, label: str) -> str:
+    """Rendered text of the table cell right of the first cell reading exactly ``label``."""
+    cells = browser.find_elements("xpath", f"//td[normalize-space(text())='{label}']/following-sibling::td[1]")
+    assert cells, f"no table row {label!r} rendered"
+    return cells[0].text
+
+
+def test_report_renders_in_headless_chromium(report_run: Path):
+    webdriver, chromium, driver_bin = _browser_or_skip()
     page = build_report(report_run)
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
@@ -98,5 +122,27 @@ def test_report_renders_in_headless_chromium(report_run: Path):
             assert loaded, img.get_attribute("alt")
         errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+        # the numbers the page shows are the ones in the run's JSON files
+        ev = json.loads((report_run / "vqvae" / "eval_metrics.json").read_text())
+        assert float(_cell_after(browser, "ssim_mean")) == pytest.approx(ev["ssim_mean"], rel=5e-4)
+        assert int(_cell_after(browser, "n_images")) == ev["n_images"]
+        prior = json.loads((report_run / "prior" / "train_summary.json").read_text())
+        shown = float(_cell_after(browser, "test_bits_per_code"))
+        assert shown == pytest.approx(prior["test_bits_per_code"], rel=5e-4)
+        gen = json.loads((report_run / "generation" / "generation_metrics.json").read_text())
+        c2st = gen["metrics"]["c2st"]["generated_vs_test"]["accuracy"]
+        label = "two-sample classifier accuracy (0.5 = indistinguishable)"
+        assert float(_cell_after(browser, label)) == pytest.approx(c2st, rel=5e-4)
     finally:
         browser.quit()
+
+
+def test_browser_check_fails_instead_of_skipping_in_ci(monkeypatch: pytest.MonkeyPatch):
+    """With CI=true and no browser on PATH, the check fails; elsewhere it skips."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but browser check needs chromium, chromedriver"):
+        _browser_or_skip()
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(pytest.skip.Exception, match="chromium"):
+        _browser_or_skip()

@@ -123,6 +123,24 @@ class FiniteLossGuard(Callback):
             )
 
 
+class RandomStateCheckpoint(Callback):
+    """Keep torch's random state in the checkpoint and restore it on resume, so a resumed run
+    draws the same shuffles, flips and codebook restarts as a run that was never stopped
+    (``seed_everything`` alone would restart the random stream from the seed)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "torch" in state_dict:
+            torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
 class WallClockStop(Callback):
     """Ask the trainer to stop at the end of the epoch that passes ``minutes`` of training."""
 
@@ -143,17 +161,31 @@ def build_trainer(cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str) ->
         torch.set_num_threads(cfg.threads)
     for stale in remove_stale_temp_files(out_dir / "checkpoints"):
         log.info("removed %s, left by a run that was killed while saving", stale)
-    ckpt = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=out_dir / "checkpoints",
         filename="best",
         monitor=monitor,
         mode=mode,
-        save_last=True,
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    callbacks: list[Callback] = [ckpt, FiniteLossGuard()]
+    # last.ckpt from its own unmonitored callback: Lightning's save_last=True only rewrites it
+    # in epochs where the monitored metric improved, so --resume would restart from the last
+    # improvement rather than the latest epoch
+    last = ModelCheckpoint(
+        dirpath=out_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list[Callback] = [
+        best,
+        last,
+        FiniteLossGuard(),
+        RandomStateCheckpoint(),
+    ]  # best first: trainer.checkpoint_callback
     if cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, 10)))
     if cfg.max_minutes:

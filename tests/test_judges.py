@@ -258,3 +258,19 @@ def test_check_judges_command_and_html_table(tmp_path: Path, monkeypatch: pytest
     rows = json.loads((tmp_path / "j" / "judge_table.json").read_text())["rows"]
     page = judge_table_html(rows)
     assert page.count("<tr>") == 1 + len({r["set"] for r in rows}) and "texture_blobs" not in page
+
+
+def test_judge_generated_rejects_scattered_fragments_against_real_splits(tmp_path: Path):
+    from brainvq.data.dataset import as_tensor
+    from brainvq.judges.power import judge_generated_on_splits
+
+    root = write_brains(tmp_path / "d", {"train": [1, 2, 3, 4], "validate": [20, 21, 22], "test": [30, 31, 32]})
+    train, val, test = _load(root)
+    fake = badsets.shuffle_patches(as_tensor(test), 16, seed=1, inside_brain=False)
+    res = judge_generated_on_splits(fake, np.asarray(test.positions), train, val, test, cfg=FAST())
+    gen, real = res["generated_vs_test"], res["validation_vs_test"]
+    assert set(gen) == set(real) == set(JUDGES)
+    assert not res["accepted_by_all"]
+    assert not gen["brain_shape"]["accept"] and real["brain_shape"]["accept"]
+    assert gen["c2st"]["accuracy"] > real["c2st"]["accuracy"]
+    assert gen["frechet"]["value"] > 3 * gen["frechet"]["floor"]

@@ -3,7 +3,7 @@
 The feature vector of a slice (with the position it claims to be at) concatenates
 - image statistics at full resolution: brain area, brain-intensity quantiles, background mean and
   spread, fine-detail energy at four scales, mean gradient magnitude;
-- anatomy: symmetry, outline asymmetry, ventricle fraction, intensity tissue fractions
+- anatomy: symmetry scores, ventricle fraction, intensity tissue fractions
   (:mod:`brainvq.metrics.anatomy`);
 - the penultimate features of a slice-position regressor trained on real training slices;
 - position terms: the stated position and its gap to the regressor's estimate (signed and absolute),
@@ -19,6 +19,7 @@ import torch
 from scipy import ndimage
 
 from brainvq.metrics.anatomy import (
+    SYMMETRY_NAMES,
     AnatomyConfig,
     as_numpy_images,
     brain_mask,
@@ -44,8 +45,7 @@ STAT_NAMES: tuple[str, ...] = (
     "detail_4",
     "detail_8",
     "gradient",
-    "symmetry",
-    "outline_asymmetry",
+    *SYMMETRY_NAMES,
     "ventricles",
     "csf",
     "grey_matter",
@@ -72,9 +72,10 @@ def image_stats(img: np.ndarray, thresholds: np.ndarray, cfg: AnatomyConfig) -> 
         out[8 + k] = detail[mk].mean() if mk.any() else 0.0
     gy, gx = np.gradient(img)
     out[12] = np.hypot(gx, gy)[mask].mean()
-    out[13:15] = symmetry_scores(img, cfg, mask)
-    out[15] = ventricle_fraction(img, cfg, mask)
-    out[16:19] = intensity_tissue_fractions(img, thresholds, cfg, mask)
+    k = 13 + len(SYMMETRY_NAMES)
+    out[13:k] = symmetry_scores(img, cfg, mask)
+    out[k] = ventricle_fraction(img, cfg, mask)
+    out[k + 1 : k + 4] = intensity_tissue_fractions(img, thresholds, cfg, mask)
     return np.nan_to_num(out, nan=0.0)
 
 
@@ -105,9 +106,11 @@ class FeatureExtractor:
         gap = pred - pos
         return np.concatenate([stats, cnn.numpy(), np.stack([pos, gap, np.abs(gap)], 1)], 1)
 
-    def scale(self, raw: np.ndarray) -> np.ndarray:
-        """Features standardised with the training slices' mean and spread."""
-        return (raw - self.mean) / self.std
+    def scale(self, raw: np.ndarray, clip: float = 10.0) -> np.ndarray:
+        """Features standardised with the training slices' mean and spread, clipped to +-``clip``
+        (a statistic that is nearly constant on real slices, e.g. the background's spread, would
+        otherwise dominate every distance)."""
+        return np.clip((raw - self.mean) / self.std, -clip, clip)
 
 
 def fit_feature_extractor(

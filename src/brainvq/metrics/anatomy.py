@@ -6,7 +6,7 @@ largest blob; the same rule as the brain-shape check).
 
 - ventricles: the dark-CSF area in the central part of the brain, as a fraction of the brain
   area. "Dark" is relative to the slice's own brain intensities (below ``dark_ratio`` x their 95th
-  percentile, i.e. about half the white-matter intensity of a T1 slice); "central" is the ellipse
+  percentile, i.e. 0.4 x the white-matter intensity of a T1 slice); "central" is the ellipse
   around the brain's centroid with ``central_extent`` of its second-moment radii. Compared per
   slice-position bin; baseline: validation vs test.
 - symmetry: Pearson correlation between a slice and its mirror image about the brain's midline
@@ -33,11 +33,13 @@ class AnatomyConfig:
     """Thresholds of the anatomy judges (defaults chosen for skull-stripped T1 slices)."""
 
     foreground: float = 0.06  # brain-mask intensity threshold (as in ShapeThresholds)
-    dark_ratio: float = 0.5  # CSF: below this x the 95th percentile of the slice's brain intensities
+    dark_ratio: float = 0.4  # CSF: below this x the 95th percentile of the slice's brain intensities
     central_extent: float = 0.6  # central ellipse: this x the brain's second-moment radii
+    min_blob: float = 0.004  # ventricles: dark blobs of at least this share of the brain area
+    symmetry_smooth: float = 2.0  # px, smoothing for the central (anatomy-scale) symmetry score
     position_bins: int = 4
     symmetry_range: tuple[float, float] = (5.0, 95.0)  # percentiles of the real scores
-    symmetry_min_inside: float = 0.8  # accept when at least this share of a set lies in the real range
+    symmetry_min_inside: float = 0.75  # accept when at least this share lies in the real range (real: ~0.8-0.9)
     ventricle_max_ratio: float = 2.0  # accept when |set - reference| <= this x |validation - test|
     tissue_max_ratio: float = 2.0
 
@@ -70,55 +72,123 @@ def _moments(mask: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
     return float(cy), float(cx), w, v
 
 
-def ventricle_fraction(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.ndarray | None = None) -> float:
-    """Dark-CSF area in the central brain region as a fraction of the brain area (NaN: no brain)."""
+def ventricle_mask(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+    """Dark-CSF pixels in the central brain region that belong to dark blobs of at least
+    ``min_blob`` x the brain area (ventricles are large connected dark regions; scattered sulcal
+    CSF is not counted)."""
     cfg = cfg or AnatomyConfig()
     mask = brain_mask(img, cfg.foreground) if mask is None else mask
     if mask.sum() < 50:
-        return float("nan")
+        return np.zeros_like(mask)
     cy, cx, w, v = _moments(mask)
     yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
     d = np.stack([yy - cy, xx - cx], -1) @ v  # coordinates along the principal axes
     radii = 2 * np.sqrt(np.clip(w, 1e-6, None)) * cfg.central_extent  # uniform ellipse: var = r^2 / 4
     central = ((d / radii) ** 2).sum(-1) <= 1.0
     inner = mask & central & ndimage.binary_erosion(mask, iterations=3)
-    threshold = cfg.dark_ratio * np.percentile(img[mask], 95)
-    return float((inner & (img < threshold)).sum() / mask.sum())
+    dark = inner & (img < cfg.dark_ratio * np.percentile(img[mask], 95))
+    labels, n = ndimage.label(dark)
+    if n == 0:
+        return dark
+    sizes = np.bincount(labels.ravel())
+    big = np.flatnonzero(sizes >= cfg.min_blob * mask.sum())
+    return np.isin(labels, big[big > 0])
+
+
+def ventricle_fraction(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.ndarray | None = None) -> float:
+    """Ventricle area (:func:`ventricle_mask`) as a fraction of the brain area (NaN: no brain)."""
+    cfg = cfg or AnatomyConfig()
+    mask = brain_mask(img, cfg.foreground) if mask is None else mask
+    if mask.sum() < 50:
+        return float("nan")
+    return float(ventricle_mask(img, cfg, mask).sum() / mask.sum())
+
+
+def _reflection(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Matrix and offset (for ``ndimage.affine_transform``) of the mirror about the line through
+    the mask's centroid along its long axis (the image vertical when the mask is nearly round)."""
+    cy, cx, w, v = _moments(mask)
+    axis = v[:, 1] if w[1] > 1.05 * w[0] else np.array([1.0, 0.0])
+    reflect = 2 * np.outer(axis, axis) - np.eye(2)  # reflection about the axis direction, (y,x)
+    centre = np.array([cy, cx])
+    return reflect, centre - reflect @ centre
 
 
 def mirror_about_midline(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror ``img`` and ``mask`` about the line through the mask's centroid along its long axis."""
-    cy, cx, w, v = _moments(mask)
-    axis = v[:, 1] if w[1] > 1.05 * w[0] else np.array([1.0, 0.0])  # near-round: use the image vertical
-    reflect = 2 * np.outer(axis, axis) - np.eye(2)  # reflection about the axis direction, (y,x)
-    centre = np.array([cy, cx])
-    offset = centre - reflect @ centre
+    """Mirror ``img`` and ``mask`` about the brain's midline (see :func:`_reflection`)."""
+    reflect, offset = _reflection(mask)
     out = ndimage.affine_transform(img, reflect, offset=offset, order=1, mode="constant")
     out_mask = ndimage.affine_transform(mask.astype(np.float32), reflect, offset=offset, order=0) > 0.5
     return out, out_mask
 
 
-def symmetry_scores(
-    img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.ndarray | None = None
-) -> tuple[float, float]:
-    """(Pearson correlation of a slice with its mirror about the brain midline, inside the union of
-    the brain mask and its mirror; 1 - IoU of the mask and its mirror). NaN: no brain."""
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64) - a.mean(), b.astype(np.float64) - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def _one_minus_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float(1 - (a & b).sum() / union) if union else 0.0
+
+
+SYMMETRY_NAMES: tuple[str, ...] = (
+    "symmetry",
+    "symmetry_central",
+    "outline_asymmetry",
+    "ventricle_asymmetry",
+    "hemisphere_gap_median",
+    "hemisphere_gap_p95",
+)
+
+
+def symmetry_scores(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.ndarray | None = None) -> np.ndarray:
+    """Left-right symmetry about the brain midline, the :data:`SYMMETRY_NAMES` (NaN: no brain):
+    correlation of the slice with its mirror inside the union of the brain mask and its mirror;
+    the same after smoothing by ``symmetry_smooth`` px, inside the central band of the brain
+    (within ``central_extent`` x its minor radius of the midline: medial anatomy, not the outline);
+    1 - IoU of the brain mask and its mirror (outline); 1 - IoU of the ventricles and their
+    mirror; and the gaps between the two hemispheres' median and 95th-percentile intensities
+    (the two halves of one scan share their intensity scale)."""
     cfg = cfg or AnatomyConfig()
     mask = brain_mask(img, cfg.foreground) if mask is None else mask
     if mask.sum() < 50:
-        return float("nan"), float("nan")
-    mirrored, mirrored_mask = mirror_about_midline(img, mask)
-    outline = float(1 - (mask & mirrored_mask).sum() / max((mask | mirrored_mask).sum(), 1))
+        return np.full(len(SYMMETRY_NAMES), np.nan)
+    reflect, offset = _reflection(mask)
+    flip = lambda a, order: ndimage.affine_transform(a, reflect, offset=offset, order=order)  # noqa: E731
+    mirrored, mirrored_mask = flip(img, 1), flip(mask.astype(np.float32), 0) > 0.5
     region = mask | mirrored_mask
-    a, b = img[region].astype(np.float64), mirrored[region].astype(np.float64)
-    a, b = a - a.mean(), b - b.mean()
-    denom = np.sqrt((a * a).sum() * (b * b).sum())
-    return (float((a * b).sum() / denom) if denom > 0 else float("nan")), outline
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]].astype(np.float64)
+    # a point's mirror minus the point is twice its offset across the midline
+    dy = reflect[0, 0] * yy + reflect[0, 1] * xx + offset[0] - yy
+    dx = reflect[1, 0] * yy + reflect[1, 1] * xx + offset[1] - xx
+    _, _, w, v = _moments(mask)
+    normal = v[:, 0] if w[1] > 1.05 * w[0] else np.array([0.0, 1.0])
+    across = (dy * normal[0] + dx * normal[1]) / 2  # signed distance to the midline
+    central = region & (np.abs(across) < cfg.central_extent * 2 * np.sqrt(max(w[0], 1e-6)))
+    smooth = ndimage.gaussian_filter(img, cfg.symmetry_smooth)
+    vent = ventricle_mask(img, cfg, mask)
+    one, other = img[mask & (across > 0)], img[mask & (across < 0)]
+    gaps = (
+        np.abs(np.percentile(one, [50, 95]) - np.percentile(other, [50, 95]))
+        if len(one) and len(other)
+        else np.full(2, np.nan)
+    )
+    return np.array(
+        [
+            _correlation(img[region], mirrored[region]),
+            _correlation(smooth[central], flip(smooth, 1)[central]),
+            _one_minus_iou(mask, mirrored_mask),
+            _one_minus_iou(vent, flip(vent.astype(np.float32), 0) > 0.5),
+            *gaps,
+        ]
+    )
 
 
 def symmetry_score(img: np.ndarray, cfg: AnatomyConfig | None = None) -> float:
-    """Pearson correlation of a slice with its mirror about the brain midline (NaN: no brain)."""
-    return symmetry_scores(img, cfg)[0]
+    """Correlation of a slice with its mirror image about the brain midline (NaN: no brain)."""
+    return float(symmetry_scores(img, cfg)[0])
 
 
 # --- tissue classes by intensity -----------------------------------------------------------------

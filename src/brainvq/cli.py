@@ -317,6 +317,22 @@ def cmd_demo(a: argparse.Namespace) -> dict:
     return summary
 
 
+def cmd_check_judges(a: argparse.Namespace) -> dict:
+    from brainvq.checkpoint import load_vqvae
+    from brainvq.data.sources import load_split
+    from brainvq.judges.check import check_judges
+    from brainvq.judges.power import JudgeConfig
+
+    data = _data_config(a)
+    prog = not a.no_progress
+    train, val, test = (load_split(data, s, progress=prog) for s in ("train", "validate", "test"))
+    vqvae = load_vqvae(a.vqvae) if a.vqvae else None
+    cfg = JudgeConfig(**_given(a, n="n", seed="seed", folds="folds"))
+    result = check_judges(train, val, test, a.out, vqvae=vqvae, cfg=cfg, progress=prog)
+    print(result.pop("markdown"), file=sys.stderr)
+    return result
+
+
 def cmd_report(a: argparse.Namespace) -> dict:
     from brainvq.report.html import build_report
 
@@ -426,6 +442,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser(
+        "check-judges",
+        help="power check: every generation judge on known-bad sets and on real validation vs test",
+    )
+    _add_data_args(p)
+    p.add_argument("--vqvae", help="VQ-VAE weights for the texture-blob set (skipped without)")
+    p.add_argument("--n", type=_positive_int, help="images per side (default: JudgeConfig's, 256)")
+    p.add_argument("--folds", type=_positive_int, help="subject-grouped folds of the two-sample classifier")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", default="runs/judges", help="folder for judge_table.{csv,json,md}")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_check_judges)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a run folder (e.g. runs/demo)")
     p.add_argument("run", nargs="?", default="runs/demo")

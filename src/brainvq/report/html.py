@@ -130,6 +130,9 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         if (gen / fig).is_file():
             gparts.append(_img(gen / fig, alt))
     sections.append(_section("Generation", gparts))
+    judges = _load_json(run / "judges" / "judge_table.json")
+    if judges:
+        sections.append(_section("Power check of the judges", [judge_table_html(judges["rows"])]))
     timings = summary.get("timings")
     if timings:
         sections.append(_section("Wall time", [_table(timings, ("stage", "seconds"))]))
@@ -205,3 +208,24 @@ def _metric_table(m: dict) -> str:
         for r in rows
     )
     return f"<table><tr><th>metric</th><th>generated</th><th>real baseline</th><th>baseline</th></tr>{body}</table>"
+
+
+def judge_table_html(rows: list[dict]) -> str:
+    """The judge x set table of ``brainvq check-judges`` (its ``rows``) as an HTML table; cells show
+    the value (or ratio to the real floor) and the verdict, red where it is not the expected one."""
+    judges = list(dict.fromkeys(r["judge"] for r in rows))
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    cells = {}
+    for r in rows:
+        v = r["ratio"] if r.get("ratio") is not None else r["value"]
+        text = f"{_fmt(v)}{'x' if r.get('ratio') is not None else ''} {r['verdict']}"
+        if r["expected"] == "info":
+            text = f"({text})"
+        style = "" if r["pass"] else " style='color:#c00;font-weight:600'"
+        cells[(r["set"], r["judge"])] = f"<td{style}>{html.escape(text)}</td>"
+    head = "<tr><th>set</th>" + "".join(f"<th>{html.escape(j)}</th>" for j in judges) + "</tr>"
+    body = "".join(
+        f"<tr><td>{html.escape(s)}</td>" + "".join(cells.get((s, j), "<td></td>") for j in judges) + "</tr>"
+        for s in sets
+    )
+    return f"<table>{head}{body}</table><p>(parentheses): the judge is not designed to catch that set.</p>"

@@ -1,0 +1,136 @@
+"""Per-image features of the judges: generic image statistics, anatomy, learned position features.
+
+The feature vector of a slice (with the position it claims to be at) concatenates
+- image statistics at full resolution: brain area, brain-intensity quantiles, background mean and
+  spread, fine-detail energy at four scales, mean gradient magnitude;
+- anatomy: symmetry scores, ventricle fraction, intensity tissue fractions
+  (:mod:`brainvq.metrics.anatomy`);
+- the penultimate features of a slice-position regressor trained on real training slices;
+- position terms: the stated position and its gap to the regressor's estimate (signed and absolute),
+  so that a slice that does not look like its stated position stands out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from brainvq.metrics.anatomy import (
+    SYMMETRY_NAMES,
+    AnatomyConfig,
+    as_numpy_images,
+    brain_mask,
+    fit_tissue_thresholds,
+    intensity_tissue_fractions,
+    symmetry_scores,
+    ventricle_fraction,
+)
+from brainvq.metrics.generation import GenerationMetricsConfig, downsample, train_position_regressor
+from brainvq.models.auxnets import SliceCNN
+
+STAT_NAMES: tuple[str, ...] = (
+    "area",
+    "q05",
+    "q25",
+    "q50",
+    "q75",
+    "q95",
+    "background_mean",
+    "background_std",
+    "detail_1",
+    "detail_2",
+    "detail_4",
+    "detail_8",
+    "gradient",
+    *SYMMETRY_NAMES,
+    "ventricles",
+    "csf",
+    "grey_matter",
+    "white_matter",
+)
+
+
+def image_stats(img: np.ndarray, thresholds: np.ndarray, cfg: AnatomyConfig) -> np.ndarray:
+    """The :data:`STAT_NAMES` statistics of one (H,W) image in [0,1]."""
+    mask = brain_mask(img, cfg.foreground)
+    out = np.full(len(STAT_NAMES), np.nan)
+    out[0] = mask.mean()
+    if mask.sum() < 50:
+        return np.nan_to_num(out, nan=0.0)
+    out[1:6] = np.percentile(img[mask], [5, 25, 50, 75, 95])
+    back = ~ndimage.binary_dilation(mask, iterations=5)
+    out[6:8] = (img[back].mean(), img[back].std()) if back.any() else (0.0, 0.0)
+    t = torch.from_numpy(img)[None, None]
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    for k, f in enumerate((1, 2, 4, 8)):
+        x = torch.nn.functional.avg_pool2d(t, f).numpy()[0, 0] if f > 1 else img
+        mk = (torch.nn.functional.avg_pool2d(m, f).numpy()[0, 0] > 0.99) if f > 1 else mask
+        detail = np.abs(x - ndimage.gaussian_filter(x, 1.0))
+        out[8 + k] = detail[mk].mean() if mk.any() else 0.0
+    gy, gx = np.gradient(img)
+    out[12] = np.hypot(gx, gy)[mask].mean()
+    k = 13 + len(SYMMETRY_NAMES)
+    out[13:k] = symmetry_scores(img, cfg, mask)
+    out[k] = ventricle_fraction(img, cfg, mask)
+    out[k + 1 : k + 4] = intensity_tissue_fractions(img, thresholds, cfg, mask)
+    return np.nan_to_num(out, nan=0.0)
+
+
+@dataclass
+class FeatureExtractor:
+    """Fitted on real training slices: tissue thresholds, the position regressor, feature scaling."""
+
+    regressor: SliceCNN
+    thresholds: np.ndarray
+    anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+    regressor_test_mae: float = float("nan")
+
+    @property
+    def names(self) -> list[str]:
+        cnn = [f"cnn_{i}" for i in range(self.regressor.project[-1].out_features)]
+        return [*STAT_NAMES, *cnn, "position", "position_gap", "position_gap_abs"]
+
+    @torch.no_grad()
+    def raw(self, images: torch.Tensor, positions: np.ndarray) -> np.ndarray:
+        """Unscaled features (N, len(names)) of images (N,1,H,W) in [0,1] at their stated positions."""
+        stats = np.stack([image_stats(im, self.thresholds, self.anatomy) for im in as_numpy_images(images)])
+        small = downsample(images.float(), self.regressor.work_size)
+        cnn = torch.cat([self.regressor.features(small[i : i + 256]) for i in range(0, len(small), 256)])
+        pred = torch.sigmoid(self.regressor.head(cnn)).squeeze(1).numpy()
+        pos = np.asarray(positions, np.float64)
+        gap = pred - pos
+        return np.concatenate([stats, cnn.numpy(), np.stack([pos, gap, np.abs(gap)], 1)], 1)
+
+    def scale(self, raw: np.ndarray, clip: float = 10.0) -> np.ndarray:
+        """Features standardised with the training slices' mean and spread, clipped to +-``clip``
+        (a statistic that is nearly constant on real slices, e.g. the background's spread, would
+        otherwise dominate every distance)."""
+        return np.clip((raw - self.mean) / self.std, -clip, clip)
+
+
+def fit_feature_extractor(
+    train_images: torch.Tensor,
+    train_positions: np.ndarray,
+    metrics_cfg: GenerationMetricsConfig,
+    anatomy: AnatomyConfig | None = None,
+    scale_images: int = 512,
+    seed: int = 0,
+    progress: bool = False,
+) -> FeatureExtractor:
+    """Train the position regressor on ``train_images`` and fit thresholds and scaling on them."""
+    anatomy = anatomy or AnatomyConfig()
+    rng = np.random.default_rng(seed)
+    small = downsample(train_images, metrics_cfg.feature_work_size)
+    regressor = train_position_regressor(small, np.asarray(train_positions), metrics_cfg, progress).eval()
+    pick = np.sort(rng.permutation(len(train_images))[: min(scale_images, len(train_images))])
+    sub = train_images[torch.from_numpy(pick)]
+    thresholds = fit_tissue_thresholds(sub[:128], anatomy)
+    fx = FeatureExtractor(regressor, thresholds, anatomy)
+    raw = fx.raw(sub, np.asarray(train_positions)[pick])
+    fx.mean, fx.std = raw.mean(0), raw.std(0) + 1e-6
+    return fx

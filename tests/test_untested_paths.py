@@ -25,7 +25,7 @@ from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.sample.sampler import complete, sample_cached
 from brainvq.train import common
-from brainvq.train.common import LRSchedule, TrainerConfig, WallClockStop, cosine_lr
+from brainvq.train.common import LRSchedule, TrainerConfig, cosine_lr, schedule_report
 from brainvq.train.prior import PriorModule, cached_codes, encode_split
 from brainvq.train.vqvae import VQVAEModule, VQVAETrainConfig, train_vqvae
 from tests.test_train_vqvae import tiny_cfg
@@ -45,25 +45,21 @@ class _Clock:
 
 
 # --- wall-clock stop and LR schedule --------------------------------------------------------
-def test_wall_clock_stop_asks_the_trainer_to_stop_once_the_budget_is_spent(monkeypatch: pytest.MonkeyPatch):
-    clock = _Clock()
-    monkeypatch.setattr(common.time, "monotonic", clock)
-    stop = WallClockStop(minutes=2.0)
-    trainer = SimpleNamespace(should_stop=False)
-    clock.now += 119
-    stop.on_train_epoch_end(trainer, None)
-    assert trainer.should_stop is False
-    clock.now += 2
-    stop.on_train_epoch_end(trainer, None)
-    assert trainer.should_stop is True
+def test_schedule_report_warns_when_the_time_limit_cut_the_plan(capsys: pytest.CaptureFixture):
+    cfg = TrainerConfig(epochs=20, max_minutes=4.0)
+    cut = schedule_report(SimpleNamespace(global_step=46, current_epoch=1, is_global_zero=True), cfg, 920, "prior")
+    assert cut["schedule_completed"] is False and "after 46 of 920 steps (1 of 20 epochs)" in cut["warning"]
+    assert "WARNING: prior training was cut short" in capsys.readouterr().err
+    done = schedule_report(SimpleNamespace(global_step=920, current_epoch=20, is_global_zero=True), cfg, 920, "prior")
+    assert done["schedule_completed"] is True and "warning" not in done
 
 
-def test_max_minutes_stops_a_real_run_after_one_epoch_and_keeps_its_checkpoint(tiny_oasis: Path, tmp_path: Path):
+def test_max_minutes_stops_a_real_run_inside_its_first_epoch(tiny_oasis: Path, tmp_path: Path):
     cfg = tiny_cfg(tiny_oasis, tmp_path / "run", epochs=50)
-    cfg.trainer.max_minutes = 1e-5  # less than one epoch
+    cfg.trainer.max_minutes = 1e-5  # less than one step: Lightning's timer stops after the first step
     summary = train_vqvae(cfg)
-    assert summary["epochs_run"] == 1
-    assert torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3
+    assert summary["steps_run"] == 1 < 3 == summary["planned_steps"] // 50  # 3 steps per epoch
+    assert summary["schedule_completed"] is False and "cut short" in summary["warning"]
     assert (tmp_path / "run" / "vqvae.safetensors").is_file()
 
 

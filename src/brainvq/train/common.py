@@ -7,7 +7,9 @@ import json
 import logging
 import math
 import os
+import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -141,20 +143,33 @@ class RandomStateCheckpoint(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-class WallClockStop(Callback):
-    """Ask the trainer to stop at the end of the epoch that passes ``minutes`` of training."""
+def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, planned_steps: int, what: str) -> dict:
+    """Whether the planned schedule ran to its end; warns clearly when ``--max-minutes`` cut it short."""
+    done = trainer.global_step >= planned_steps
+    report = {
+        "planned_epochs": cfg.epochs,
+        "epochs_run": trainer.current_epoch,
+        "planned_steps": planned_steps,
+        "steps_run": trainer.global_step,
+        "schedule_completed": done,
+    }
+    if not done:
+        report["warning"] = (
+            f"{what} training was cut short after {trainer.global_step} of {planned_steps} steps "
+            f"({trainer.current_epoch} of {cfg.epochs} epochs) by --max-minutes {cfg.max_minutes}; "
+            "quality is below what the planned schedule would reach"
+        )
+        log.warning(report["warning"])
+        if trainer.is_global_zero:
+            print(f"WARNING: {report['warning']}", file=sys.stderr)
+    return report
 
-    def __init__(self, minutes: float) -> None:
-        self.minutes = minutes
-        self.start = time.monotonic()
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (time.monotonic() - self.start) / 60 >= self.minutes:
-            trainer.should_stop = True
-
-
-def build_trainer(cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str) -> L.Trainer:
-    """A Lightning trainer with best/last checkpoints, CSV + TensorBoard logs and progress bars."""
+def build_trainer(
+    cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str, extra_callbacks: list[Callback] | None = None
+) -> L.Trainer:
+    """A Lightning trainer with best/last checkpoints, CSV + TensorBoard logs and progress bars
+    (``extra_callbacks`` run before the checkpoint callbacks, so their state is saved with them)."""
     cfg.validate()
     keep_freed_memory()
     if cfg.threads:
@@ -185,11 +200,10 @@ def build_trainer(cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str) ->
         last,
         FiniteLossGuard(),
         RandomStateCheckpoint(),
+        *(extra_callbacks or []),
     ]  # best first: trainer.checkpoint_callback
     if cfg.progress:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, 10)))
-    if cfg.max_minutes:
-        callbacks.append(WallClockStop(cfg.max_minutes))
     loggers = [CSVLogger(out_dir, name="logs", version="")]
     try:
         loggers.append(TensorBoardLogger(out_dir, name="tb", version="", default_hp_metric=False))
@@ -197,6 +211,8 @@ def build_trainer(cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str) ->
         pass
     return L.Trainer(
         max_epochs=cfg.epochs,
+        # Lightning's Timer: checked after every step, so a long epoch cannot overrun the budget
+        max_time=timedelta(minutes=cfg.max_minutes) if cfg.max_minutes else None,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,

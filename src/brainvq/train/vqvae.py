@@ -21,6 +21,7 @@ from brainvq.train.common import (
     TrainerConfig,
     build_trainer,
     resume_path,
+    schedule_report,
     to_plain,
     write_json,
     write_run_config,
@@ -189,7 +190,7 @@ def train_vqvae(cfg: VQVAETrainConfig, resume: bool | str | None = None) -> dict
     t0 = time.time()
     trainer.fit(module, train_dl, val_dl, ckpt_path=resume_path(out, resume), weights_only=True)
     wall = time.time() - t0
-    summary = {"out_dir": str(out), "wall_seconds": wall, "epochs_run": trainer.current_epoch}
+    summary = {"out_dir": str(out), "wall_seconds": wall, **schedule_report(trainer, cfg.trainer, total, "VQ-VAE")}
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path
         if best:

@@ -62,7 +62,8 @@ def detect_batch(
     restoration = api.decode(vqvae, samples).mean(0).cpu()
     reconstruction = api.decode(vqvae, codes).cpu()
     brain = brain_mask(x, cfg.brain_threshold, cfg.erode)
-    amap = residual_map(x, restoration, brain, cfg.smooth_sigma)
+    region = brain & (pixel_map(flagged, x.shape[-1]) > 0) if cfg.only_flagged else brain
+    amap = residual_map(x, restoration, region, cfg.smooth_sigma)
     bmap = residual_map(x, reconstruction, brain, cfg.smooth_sigma)
     return AnomalyResult(
         nll=nll,

@@ -22,10 +22,11 @@ class AnomalyConfig:
     n_samples: int = 4  # restorations averaged per image
     temperature: float = 1.0
     smooth_sigma: float = 2.0  # Gaussian smoothing of the residual, pixels
+    only_flagged: bool = False  # keep the residual only where codes were redrawn (upsampled flag mask)
     brain_threshold: float = 0.02  # intensity above which (after hole filling) a pixel is brain
     erode: int = 3  # erode the brain mask by this many pixels (the skull-stripping rim reconstructs badly)
     top_fraction: float = 0.01  # image score: mean of this top fraction of the brain's map values
-    batch_size: int = 16
+    batch_size: int = 32  # slices per sampler call (x n_samples grids); larger batches amortise per-position overhead
     seed: int = 0
 
     def __post_init__(self) -> None:

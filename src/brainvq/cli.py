@@ -78,6 +78,17 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
     g.add_argument("--no-progress", action="store_true")
 
 
+def _add_anomaly_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("anomaly detection (flags left out keep the defaults of AnomalyConfig)")
+    g.add_argument("--quantile", type=float, help="threshold quantile of the validation codes' NLL")
+    g.add_argument("--samples", type=_positive_int, help="restorations averaged per slice")
+    g.add_argument("--dilate", type=int, help="grow the flagged codes by this many codes")
+    g.add_argument("--smooth", type=float, help="Gaussian sigma (pixels) of the residual map")
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--no-progress", action="store_true")
+
+
 def _data_config(a: argparse.Namespace):
     from brainvq.data.sources import DataConfig
 
@@ -339,6 +350,54 @@ def cmd_report(a: argparse.Namespace) -> dict:
     return {"report": str(build_report(a.run, a.out))}
 
 
+def _anomaly_config(a: argparse.Namespace):
+    from brainvq.anomaly.scoring import AnomalyConfig
+
+    return AnomalyConfig(
+        **_given(
+            a,
+            quantile="quantile",
+            n_samples="samples",
+            dilate="dilate",
+            smooth_sigma="smooth",
+            batch_size="batch_size",
+            seed="seed",
+        )
+    )
+
+
+def cmd_anomaly(a: argparse.Namespace) -> dict:
+    from brainvq.anomaly.command import anomaly_command
+
+    return anomaly_command(
+        a.vqvae,
+        a.prior,
+        a.input,
+        a.out,
+        position=a.position,
+        threshold=a.threshold,
+        calibrate_on=a.calibrate_on,
+        config=_anomaly_config(a),
+        map_threshold=a.map_threshold,
+        figures=not a.no_figures,
+        progress=not a.no_progress,
+    )
+
+
+def cmd_evaluate_anomaly(a: argparse.Namespace) -> dict:
+    from brainvq.anomaly.benchmark import BenchmarkConfig, evaluate_anomaly
+
+    cfg = BenchmarkConfig(
+        n_lesioned=a.lesioned,
+        seeds=tuple(a.lesion_seeds),
+        max_clean=a.max_clean,
+        cdr_splits=tuple(a.cdr_splits),
+        subjects_csv=a.subjects,
+        anomaly=_anomaly_config(a),
+    )
+    return evaluate_anomaly(a.vqvae, a.prior, _data_config(a), a.out, cfg, progress=not a.no_progress)
+
+
 # --- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brainvq", description=__doc__)
@@ -455,6 +514,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/judges", help="folder for judge_table.{csv,json,md}")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_check_judges)
+
+    p = sub.add_parser(
+        "anomaly",
+        help="anomaly maps: flag codes the prior finds unlikely, restore them, outline the difference",
+    )
+    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
+    p.add_argument("--prior", default="runs/prior/prior.safetensors")
+    p.add_argument("--input", required=True, help="a slice image or a folder of them")
+    p.add_argument("--out", default="runs/anomaly")
+    p.add_argument(
+        "--position", type=float, help="axial slice position in [0,1] for every input (default: from OASIS names)"
+    )
+    p.add_argument(
+        "--threshold", help="per-code NLL threshold: a number or a threshold.json (e.g. from evaluate-anomaly)"
+    )
+    p.add_argument("--calibrate-on", help="data root whose validation split sets the threshold (--quantile)")
+    p.add_argument("--map-threshold", type=_positive_float, help="contour level of the anomaly map")
+    p.add_argument("--no-figures", action="store_true", help="only scores.csv, maps.npz and the summary")
+    _add_anomaly_args(p)
+    p.set_defaults(func=cmd_anomaly)
+
+    p = sub.add_parser(
+        "evaluate-anomaly",
+        help="benchmark: synthetic lesions in real test slices, restoration vs reconstruction residual",
+    )
+    _add_data_args(p)
+    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
+    p.add_argument("--prior", default="runs/prior/prior.safetensors")
+    p.add_argument("--out", default="runs/anomaly_eval")
+    p.add_argument("--lesioned", type=_positive_int, default=200, help="lesioned slices per lesion seed")
+    p.add_argument("--lesion-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--max-clean", type=_positive_int, help="clean slices scored (default: the whole test split)")
+    p.add_argument("--subjects", help="subjects.csv with case and cdr columns: AUROC of CDR >= 1 vs CDR 0")
+    p.add_argument("--cdr-splits", nargs="+", default=["test"], choices=("train", "validate", "test"))
+    _add_anomaly_args(p)
+    p.set_defaults(func=cmd_evaluate_anomaly)
 
     p = sub.add_parser("report", help="one self-contained HTML page for a run folder (e.g. runs/demo)")
     p.add_argument("run", nargs="?", default="runs/demo")

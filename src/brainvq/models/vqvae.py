@@ -73,7 +73,9 @@ class VQVAEConfig:
             if self.top_downsample < 2 or self.top_downsample & (self.top_downsample - 1):
                 raise ConfigError(f"top_downsample must be 0 or a power of two >= 2, got {self.top_downsample}")
             if self.grid_size % self.top_downsample:
-                raise ConfigError(f"latent grid {self.grid_size} is not divisible by top_downsample {self.top_downsample}")
+                raise ConfigError(
+                    f"latent grid {self.grid_size} is not divisible by top_downsample {self.top_downsample}"
+                )
             if self.top_num_codes < 2:
                 raise ConfigError(f"top_num_codes must be >= 2, got {self.top_num_codes}")
 
@@ -249,7 +251,9 @@ class VQVAEOutput:
     commitment_loss: Tensor
     perplexity: Tensor
     top_codes: Tensor | None = None  # (B,g/t,g/t) for a two-level model
-    top_preview: Tensor | None = None  # (B,1,g,g) logits of the image at the bottom grid's resolution, from the top codes alone
+    top_preview: Tensor | None = (
+        None  # (B,1,g,g) logits of the image at the bottom grid's resolution, from the top codes alone
+    )
     top_perplexity: Tensor | None = None
 
 
@@ -329,7 +333,9 @@ class VQVAE(nn.Module):
 
     def _check_codes(self, codes: Tensor, num_codes: int, grid: int, what: str) -> None:
         if codes.dtype != torch.long or codes.ndim != 3 or codes.shape[1:] != (grid, grid):
-            raise ConfigError(f"expected int64 {what} code grids (B,{grid},{grid}), got {codes.dtype} {tuple(codes.shape)}")
+            raise ConfigError(
+                f"expected int64 {what} code grids (B,{grid},{grid}), got {codes.dtype} {tuple(codes.shape)}"
+            )
         if codes.numel() and (codes.min() < 0 or codes.max() >= num_codes):
             raise ConfigError(f"{what} codes must lie in [0, {num_codes})")
 

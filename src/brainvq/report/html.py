@@ -133,6 +133,7 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     judges = _load_json(run / "judges" / "judge_table.json")
     if judges:
         sections.append(_section("Power check of the judges", [judge_table_html(judges["rows"])]))
+    sections.append(anomaly_section(run / "anomaly_eval"))
     timings = summary.get("timings")
     if timings:
         sections.append(_section("Wall time", [_table(timings, ("stage", "seconds"))]))
@@ -229,3 +230,36 @@ def judge_table_html(rows: list[dict]) -> str:
         for s in sets
     )
     return f"<table>{head}{body}</table><p>(parentheses): the judge is not designed to catch that set.</p>"
+
+
+def anomaly_section(folder: str | Path) -> str:
+    """HTML for an ``evaluate-anomaly`` results folder (metrics table and overlays), or "" when absent."""
+    from brainvq.anomaly.benchmark import load_results
+
+    res = load_results(folder)
+    if res is None:
+        return ""
+    names = {"auprc": "pixel AUPRC", "best_dice": "best Dice", "image_auroc": "image AUROC"}
+    body = "".join(
+        f"<tr><td>{label}</td>"
+        + "".join(
+            f"<td>{_fmt(res['metrics'][m][key]['mean'])} ± {_fmt(res['metrics'][m][key]['std'])}</td>"
+            for m in ("restoration", "baseline")
+        )
+        + "</tr>"
+        for key, label in names.items()
+    )
+    parts = [
+        f"<p>{res['n_lesioned_per_seed']} lesioned slices per seed, seeds {res['seeds']}, "
+        f"{res['n_clean']} clean slices of the {html.escape(res['split'])} split of {html.escape(str(res['data']))}; "
+        f"{_fmt(res['seconds_per_slice'])} s per slice ({html.escape(res['device'])}).</p>",
+        "<table><tr><th>metric (mean ± sd over seeds)</th><th>restoration</th>"
+        f"<th>baseline: reconstruction residual</th></tr>{body}</table>",
+    ]
+    cdr = res.get("cdr_ge1_vs_cdr0", {})
+    if "restoration" in cdr:
+        rows = {f"CDR>=1 vs CDR 0, {m}: {k}": v for m in ("restoration", "baseline") for k, v in cdr[m].items()}
+        parts.append(_table(rows))
+    for fig in sorted(Path(folder, "figures").glob("*.png"))[:8]:
+        parts.append(_img(fig, fig.stem.replace("_", " ")))
+    return _section("Anomaly detection (synthetic lesions)", parts)

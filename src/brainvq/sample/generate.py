@@ -93,7 +93,9 @@ def generate(
     for start in tqdm(range(0, n, batch_size), desc="sample batches", disable=not progress, leave=False):
         m = min(batch_size, n - start)
         cond = torch.from_numpy(positions[start : start + m]) if prior.config.conditional else None
-        top, bottom = sample_levels(prior, m, cond, temperature, gen, progress=progress, top_temperature=top_temperature)
+        top, bottom = sample_levels(
+            prior, m, cond, temperature, gen, progress=progress, top_temperature=top_temperature
+        )
         codes.append(bottom.cpu())
         if top is not None:
             tops.append(top.cpu())

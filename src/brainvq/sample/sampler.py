@@ -116,11 +116,19 @@ def sample_cached(
     v_in = [torch.zeros(n, c, g + p, g, device=dev, dtype=dt) for _ in range(n_layers)]
     v_pre = [torch.zeros(n, 2 * c, g, g, device=dev, dtype=dt) for _ in range(n_layers)]
     zeros_pre = torch.zeros(n, 2 * c, 1, g, device=dev, dtype=dt)
+    todo = ~keep.all(0)  # (g,g): positions where some grid still has to draw a code
     for i in tqdm(range(g), desc="sample rows (cached)", disable=not progress, leave=False):
         # horizontal caches of row i: h_in[li] is layer l's input with p (+1 for layer 0) zero columns on the left
         h_in = [torch.zeros(n, c, 1, g + p + (1 if li == 0 else 0), device=dev, dtype=dt) for li in range(n_layers)]
         above = [v_pre[li][:, :, i - 1 : i] if i > 0 else zeros_pre for li in range(n_layers)]
-        for j in range(g):
+        cols = todo[i].nonzero()[:, 0].tolist()
+        # only the columns that draw a code, and the (n_layers-1)*p columns to their left that feed
+        # the horizontal stack, need the per-position pass; fully kept rows only go through the vertical stack
+        start = max(0, cols[0] - (n_layers - 1) * p) if cols else g
+        stop = cols[-1] + 1 if cols else g
+        if start > 0:  # codes left of the first computed column enter the type-A window directly
+            h_in[0][:, :, 0, p + 1 : p + 1 + start] = model.embed(codes[:, i, :start]).permute(0, 2, 1)
+        for j in range(start, stop):
             if j > 0:  # the code to the left is known now: feed it to the type-A window
                 h_in[0][:, :, 0, p + j] = model.embed(codes[:, i, j - 1])
             h = None

@@ -141,7 +141,9 @@ class VQVAEModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         for prefix, q in self._quantizers().items():
             stats = q.usage_stats()
-            self.log_dict({f"val/{prefix}codebook_usage": stats["usage"], f"val/{prefix}perplexity": stats["perplexity"]})
+            self.log_dict(
+                {f"val/{prefix}codebook_usage": stats["usage"], f"val/{prefix}perplexity": stats["perplexity"]}
+            )
             if not prefix:
                 self.log("usage", stats["usage"], prog_bar=True, logger=False)
             if prefix in self._train_usage:

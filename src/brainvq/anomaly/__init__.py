@@ -1,0 +1,1 @@
+"""Unsupervised anomaly detection with the VQ-VAE and its PixelCNN prior (``brainvq anomaly``)."""

@@ -1,0 +1,272 @@
+"""``brainvq evaluate-anomaly``: synthetic lesions in real test slices, restoration vs reconstruction residual."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
+    binary_precision_recall_curve,
+)
+
+from brainvq.anomaly import model_api as api
+from brainvq.anomaly.lesions import LesionConfig, lesion_set
+from brainvq.anomaly.outputs import overlay_figure, write_csv
+from brainvq.anomaly.restore import AnomalyResult, calibrate, detect
+from brainvq.anomaly.scoring import AnomalyConfig
+from brainvq.data.dataset import as_tensor
+from brainvq.data.errors import ConfigError, DataError
+from brainvq.data.sources import DataConfig, load_split
+from brainvq.train.common import write_json
+
+METHODS = {"restoration": ("anomaly_map", "score"), "baseline": ("baseline_map", "baseline_score")}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Size of the benchmark; the anomaly and lesion settings it runs with."""
+
+    n_lesioned: int = 200  # lesioned slices per seed
+    seeds: tuple[int, ...] = (0, 1, 2)
+    split: str = "test"
+    max_clean: int | None = None  # clean slices scored (default: the whole split)
+    cdr_splits: tuple[str, ...] = ("test",)  # clean slices of these splits are scored for CDR >= 1 vs CDR 0
+    subjects_csv: str | None = None  # case,cdr,... (OASIS-1 subset); without it the CDR check is skipped
+    n_figures: int = 6
+    anomaly: AnomalyConfig = field(default_factory=AnomalyConfig)
+    lesion: LesionConfig = field(default_factory=LesionConfig)
+
+
+def pixel_metrics(amap: torch.Tensor, truth: torch.Tensor, brain: torch.Tensor) -> dict:
+    """AUPRC and best Dice over thresholds of map values against lesion masks, over brain pixels."""
+    sel = brain | truth
+    preds, target = amap[sel].float(), truth[sel].long()
+    if target.sum() == 0:
+        raise DataError("no lesion pixels inside the brain masks")
+    auprc = float(binary_average_precision(preds, target))
+    precision, recall, thresholds = binary_precision_recall_curve(preds, target)
+    dice = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+    best = int(dice[:-1].argmax()) if len(thresholds) else 0
+    return {"auprc": auprc, "best_dice": float(dice[best]), "best_dice_threshold": float(thresholds[best])}
+
+
+def image_auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """AUROC of scores ``pos`` (should be high) against ``neg``."""
+    preds = torch.cat([pos, neg]).float()
+    target = torch.cat([torch.ones(len(pos)), torch.zeros(len(neg))]).long()
+    return float(binary_auroc(preds, target))
+
+
+def read_cdr(path: str | Path) -> dict[int, float]:
+    """case id -> CDR from a ``subjects.csv`` with columns ``case`` and ``cdr``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: subjects file not found")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    try:
+        return {int(r["case"]): float(r["cdr"]) for r in rows if r.get("cdr") not in (None, "")}
+    except (KeyError, ValueError):
+        raise DataError(f"{path}: needs columns 'case' and 'cdr'") from None
+
+
+def _spread(values: list[float]) -> dict:
+    a = np.asarray(values, float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "per_seed": a.tolist()}
+
+
+def _cdr_auroc(scores: np.ndarray, case_ids: np.ndarray, cdr: dict[int, float]) -> dict:
+    """CDR >= 1 (positive) vs CDR 0 per slice and per subject (mean slice score)."""
+    c = np.array([cdr.get(int(k), np.nan) for k in case_ids])
+    out: dict = {}
+    sel = (c >= 1) | (c == 0)
+    pos, neg = sel & (c >= 1), sel & (c == 0)
+    out["n_subjects_cdr_ge1"] = int(len(np.unique(case_ids[pos])))
+    out["n_subjects_cdr0"] = int(len(np.unique(case_ids[neg])))
+    if not pos.any() or not neg.any():
+        out["note"] = "needs subjects of both groups"
+        return out
+    out["slice_auroc"] = image_auroc(torch.from_numpy(scores[pos]), torch.from_numpy(scores[neg]))
+    subj = {k: scores[case_ids == k].mean() for k in np.unique(case_ids[sel])}
+    sp = torch.tensor([v for k, v in subj.items() if cdr[int(k)] >= 1])
+    sn = torch.tensor([v for k, v in subj.items() if cdr[int(k)] == 0])
+    out["subject_auroc"] = image_auroc(sp, sn)
+    return out
+
+
+def evaluate_anomaly(
+    vqvae_path: str | Path,
+    prior_path: str | Path,
+    data: DataConfig,
+    out_dir: str | Path,
+    cfg: BenchmarkConfig | None = None,
+    *,
+    progress: bool = True,
+) -> dict:
+    """Threshold on the validation split, then clean and lesioned slices of ``cfg.split``
+    scored by restoration and by the reconstruction-residual baseline in the same run."""
+    cfg = cfg or BenchmarkConfig()
+    acfg = cfg.anomaly
+    if cfg.n_lesioned < 2 or not cfg.seeds:
+        raise ConfigError("need n_lesioned >= 2 and at least one lesion seed")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vqvae, prior = api.load(vqvae_path, prior_path)
+    data = DataConfig(**{**asdict(data), "image_size": api.image_size(vqvae)})
+    val = load_split(data, "validate", progress=progress)
+    threshold = calibrate(vqvae, prior, as_tensor(val), torch.from_numpy(np.asarray(val.positions)), acfg.quantile)
+    test = load_split(data, cfg.split, progress=progress)
+    rng = np.random.default_rng(0)
+    clean_idx = np.arange(len(test))
+    if cfg.max_clean is not None and cfg.max_clean < len(test):
+        clean_idx = np.sort(rng.choice(len(test), cfg.max_clean, replace=False))
+    x_all, pos_all = as_tensor(test), torch.from_numpy(np.asarray(test.positions, np.float32))
+
+    t0 = time.time()
+    clean = detect(vqvae, prior, x_all[clean_idx], pos_all[clean_idx], threshold, acfg, progress=progress)
+    per_slice = (time.time() - t0) / len(clean_idx)
+    rows = [
+        {
+            "split": cfg.split,
+            "name": test.names[i],
+            "case": int(test.case_ids[i]),
+            "seed": "",
+            "lesioned": 0,
+            "score": float(clean.score[k]),
+            "baseline_score": float(clean.baseline_score[k]),
+        }
+        for k, i in enumerate(clean_idx)
+    ]
+    per_seed: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
+    map_threshold = None
+    seconds_lesioned = 0.0
+    for seed in cfg.seeds:
+        srng = np.random.default_rng(1000 + seed)
+        pick = np.sort(srng.choice(clean_idx, cfg.n_lesioned, replace=cfg.n_lesioned > len(clean_idx)))
+        images, masks, params = lesion_set(x_all[pick, 0].numpy(), seed, cfg.lesion)
+        np.savez_compressed(
+            out / f"lesions_seed{seed}.npz", index=pick, names=np.array([test.names[i] for i in pick]), masks=masks
+        )
+        t1 = time.time()
+        les = detect(vqvae, prior, torch.from_numpy(images)[:, None], pos_all[pick], threshold, acfg, progress=progress)
+        seconds_lesioned += time.time() - t1
+        truth = torch.from_numpy(masks)[:, None]
+        ref = {int(i): k for k, i in enumerate(clean_idx)}
+        for method, (map_field, score_field) in METHODS.items():
+            pm = pixel_metrics(getattr(les, map_field), truth, les.brain)
+            neg = getattr(clean, score_field)[[ref[int(i)] for i in pick if int(i) in ref]]
+            pm["image_auroc"] = image_auroc(getattr(les, score_field), neg)
+            for k, v in pm.items():
+                per_seed[method].setdefault(k, []).append(v)
+            if method == "restoration" and map_threshold is None:
+                map_threshold = pm["best_dice_threshold"]
+        for k, i in enumerate(pick):
+            rows.append(
+                {
+                    "split": cfg.split,
+                    "name": test.names[i],
+                    "case": int(test.case_ids[i]),
+                    "seed": seed,
+                    "lesioned": 1,
+                    "score": float(les.score[k]),
+                    "baseline_score": float(les.baseline_score[k]),
+                    **params[k],
+                }
+            )
+        if seed == cfg.seeds[0]:
+            _figures(les, images, masks, [test.names[i] for i in pick], out, cfg.n_figures, map_threshold)
+    metrics = {m: {k: _spread(v) for k, v in d.items()} for m, d in per_seed.items()}
+
+    cdr_result: dict = {"skipped": "no subjects file given"}
+    if cfg.subjects_csv:
+        cdr = read_cdr(cfg.subjects_csv)
+        scores = {m: [getattr(clean, f).numpy()] for m, (_, f) in METHODS.items()}
+        cases = [test.case_ids[clean_idx]]
+        for split in cfg.cdr_splits:
+            if split == cfg.split:
+                continue
+            extra = load_split(data, split, progress=progress)
+            pos = torch.from_numpy(np.asarray(extra.positions, np.float32))
+            res = detect(vqvae, prior, as_tensor(extra), pos, threshold, acfg, progress=progress)
+            for m, (_, f) in METHODS.items():
+                scores[m].append(getattr(res, f).numpy())
+            cases.append(extra.case_ids)
+        case_ids = np.concatenate(cases)
+        cdr_result = {m: _cdr_auroc(np.concatenate(s), case_ids, cdr) for m, s in scores.items()}
+        cdr_result["splits"] = sorted({cfg.split, *cfg.cdr_splits})
+
+    n_les = cfg.n_lesioned * len(cfg.seeds)
+    result = {
+        "vqvae": str(vqvae_path),
+        "prior": str(prior_path),
+        "data": data.root,
+        "split": cfg.split,
+        "n_clean": int(len(clean_idx)),
+        "n_lesioned_per_seed": cfg.n_lesioned,
+        "seeds": list(cfg.seeds),
+        "threshold": {
+            "nll_threshold": threshold,
+            "quantile": acfg.quantile,
+            "split": "validate",
+            "n_slices": len(val),
+            "map_threshold": map_threshold,
+            "map_threshold_note": "best-Dice level of the restoration map on the first seed's lesioned slices",
+        },
+        "metrics": metrics,
+        "cdr_ge1_vs_cdr0": cdr_result,
+        "seconds_per_slice": round(per_slice, 3),
+        "seconds_per_slice_lesioned": round(seconds_lesioned / n_les, 3),
+        "device": str(api.device(vqvae)),
+        "config": {"benchmark": {k: v for k, v in asdict(cfg).items() if k not in ("anomaly", "lesion")}},
+        "anomaly_config": acfg.to_dict(),
+        "lesion_config": cfg.lesion.to_dict(),
+    }
+    write_json(out / "threshold.json", {**result["threshold"], "vqvae": str(vqvae_path), "prior": str(prior_path)})
+    write_csv(rows, out / "scores.csv")
+    write_json(out / "anomaly_results.json", result)
+    return {k: v for k, v in result.items() if k not in ("config", "anomaly_config", "lesion_config")}
+
+
+def _figures(
+    res: AnomalyResult,
+    images: np.ndarray,
+    masks: np.ndarray,
+    names: list[str],
+    out: Path,
+    n: int,
+    level: float | None,
+) -> None:
+    """Overlays of the first ``n`` lesioned slices (restoration) and a baseline map for comparison."""
+    for k in np.linspace(0, len(names) - 1, min(n, len(names))).astype(int):
+        stem = names[k].split(".")[0]
+        overlay_figure(
+            images[k],
+            res.restoration[k, 0].numpy(),
+            res.anomaly_map[k, 0].numpy(),
+            out / "figures" / f"{stem}_restoration.png",
+            map_threshold=level or 0.1,
+            truth=masks[k],
+            title=f"{names[k]} (synthetic lesion): restoration, score {res.score[k]:.3f}",
+        )
+        overlay_figure(
+            images[k],
+            res.reconstruction[k, 0].numpy(),
+            res.baseline_map[k, 0].numpy(),
+            out / "figures" / f"{stem}_baseline.png",
+            map_threshold=level or 0.1,
+            truth=masks[k],
+            title=f"{names[k]}: baseline (reconstruction residual), score {res.baseline_score[k]:.3f}",
+        )
+
+
+def load_results(folder: str | Path) -> dict | None:
+    """``anomaly_results.json`` of an evaluate-anomaly folder, or None."""
+    p = Path(folder) / "anomaly_results.json"
+    return json.loads(p.read_text()) if p.is_file() else None

@@ -1,0 +1,182 @@
+"""``brainvq anomaly``: score, restore and outline anomalies in a slice or a folder of slices."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from brainvq.anomaly import model_api as api
+from brainvq.anomaly.outputs import overlay_figure, save_png, write_csv
+from brainvq.anomaly.restore import calibrate, detect
+from brainvq.anomaly.scoring import AnomalyConfig
+from brainvq.data.dataset import as_tensor
+from brainvq.data.errors import ConfigError, DataError
+from brainvq.data.images import IMAGE_SUFFIXES, list_image_files, read_gray
+from brainvq.data.oasis import parse_slice_name
+from brainvq.data.slices import positions_from_indices
+from brainvq.data.sources import DataConfig, load_split
+from brainvq.train.common import write_json
+
+DEFAULT_MAP_THRESHOLD = 0.1  # contour level of the smoothed residual when no calibrated one is stored
+
+
+def load_inputs(
+    path: str | Path, size: int, position: float | None
+) -> tuple[torch.Tensor, list[str], np.ndarray | None]:
+    """Images (N,1,size,size) in [0,1], their names and slice positions (None when unknown).
+
+    Positions come from ``position`` for every image, or else from OASIS names
+    (``case_XXX_slice_Y``), normalised per case like the training data: index / highest
+    index of that case among the inputs, so each case needs several of its slices.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DataError(f"{path}: not a PNG/JPEG image")
+        files = [path]
+    elif path.is_dir():
+        files = list_image_files(path)
+    else:
+        raise DataError(f"{path}: input not found")
+    images = np.stack([read_gray(f, size) for f in files]).astype(np.float32) / 255.0
+    names = [f.name for f in files]
+    if position is not None:
+        if not 0 <= position <= 1:
+            raise ConfigError(f"--position must be in [0, 1], got {position}")
+        return torch.from_numpy(images)[:, None], names, np.full(len(files), position, np.float32)
+    parsed = [parse_slice_name(n) for n in names]
+    if any(p is None for p in parsed):
+        return torch.from_numpy(images)[:, None], names, None
+    case_ids = np.array([p[0] for p in parsed])
+    slice_idx = np.array([p[1] for p in parsed])
+    return torch.from_numpy(images)[:, None], names, _checked_positions(case_ids, slice_idx, names)
+
+
+def _checked_positions(case_ids: np.ndarray, slice_idx: np.ndarray, names: list[str]) -> np.ndarray:
+    for case in np.unique(case_ids):
+        if (case_ids == case).sum() < 2:
+            first = names[int(np.flatnonzero(case_ids == case)[0])]
+            raise DataError(
+                f"{first}: missing slice position (only one slice of case {case}, so its position in the "
+                "volume is unknown); give --position"
+            )
+    return positions_from_indices(case_ids, slice_idx)
+
+
+def resolve_threshold(
+    threshold: str | None,
+    calibrate_on: str | None,
+    models: api.Models,
+    quantile: float,
+    image_size: int,
+) -> dict:
+    """The per-code NLL threshold: a number, a ``threshold.json`` written by an earlier run,
+    or the ``quantile`` of the validation split of ``calibrate_on``."""
+    if threshold is not None:
+        p = Path(threshold)
+        if p.is_file():
+            try:
+                info = json.loads(p.read_text())
+                float(info["nll_threshold"])
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                raise ConfigError(f"{p}: not a threshold file (needs a number under 'nll_threshold')") from None
+            return {**info, "source": str(p)}
+        try:
+            return {"nll_threshold": float(threshold), "source": "given"}
+        except ValueError:
+            raise ConfigError(f"--threshold {threshold!r}: neither a number nor a threshold.json file") from None
+    if calibrate_on is None:
+        raise ConfigError(
+            "give --threshold (a number or a threshold.json) or --calibrate-on DATA (its validation split)"
+        )
+    vqvae, prior = models
+    val = load_split(DataConfig(root=calibrate_on, image_size=image_size), "validate", progress=False)
+    pos = torch.from_numpy(np.asarray(val.positions, np.float32))
+    return {
+        "nll_threshold": calibrate(vqvae, prior, as_tensor(val), pos, quantile),
+        "quantile": quantile,
+        "split": "validate",
+        "data": str(calibrate_on),
+        "n_slices": len(val),
+        "source": "calibrated",
+    }
+
+
+def anomaly_command(
+    vqvae_path: str | Path,
+    prior_path: str | Path,
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    position: float | None = None,
+    threshold: str | None = None,
+    calibrate_on: str | None = None,
+    config: AnomalyConfig | None = None,
+    map_threshold: float | None = None,
+    figures: bool = True,
+    progress: bool = True,
+) -> dict:
+    """What ``brainvq anomaly`` does; returns the summary written to ``anomaly_summary.json``."""
+    cfg = config or AnomalyConfig()
+    t0 = time.time()
+    vqvae, prior = api.load(vqvae_path, prior_path)
+    images, names, positions = load_inputs(input_path, api.image_size(vqvae), position)
+    if api.is_conditional(prior) and positions is None:
+        raise DataError(
+            f"{input_path}: missing slice positions (file names do not follow case_XXX_slice_Y); give --position"
+        )
+    thr = resolve_threshold(threshold, calibrate_on, (vqvae, prior), cfg.quantile, api.image_size(vqvae))
+    level = map_threshold if map_threshold is not None else float(thr.get("map_threshold", DEFAULT_MAP_THRESHOLD))
+    t1 = time.time()
+    cond = torch.from_numpy(positions) if positions is not None else None
+    res = detect(vqvae, prior, images, cond, float(thr["nll_threshold"]), cfg, progress=progress)
+    t_detect = time.time() - t1
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, name in enumerate(names):
+        stem = name.split(".")[0]
+        amap = res.anomaly_map[i, 0].numpy()
+        rows.append(
+            {
+                "name": name,
+                "position": "" if positions is None else round(float(positions[i]), 4),
+                "score": round(float(res.score[i]), 6),
+                "baseline_score": round(float(res.baseline_score[i]), 6),
+                "max_code_nll": round(float(res.nll[i].max()), 4),
+                "flagged_codes": int(res.flagged[i].sum()),
+                "anomalous_pixels": int((amap > level).sum()),
+            }
+        )
+        if figures:
+            save_png(res.restoration[i, 0].numpy(), out / "restorations" / f"{stem}.png")
+            save_png(amap, out / "maps" / f"{stem}.png", vmax=max(2 * level, 1e-6))
+            overlay_figure(
+                images[i, 0].numpy(),
+                res.restoration[i, 0].numpy(),
+                amap,
+                out / "overlays" / f"{stem}.png",
+                map_threshold=level,
+                title=f"{name}: score {res.score[i]:.3f}",
+            )
+    write_csv(rows, out / "scores.csv")
+    np.savez_compressed(out / "maps.npz", names=np.array(names), anomaly=res.anomaly_map[:, 0].half().numpy())
+    write_json(out / "threshold.json", {**thr, "map_threshold": level})
+    summary = {
+        "vqvae": str(vqvae_path),
+        "prior": str(prior_path),
+        "input": str(input_path),
+        "n_images": len(names),
+        "threshold": {**thr, "map_threshold": level},
+        "config": cfg.to_dict(),
+        "seconds_total": round(time.time() - t0, 2),
+        "seconds_per_slice_detect": round(t_detect / len(names), 3),
+        "scores_csv": str(out / "scores.csv"),
+        "top_scores": sorted(rows, key=lambda r: -r["score"])[:5],
+    }
+    write_json(out / "anomaly_summary.json", summary)
+    return summary

@@ -141,7 +141,10 @@ class _PoolVQ:
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return (torch.nn.functional.avg_pool2d(x, 4)[:, 0] * 15).round().long()
 
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+    def encode_levels(self, x: torch.Tensor) -> tuple[None, torch.Tensor]:
+        return None, self.encode(x)  # a single level
+
+    def decode(self, codes: torch.Tensor, top: None = None) -> torch.Tensor:
         return (codes.float() / 15).repeat_interleave(4, 1).repeat_interleave(4, 2)[:, None]
 
 

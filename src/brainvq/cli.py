@@ -243,89 +243,41 @@ def cmd_sample(a: argparse.Namespace) -> dict:
     )
 
 
-def _fast_cpu_precision() -> str:
-    """bf16 autocast where the hardware runs it natively (CUDA or CPUs with bf16 units), else fp32."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    try:
-        return "bf16-mixed" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "32-true"
-    except (AttributeError, RuntimeError):
-        return "32-true"
-
-
 def cmd_demo(a: argparse.Namespace) -> dict:
-    """Stand-in dataset -> VQ-VAE -> evaluation -> prior -> samples and brain-shape check."""
+    """Stand-in dataset, then the ``demo`` recipe: VQ-VAE, evaluation, prior, judged samples, report."""
     from brainvq.data.sources import DataConfig
     from brainvq.data.standin import StandInConfig, make_standin_dataset
-    from brainvq.evaluate import evaluate_generation, evaluate_vqvae
-    from brainvq.train.common import write_json
-    from brainvq.train.prior import PriorTrainConfig, train_prior
-    from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
+    from brainvq.pipeline import get_recipe, run_pipeline
 
     t0 = time.time()
-    out = Path(a.out)
-    prog = not a.no_progress
-    timings: dict[str, float] = {}
-
-    def lap(name: str, start: float) -> float:
-        timings[name] = round(time.time() - start, 1)
-        return time.time()
-
-    data_root = Path(a.data_dir)
-    make_standin_dataset(data_root, StandInConfig(seed=a.seed), progress=prog)
-    t = lap("dataset_s", t0)
-    data = DataConfig(root=str(data_root))
-    # the demo only shortens the runs; batch size, learning rate etc. stay the configs' defaults
-    vq_trainer = dataclasses.replace(
-        VQVAETrainConfig().trainer, epochs=a.vqvae_epochs, seed=a.seed, max_minutes=a.vqvae_minutes, progress=prog
+    recipe = dataclasses.replace(
+        get_recipe("demo"),
+        **_given(
+            a,
+            vqvae_epochs="vqvae_epochs",
+            vqvae_minutes="vqvae_minutes",
+            prior_epochs="prior_epochs",
+            prior_minutes="prior_minutes",
+            samples="samples",
+            precision="precision",
+        ),
     )
-    train_vqvae(VQVAETrainConfig(data=data, trainer=vq_trainer, out_dir=str(out / "vqvae")))
-    t = lap("vqvae_train_s", t)
-    vq_weights = out / "vqvae" / "vqvae.safetensors"
-    ev = evaluate_vqvae(vq_weights, data, out / "vqvae", progress=prog)
-    t = lap("evaluate_s", t)
-    prior_trainer = dataclasses.replace(
-        PriorTrainConfig().trainer,
-        epochs=a.prior_epochs,
-        seed=a.seed,
-        max_minutes=a.prior_minutes,
-        precision=_fast_cpu_precision(),
-        progress=prog,
+    make_standin_dataset(Path(a.data_dir), StandInConfig(seed=a.seed), progress=not a.no_progress)
+    timings = {"dataset_s": round(time.time() - t0, 1)}
+    summary = run_pipeline(
+        DataConfig(root=a.data_dir), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress, timings=timings
     )
-    prior_cfg = PriorTrainConfig(
-        vqvae=str(vq_weights),
-        data=data,
-        trainer=prior_trainer,
-        out_dir=str(out / "prior"),
-        flip=False,
-    )
-    prior = train_prior(prior_cfg)
-    t = lap("prior_train_s", t)
-    gen = evaluate_generation(
-        vq_weights,
-        out / "prior" / "prior.safetensors",
-        data,
-        out / "generation",
-        n_samples=a.samples,
-        seed=a.seed,
-        progress=prog,
-    )
-    lap("generation_s", t)
-    lap("total_s", t0)
-    summary = {
-        "data": f"{data_root} (synthetic stand-in, not OASIS)",
-        "reconstruction_test": ev,
-        "prior": {k: prior.get(k) for k in ("test_bits_per_code", "test_bits_per_image", "epochs_run")},
-        "generation": gen,
-        "timings": timings,
-    }
-    write_json(out / "demo_summary.json", summary)
-    from brainvq.report.html import build_report
-
-    summary["report"] = str(build_report(out))
+    summary["data"] = f"{a.data_dir} (synthetic stand-in, not OASIS)"
     return summary
+
+
+def cmd_pipeline(a: argparse.Namespace) -> dict:
+    from brainvq.pipeline import get_recipe, run_pipeline
+
+    recipe = dataclasses.replace(
+        get_recipe(a.recipe), **_given(a, samples="samples", precision="precision", accelerator="accelerator")
+    )
+    return run_pipeline(_data_config(a), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress)
 
 
 def cmd_check_judges(a: argparse.Namespace) -> dict:
@@ -560,13 +512,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data-dir", default="data/standin")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vqvae-epochs", type=_positive_int, default=20)
-    p.add_argument("--vqvae-minutes", type=_positive_float, default=4.0)
-    p.add_argument("--prior-epochs", type=_positive_int, default=20)
-    p.add_argument("--prior-minutes", type=_positive_float, default=4.0)
-    p.add_argument("--samples", type=_positive_int, default=32)
+    g = p.add_argument_group("budgets (flags left out keep the demo recipe's, see brainvq.pipeline.RECIPES)")
+    g.add_argument("--vqvae-epochs", type=_positive_int)
+    g.add_argument("--vqvae-minutes", type=_positive_float)
+    g.add_argument("--prior-epochs", type=_positive_int)
+    g.add_argument("--prior-minutes", type=_positive_float)
+    g.add_argument("--samples", type=_positive_int)
+    g.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "pipeline",
+        help="a whole recipe on your data: VQ-VAE, evaluation, prior, judged samples, report (e.g. quality-cpu)",
+    )
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/pipeline")
+    p.add_argument("--recipe", default="quality-cpu", help="demo, quality-cpu or quality-gpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=_positive_int, help="generated slices to judge (default: the recipe's)")
+    p.add_argument("--precision", help="default: the recipe's (fp32 on CPU, bf16-mixed on GPU)")
+    p.add_argument("--accelerator", help="default: the recipe's")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pipeline)
     return parser
 
 

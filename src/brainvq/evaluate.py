@@ -30,6 +30,54 @@ def _split_with_masks(data: DataConfig, split: str, progress: bool, warn: bool) 
         return load_split(data, split, progress=progress)
 
 
+def real_vs_generated_figure(
+    vqvae,
+    prior,
+    test: SliceSet,
+    out_path: Path,
+    *,
+    positions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
+    real_rows: int = 2,
+    generated_rows: int = 3,
+    seed: int = 0,
+    temperature: float = 1.0,
+) -> Path:
+    """Real test slices (of different subjects) and generated slices at the same slice positions,
+    one column per position: the side-by-side comparison to look at before believing any metric."""
+    from brainvq.sample.generate import generate
+
+    pos = np.asarray(test.positions)
+    cases = np.asarray(test.case_ids)
+    order = list(dict.fromkeys(cases.tolist()))
+    real_idx = []
+    for r in range(real_rows):
+        case = order[(r * max(1, len(order) // real_rows)) % len(order)]
+        in_case = np.flatnonzero(cases == case)
+        real_idx += [int(in_case[np.abs(pos[in_case] - p).argmin()]) for p in positions]
+    real = as_tensor(test.subset(np.array(real_idx)))
+    conditional = prior.config.conditional
+    asked = np.tile(np.asarray(positions, np.float32), generated_rows)
+    gen = generate(
+        vqvae,
+        prior,
+        asked if conditional else None,
+        n=len(asked),
+        temperature=temperature,
+        seed=seed + 2,
+        progress=False,
+    )
+    titles = [f"real {cases[i]} pos {pos[i]:.2f}" for i in real_idx] + [
+        f"generated pos {p:.2f}" if conditional else "generated" for p in asked
+    ]
+    return figures.image_grid(
+        torch.cat([real, gen.images]),
+        out_path,
+        ncols=len(positions),
+        titles=titles,
+        suptitle="real test slices (top rows) and generated slices (bottom rows) at the same positions",
+    )
+
+
 def pick_examples(positions: np.ndarray, n: int) -> np.ndarray:
     """Indices of ``n`` slices spread over the axial range (one per position quantile)."""
     order = np.argsort(positions, kind="stable")
@@ -101,6 +149,7 @@ def evaluate_generation(
     progress: bool = True,
     metrics: GenerationMetricsConfig | None = None,
     skip_metrics: bool = False,
+    judges: bool = True,
 ) -> dict:
     """Sample ``n_samples`` slices at positions spread like the test split and measure how many
     are brain-shaped, next to the same statistic on the real test slices.
@@ -137,16 +186,9 @@ def evaluate_generation(
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
     completion_figure(vqvae, prior, test, out / "figures" / "completions.png", seed=seed, temperature=temperature)
-    if prior.config.conditional:  # a row of samples for each of a few slice positions
-        rows = np.repeat(np.array([0.2, 0.4, 0.6, 0.8], np.float32), 6)
-        by_pos = generate(vqvae, prior, rows, temperature=temperature, seed=seed + 1, progress=progress)
-        figures.image_grid(
-            by_pos.images,
-            out / "samples" / "samples_by_position.png",
-            ncols=6,
-            titles=[f"pos {p:.1f}" for p in rows],
-            suptitle="generated slices per slice position",
-        )
+    real_vs_generated_figure(
+        vqvae, prior, test, out / "samples" / "real_vs_generated.png", seed=seed, temperature=temperature
+    )
     summary = {
         "data": str(data.root),
         "n_samples": n_samples,
@@ -154,6 +196,15 @@ def evaluate_generation(
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
     }
+    if judges and not skip_metrics:  # the judges whose power `brainvq check-judges` measures
+        from brainvq.judges.power import JudgeConfig, judge_generated_on_splits
+
+        t1 = time.time()
+        val = _split_with_masks(data, "validate", progress, warn=False)
+        summary["judges"] = judge_generated_on_splits(
+            gen.images, gen.positions, train, val, test, JudgeConfig(seed=seed), progress=progress
+        )
+        timings["judges_s"] = round(time.time() - t1, 1)
     if not skip_metrics:
         t1 = time.time()
         val = _split_with_masks(data, "validate", progress, warn=False)

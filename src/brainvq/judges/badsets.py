@@ -91,19 +91,36 @@ def wrong_positions(positions: np.ndarray, min_shift: float = 0.3, seed: int = 0
 
 
 @torch.no_grad()
+def _draw_inside(codes: torch.Tensor, masks: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``codes`` (B,h,w) with the cells inside ``masks`` (B,1,H,W) redrawn from their own histogram."""
+    inside = torch.nn.functional.interpolate(masks, size=codes.shape[-2:], mode="area")[:, 0] > 0.5
+    hist = torch.bincount(codes[inside], minlength=int(codes.max()) + 1).float()
+    codes = codes.clone()
+    codes[inside] = torch.multinomial(hist, int(inside.sum()), replacement=True, generator=gen)
+    return codes
+
+
 def texture_blobs(vqvae, images: torch.Tensor, seed: int = 0, chunk: int = 32) -> torch.Tensor:
     """Decodes of code grids whose cells inside each slice's brain mask are drawn independently
     from the histogram of all in-brain codes of ``images``; cells outside keep the slice's codes.
+    For a two-level VQ-VAE both levels are drawn so (each from its own histogram).
 
-    ``vqvae`` needs ``encode(x) -> (B,h,w)`` int64 codes and ``decode(codes) -> (B,1,H,W)``.
+    ``vqvae`` needs ``encode_levels(x) -> (top or None, codes)`` and ``decode(codes, top)``.
     """
     gen = torch.Generator().manual_seed(seed)
-    codes = torch.cat([vqvae.encode(images[i : i + chunk].float()) for i in range(0, len(images), chunk)])
-    h, w = codes.shape[-2:]
+    levels = [vqvae.encode_levels(images[i : i + chunk].float()) for i in range(0, len(images), chunk)]
+    codes = torch.cat([b for _, b in levels])
+    top = None if levels[0][0] is None else torch.cat([t for t, _ in levels])
     masks = torch.from_numpy(np.stack([brain_mask(im) for im in as_numpy_images(images)])).float()[:, None]
-    inside = torch.nn.functional.interpolate(masks, size=(h, w), mode="area")[:, 0] > 0.5
-    hist = torch.bincount(codes[inside], minlength=int(codes.max()) + 1).float()
-    drawn = torch.multinomial(hist, int(inside.sum()), replacement=True, generator=gen)
-    codes = codes.clone()
-    codes[inside] = drawn
-    return torch.cat([vqvae.decode(codes[i : i + chunk]) for i in range(0, len(codes), chunk)]).clamp(0, 1).float()
+    codes = _draw_inside(codes, masks, gen)
+    top = None if top is None else _draw_inside(top, masks, gen)
+    return (
+        torch.cat(
+            [
+                vqvae.decode(codes[i : i + chunk], None if top is None else top[i : i + chunk])
+                for i in range(0, len(codes), chunk)
+            ]
+        )
+        .clamp(0, 1)
+        .float()
+    )

@@ -13,6 +13,7 @@ import yaml
 from brainvq.checkpoint import atomic_write
 from brainvq.data.errors import ConfigError
 from brainvq.report import figures
+from brainvq.report.verdict import verdict_lines
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -85,9 +86,18 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         c, k = _run_parts(folder, name)
         config_parts += c
         curve_parts += k
-    sections.append(_section("Configuration", config_parts))
-    sections.append(_section("Training curves", curve_parts))
     ev = _load_json(vq / "eval_metrics.json") or {}
+    gm = _load_json(gen / "generation_metrics.json")
+    lines = verdict_lines({"reconstruction_test": ev, **summary}, gm or {})
+    answer = ["<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"]
+    if (gen / "samples" / "real_vs_generated.png").is_file():
+        answer.append(
+            _img(gen / "samples" / "real_vs_generated.png", "real (top rows) and generated slices, same positions")
+        )
+    sections.append(_section("Verdict", answer))
+    if gm and gm.get("judges"):
+        sections.append(_section("Judges (generated vs real test)", [judges_html(gm["judges"])]))
+    sections.append(_section("Training curves", curve_parts))
     rec = [_table({k: v for k, v in ev.items() if k not in ("figures",)})]
     for fig, alt in (
         ("reconstructions.png", "originals vs reconstructions (per-image SSIM)"),
@@ -106,7 +116,6 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
                 [_table({k: v for k, v in pr.items() if "bits" in k or k.startswith("n_") or k == "epochs_run"})],
             )
         )
-    gm = _load_json(gen / "generation_metrics.json")
     gparts: list[str] = []
     if gm:
         rows = {f"generated: {k}": v for k, v in gm.get("generated", {}).items()}
@@ -122,7 +131,7 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
                 if (gen / fig).is_file():
                     gparts.append(_img(gen / fig, alt))
     for fig, alt in (
-        ("samples/samples_by_position.png", "generated slices per conditioned slice position"),
+        ("samples/real_vs_generated.png", "real and generated slices at the same positions"),
         ("samples/sample_grid.png", "generated slices"),
         ("samples/sample_code_maps.png", "generated code maps and decodings"),
         ("figures/completions.png", "completions: top half kept, bottom half sampled"),
@@ -137,6 +146,7 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     timings = summary.get("timings")
     if timings:
         sections.append(_section("Wall time", [_table(timings, ("stage", "seconds"))]))
+    sections.append(_section("Configuration", config_parts))
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>brainvq report</title>"
         f"<style>{_CSS}</style></head><body><h1>brainvq report: {html.escape(str(run))}</h1>"
@@ -145,6 +155,20 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     out = Path(out_path) if out_path else run / "report.html"
     atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out
+
+
+def judges_html(judged: dict) -> str:
+    """Each judge's value for generated vs real test, beside its validation-vs-test value and verdict."""
+    rows = []
+    for name, g in judged["generated_vs_test"].items():
+        r = judged["validation_vs_test"].get(name, {})
+        ratio = f" ({_fmt(g['ratio'])}x floor)" if g.get("ratio") is not None else ""
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{_fmt(g['value'])}{ratio}</td><td>{_fmt(r.get('value'))}</td>"
+            f"<td>{'accept' if g['accept'] else '<b>reject</b>'}</td></tr>"
+        )
+    head = "<tr><th>judge</th><th>generated vs test</th><th>validation vs test</th><th>verdict</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def _metric_table(m: dict) -> str:

@@ -1,0 +1,169 @@
+"""Recipes: the whole pipeline (VQ-VAE -> evaluation -> prior -> generation judged -> report) with
+per-stage budgets, as one command (``brainvq pipeline --recipe NAME``; ``brainvq demo`` is the
+``demo`` recipe on the stand-in).
+
+Each recipe plans training in epochs and also caps every training stage's wall time
+(``--max-minutes``, Lightning's timer, checked after every step); a run summary records whether
+each planned schedule completed. Sampling and judging do a fixed amount of work (``samples``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+from brainvq.data.errors import ConfigError
+from brainvq.data.sources import DataConfig
+from brainvq.models.vqvae import VQVAEConfig
+from brainvq.report.verdict import verdict_lines
+from brainvq.train.common import write_json
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Budgets of one end-to-end run."""
+
+    name: str
+    vqvae_epochs: int
+    vqvae_minutes: float
+    prior_epochs: int
+    prior_minutes: float
+    samples: int  # generated slices that are judged
+    prior_batch_size: int = 16
+    prior_flip: bool = True  # also train the prior on the codes of mirrored slices
+    accelerator: str = "auto"
+    precision: str = "32-true"
+    judges: bool = True
+    note: str = ""
+
+
+RECIPES: dict[str, Recipe] = {
+    "demo": Recipe(
+        "demo",
+        vqvae_epochs=20,
+        vqvae_minutes=4.0,
+        prior_epochs=6,
+        prior_minutes=4.5,
+        samples=32,
+        prior_flip=False,
+        note="stand-in data; <= 15 min on 2 CPU cores in fp32",
+    ),
+    "quality-cpu": Recipe(
+        "quality-cpu",
+        vqvae_epochs=20,
+        vqvae_minutes=13.0,
+        prior_epochs=4,
+        prior_minutes=32.0,
+        samples=256,
+        note="OASIS-1 subset; <= 60 min on 2 CPU cores in fp32",
+    ),
+    "quality-gpu": Recipe(
+        "quality-gpu",
+        vqvae_epochs=30,
+        vqvae_minutes=10.0,
+        prior_epochs=20,
+        prior_minutes=15.0,
+        samples=256,
+        prior_batch_size=32,
+        accelerator="gpu",
+        precision="bf16-mixed",
+        note="OASIS-1 subset; one GPU (about 8 min on an H100)",
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def run_pipeline(
+    data: DataConfig,
+    out: Path,
+    recipe: Recipe,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    timings: dict[str, float] | None = None,
+    vqvae_model: VQVAEConfig | None = None,
+) -> dict:
+    """Train both models on ``data`` within ``recipe``'s budgets, evaluate, judge samples, write the report.
+
+    ``vqvae_model``: the VQ-VAE architecture (default :class:`VQVAEConfig`'s)."""
+    from brainvq.evaluate import evaluate_generation, evaluate_vqvae
+    from brainvq.report.html import build_report
+    from brainvq.train.prior import PriorTrainConfig, train_prior
+    from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
+
+    out = Path(out)
+    timings = timings if timings is not None else {}
+    t0 = t = time.time()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        timings[name] = round(time.time() - t, 1)
+        t = time.time()
+
+    hw = {"accelerator": recipe.accelerator, "precision": recipe.precision, "seed": seed, "progress": progress}
+    vq_cfg = VQVAETrainConfig(data=data, model=vqvae_model or VQVAEConfig(), out_dir=str(out / "vqvae"))
+    vq_cfg.trainer = dataclasses.replace(
+        vq_cfg.trainer, epochs=recipe.vqvae_epochs, max_minutes=recipe.vqvae_minutes, **hw
+    )
+    vq = train_vqvae(vq_cfg)
+    lap("vqvae_train_s")
+    vq_weights = out / "vqvae" / "vqvae.safetensors"
+    ev = evaluate_vqvae(vq_weights, data, out / "vqvae", progress=progress)
+    lap("evaluate_s")
+    prior_cfg = PriorTrainConfig(vqvae=str(vq_weights), data=data, out_dir=str(out / "prior"), flip=recipe.prior_flip)
+    prior_cfg.trainer = dataclasses.replace(
+        prior_cfg.trainer,
+        epochs=recipe.prior_epochs,
+        max_minutes=recipe.prior_minutes,
+        batch_size=recipe.prior_batch_size,
+        **hw,
+    )
+    prior = train_prior(prior_cfg)
+    lap("prior_train_s")
+    gen = evaluate_generation(
+        vq_weights,
+        out / "prior" / "prior.safetensors",
+        data,
+        out / "generation",
+        n_samples=recipe.samples,
+        seed=seed,
+        progress=progress,
+        judges=recipe.judges,
+    )
+    lap("generation_s")
+    timings["total_s"] = round(time.time() - t0, 1) + sum(v for k, v in timings.items() if k == "dataset_s")
+    warnings = [s["warning"] for s in (vq, prior) if s.get("warning")]
+    summary = {
+        "data": str(data.root),
+        "recipe": dataclasses.asdict(recipe),
+        "warnings": warnings,
+        "reconstruction_test": ev,
+        "vqvae": {k: vq.get(k) for k in ("best_val_ssim", "epochs_run", "planned_epochs", "schedule_completed")},
+        "prior": {
+            k: prior.get(k)
+            for k in (
+                "test_bits_per_code",
+                "test_bits_per_image",
+                "test_top_bits_per_code",
+                "test_bottom_bits_per_code",
+                "epochs_run",
+                "planned_epochs",
+                "schedule_completed",
+                "top_best_epoch",
+                "bottom_best_epoch",
+            )
+            if k in prior
+        },
+        "generation": gen,
+        "timings": timings,
+    }
+    summary = {"verdict": verdict_lines(summary), **summary}  # the answer first, the details after
+    write_json(out / "demo_summary.json", summary)
+    summary["report"] = str(build_report(out))
+    return summary

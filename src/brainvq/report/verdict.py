@@ -1,0 +1,54 @@
+"""The short answer a run report opens with: headline numbers against their real baselines, and warnings."""
+
+from __future__ import annotations
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.0f} %"
+
+
+def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
+    """Plain-text lines: reconstruction, prior, generated slices per judge (with the real
+    validation-vs-test value beside each), and every warning (e.g. training cut short).
+
+    ``summary`` is a run summary (``demo_summary.json``); ``generation`` defaults to its
+    ``generation`` entry (``generation/generation_metrics.json``)."""
+    lines: list[str] = []
+    lines += [f"WARNING: {w}" for w in summary.get("warnings", [])]
+    rec = summary.get("reconstruction_test") or {}
+    if "ssim_mean" in rec:
+        brain = f", brain region {rec['brain_ssim_mean']:.3f}" if "brain_ssim_mean" in rec else ""
+        lines.append(f"Reconstruction (test split): SSIM {rec['ssim_mean']:.3f} whole image{brain}.")
+    prior = summary.get("prior") or {}
+    if "test_bits_per_code" in prior:
+        levels = ""
+        if "test_top_bits_per_code" in prior:
+            levels = f" (top {prior['test_top_bits_per_code']:.2f}, bottom {prior['test_bottom_bits_per_code']:.2f})"
+        done = prior.get("schedule_completed")
+        sched = "" if done is None else (" planned schedule completed" if done else " planned schedule NOT completed")
+        lines.append(f"Prior: {prior['test_bits_per_code']:.2f} bits/code on test{levels};{sched}.")
+    gen = generation if generation is not None else summary.get("generation") or {}
+    if "generated" in gen:
+        lines.append(
+            f"Brain-shaped: {_pct(gen['generated']['fraction_brain_shaped'])} of {gen.get('n_samples', '?')} generated "
+            f"slices (real test: {_pct(gen['real_test']['fraction_brain_shaped'])})."
+        )
+    judged = gen.get("judges")
+    if judged:
+        g, r = judged["generated_vs_test"], judged["validation_vs_test"]
+        c2 = g["c2st"]
+        lines.append(
+            f"Two-sample classifier: accuracy {c2['accuracy']:.2f} ± {c2['stderr']:.2f} "
+            f"(real validation vs test {r['c2st']['accuracy']:.2f}; accept <= {judged['config']['c2st_accept']})."
+        )
+        fd = g["frechet"]
+        lines.append(
+            f"Fréchet distance: {fd['value']:.1f}, {fd['ratio']:.1f}x its validation-vs-test floor {fd['floor']:.1f}."
+        )
+        v = g["ventricles"]
+        lines.append(f"Ventricle area per position: {v['ratio']:.2f}x the validation-vs-test difference.")
+        s = g["symmetry"]
+        lines.append(f"Left-right symmetry: {_pct(s['value'])} of generated slices inside the real range.")
+        verdicts = ", ".join(f"{k} {'ok' if x['accept'] else 'REJECTS'}" for k, x in g.items())
+        lines.append(f"Judges: {verdicts}. {'All accept.' if judged['accepted_by_all'] else 'Not all accept.'}")
+    return lines

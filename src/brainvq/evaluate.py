@@ -30,51 +30,72 @@ def _split_with_masks(data: DataConfig, split: str, progress: bool, warn: bool) 
         return load_split(data, split, progress=progress)
 
 
-def real_vs_generated_figure(
+def judge_samples(
+    images: torch.Tensor,
+    positions: np.ndarray,
     vqvae,
-    prior,
+    train: SliceSet,
+    val: SliceSet,
+    test: SliceSet,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict:
+    """The judges on generated slices twice: against real test slices (``judges``: the acceptance
+    test), and against the VQ-VAE's own reconstructions of test slices, with reconstructed
+    validation slices as the floor (``judges_vs_reconstructions``). The second separates what the
+    prior gets wrong from what the decoder renders differently: no prior can do better than
+    decoding real slices' codes."""
+    from brainvq.judges.power import JudgeConfig, fit_judges, judge_generated, judge_generated_on_splits
+    from brainvq.metrics.reconstruction import reconstruct
+
+    cfg = JudgeConfig(seed=seed)
+    fitted = fit_judges(as_tensor(train), np.asarray(train.positions), cfg, progress)
+    out = {"judges": judge_generated_on_splits(images, positions, train, val, test, cfg, fitted, progress)}
+    rng = np.random.default_rng(seed + 1)
+
+    def decoded(data: SliceSet) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        idx = np.sort(rng.permutation(len(data))[: len(images)])
+        sub = data.subset(idx)
+        rec = reconstruct(vqvae, sub, progress=False).reconstructions
+        return rec, np.asarray(sub.positions), np.asarray(sub.case_ids)
+
+    out["judges_vs_reconstructions"] = judge_generated(images, positions, fitted, decoded(test), decoded(val))
+    return out
+
+
+def real_vs_generated_figure(
+    generated: torch.Tensor,
+    generated_positions: np.ndarray,
     test: SliceSet,
     out_path: Path,
     *,
     positions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
     real_rows: int = 2,
     generated_rows: int = 3,
-    seed: int = 0,
-    temperature: float = 1.0,
 ) -> Path:
     """Real test slices (of different subjects) and generated slices at the same slice positions,
-    one column per position: the side-by-side comparison to look at before believing any metric."""
-    from brainvq.sample.generate import generate
-
-    pos = np.asarray(test.positions)
-    cases = np.asarray(test.case_ids)
+    one column per position: the side-by-side comparison to look at before believing any metric.
+    Generated slices are those already sampled (nearest in conditioned position; distinct ones)."""
+    pos, cases = np.asarray(test.positions), np.asarray(test.case_ids)
     order = list(dict.fromkeys(cases.tolist()))
     real_idx = []
     for r in range(real_rows):
-        case = order[(r * max(1, len(order) // real_rows)) % len(order)]
-        in_case = np.flatnonzero(cases == case)
+        in_case = np.flatnonzero(cases == order[(r * max(1, len(order) // real_rows)) % len(order)])
         real_idx += [int(in_case[np.abs(pos[in_case] - p).argmin()]) for p in positions]
-    real = as_tensor(test.subset(np.array(real_idx)))
-    conditional = prior.config.conditional
-    asked = np.tile(np.asarray(positions, np.float32), generated_rows)
-    gen = generate(
-        vqvae,
-        prior,
-        asked if conditional else None,
-        n=len(asked),
-        temperature=temperature,
-        seed=seed + 2,
-        progress=False,
-    )
+    gen_pos = np.asarray(generated_positions, float)
+    if np.isnan(gen_pos).any():  # unconditional: no position to match
+        gen_pos = np.linspace(0, 1, len(generated))
+    ranked = [np.argsort(np.abs(gen_pos - p), kind="stable") for p in positions]
+    gen_idx = [int(ranked[c][min(r, len(generated) - 1)]) for r in range(generated_rows) for c in range(len(positions))]
     titles = [f"real {cases[i]} pos {pos[i]:.2f}" for i in real_idx] + [
-        f"generated pos {p:.2f}" if conditional else "generated" for p in asked
+        f"generated pos {gen_pos[i]:.2f}" for i in gen_idx
     ]
     return figures.image_grid(
-        torch.cat([real, gen.images]),
+        torch.cat([as_tensor(test.subset(np.array(real_idx))), generated[gen_idx]]),
         out_path,
         ncols=len(positions),
         titles=titles,
-        suptitle="real test slices (top rows) and generated slices (bottom rows) at the same positions",
+        suptitle="real test slices (top rows) and generated slices (bottom rows) at about the same positions",
     )
 
 
@@ -186,9 +207,7 @@ def evaluate_generation(
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
     completion_figure(vqvae, prior, test, out / "figures" / "completions.png", seed=seed, temperature=temperature)
-    real_vs_generated_figure(
-        vqvae, prior, test, out / "samples" / "real_vs_generated.png", seed=seed, temperature=temperature
-    )
+    real_vs_generated_figure(gen.images, gen.positions, test, out / "samples" / "real_vs_generated.png")
     summary = {
         "data": str(data.root),
         "n_samples": n_samples,
@@ -197,13 +216,9 @@ def evaluate_generation(
         "real_test": real.to_dict(),
     }
     if judges and not skip_metrics:  # the judges whose power `brainvq check-judges` measures
-        from brainvq.judges.power import JudgeConfig, judge_generated_on_splits
-
         t1 = time.time()
         val = _split_with_masks(data, "validate", progress, warn=False)
-        summary["judges"] = judge_generated_on_splits(
-            gen.images, gen.positions, train, val, test, JudgeConfig(seed=seed), progress=progress
-        )
+        summary.update(judge_samples(gen.images, gen.positions, vqvae, train, val, test, seed, progress))
         timings["judges_s"] = round(time.time() - t1, 1)
     if not skip_metrics:
         t1 = time.time()

@@ -16,9 +16,8 @@ the brain is (its global shape), not only local texture: a purely local model, o
 drawn brain texture, tends to continue it to the image edges. Positions in the grid are
 known in advance, so this never leaks future codes.
 
-The layers expose row- and pixel-level steps (:meth:`GatedLayer.vertical_row`,
-:meth:`GatedLayer.horizontal_pixel`) that the cached sampler uses to generate without
-recomputing the whole grid.
+The layers expose a row-level step (:meth:`GatedLayer.vertical_row`) that the cached sampler
+uses, with the horizontal convolutions as matrices, to generate without recomputing the grid.
 """
 
 from __future__ import annotations
@@ -120,13 +119,6 @@ class GatedLayer(nn.Module):
         p = self.k // 2
         v_pre = self.v_conv(F.pad(v_rows, (p, p, 0, 0)))
         return _gate(v_pre + self.v_cond(s_row)), v_pre
-
-    def horizontal_pixel(self, h_win: Tensor, v_pre_above: Tensor, h_prev: Tensor | None, s_px: Tensor) -> Tensor:
-        """Horizontal output at one position from its left window ``h_win`` (B,C,1,k//2+1)
-        and the vertical pre-activation of the row above at that column (B,2C,1,1)."""
-        h_pre = self.h_conv(h_win) + self.v_to_h(v_pre_above)
-        out = self.h_out(_gate(h_pre + self.h_cond(s_px)))
-        return out if self.first else h_prev + out
 
 
 class GatedPixelCNN(nn.Module):

@@ -51,4 +51,12 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         lines.append(f"Left-right symmetry: {_pct(s['value'])} of generated slices inside the real range.")
         verdicts = ", ".join(f"{k} {'ok' if x['accept'] else 'REJECTS'}" for k, x in g.items())
         lines.append(f"Judges: {verdicts}. {'All accept.' if judged['accepted_by_all'] else 'Not all accept.'}")
+    decoded = gen.get("judges_vs_reconstructions")
+    if decoded:
+        g, r = decoded["generated_vs_test"], decoded["validation_vs_test"]
+        lines.append(
+            "Against the VQ-VAE's reconstructions of real test slices (the best any prior can reach with this "
+            f"decoder): two-sample accuracy {g['c2st']['accuracy']:.2f} (reconstructed validation vs test "
+            f"{r['c2st']['accuracy']:.2f}), Fréchet distance {g['frechet']['ratio']:.1f}x its floor."
+        )
     return lines

@@ -247,6 +247,43 @@ def test_bottom_logits_depend_on_the_top_codes_above_them(kernel_size: int):
     assert torch.equal(base[1], out[1])  # the other sample's top did not change
 
 
+def test_top_codes_line_up_with_the_bottom_cells_they_cover():
+    """Changing one top code changes the conditioning map on a square of bottom cells centred
+    on the cells that top code covers (the same radius everywhere, clipped at the edges): a top
+    grid that is shifted, transposed or interpolated against the bottom grid fails this."""
+    torch.manual_seed(0)
+    grid, top_grid = 16, 8
+    cfg = PixelCNNConfig(
+        num_codes=K,
+        grid_size=grid,
+        hidden=8,
+        n_layers=2,
+        cond_dim=8,
+        location_dim=4,
+        top_codes=TOP_K,
+        top_grid=top_grid,
+    )
+    model = GatedPixelCNN(cfg).eval()
+    top = torch.randint(0, TOP_K, (1, top_grid, top_grid), generator=torch.Generator().manual_seed(0))
+    cond = torch.tensor([0.5])
+    f = grid // top_grid
+    cell = torch.arange(grid) // f  # the top row (column) covering each bottom row (column)
+    with torch.no_grad():
+        base = model.condition_map(cond, 1, top)
+        radii = set()
+        for a in range(top_grid):
+            for b in range(top_grid):
+                changed = top.clone()
+                changed[0, a, b] = (changed[0, a, b] + 1) % TOP_K
+                moved = (model.condition_map(cond, 1, changed) - base).abs().amax(1)[0] > 1e-5
+                dist = torch.maximum((cell[:, None] - a).abs(), (cell[None, :] - b).abs())
+                assert moved[dist == 0].all(), f"top code {(a, b)} does not reach every bottom cell it covers"
+                r = int(dist[moved].max())
+                assert torch.equal(moved, dist <= r), f"top code {(a, b)} moves cells not centred on its own"
+                radii.add(r)
+    assert len(radii) == 1 and radii.pop() < top_grid - 1, "top features are not local and translation-equivariant"
+
+
 def test_bottom_prior_rejects_missing_or_malformed_top():
     prior = tiny_prior()
     top, bottom = codes_for(2, 4)

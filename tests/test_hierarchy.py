@@ -21,7 +21,7 @@ from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
 from brainvq.sample.generate import check_pair, generate
 from brainvq.sample.sampler import sample_cached, sample_levels, sample_naive
-from brainvq.train.prior import BestPerLevel
+from brainvq.train.prior import BestPerLevel, CodeSet, code_set_bits, prior_bits
 from tests.causality import assert_causal, random_positions
 
 KERNELS = [3, 5, 7]
@@ -405,6 +405,23 @@ def test_check_pair_rejects_mismatched_levels_codes_and_grids():
         check_pair(tiny_vqvae(top_downsample=4), prior)
     with pytest.raises(ConfigError, match="prior is for K=16, grid 8x8 but the VQ-VAE's level has K=32"):
         check_pair(tiny_vqvae(num_codes=32, top_downsample=0), single)
+
+
+def test_prior_bits_of_a_two_level_prior_add_up_both_levels():
+    prior = tiny_prior(3)
+    top, bottom = codes_for(4, 6)
+    pos = torch.tensor([0.1, 0.4, 0.6, 0.9])
+    with torch.no_grad():
+        bits = prior_bits(prior, (bottom, pos, top))
+        per_sample = prior.nll_bits(top, bottom, pos)
+        total = code_set_bits(prior, CodeSet(bottom, pos, top), batch_size=3)  # two uneven batches
+    assert torch.allclose(bits["top_bits_per_code"], per_sample["top"].mean(), atol=1e-5)
+    assert torch.allclose(bits["bottom_bits_per_code"], per_sample["bottom"].mean(), atol=1e-5)
+    assert torch.allclose(bits["loss"], bits["top_bits_per_code"] + bits["bottom_bits_per_code"])
+    image = bits["top_bits_per_code"] * TOP_GRID**2 + bits["bottom_bits_per_code"] * GRID**2
+    assert torch.allclose(bits["bits_per_image"], image, atol=1e-4)
+    assert torch.allclose(bits["bits_per_code"], image / GRID**2, atol=1e-6)
+    assert total["bits_per_image"] == pytest.approx(float(per_sample["image"].mean()), rel=1e-5)
 
 
 # --- BestPerLevel -------------------------------------------------------------------------------

@@ -143,14 +143,15 @@ def test_code_cache_is_reused_then_rebuilt_when_the_vqvae_changes(
 def test_prior_for_another_vqvae_is_rejected(tmp_path: Path):
     from brainvq.sample.generate import load_models
 
-    vq = _vqvae_file(tmp_path / "vqvae.safetensors", seed=0)  # K=16, grid 16
+    # single level, K=16, grid 16 (tests/test_hierarchy.py covers two-level pairs)
+    vq = _vqvae_file(tmp_path / "vqvae.safetensors", seed=0, top_downsample=0)
     cfg = PixelCNNConfig(num_codes=12, grid_size=16, **TINY_PRIOR)
     prior = save_weights(GatedPixelCNN(cfg), tmp_path / "prior.safetensors", "prior", cfg.to_dict())
-    with pytest.raises(ConfigError, match="prior is for K=12, grid 16 but the VQ-VAE has K=16, grid 16"):
+    with pytest.raises(ConfigError, match="prior is for K=12, grid 16x16 but the VQ-VAE's level has K=16, grid 16x16"):
         load_models(vq, prior)
     cfg = PixelCNNConfig(num_codes=16, grid_size=8, **TINY_PRIOR)
     prior = save_weights(GatedPixelCNN(cfg), tmp_path / "prior8.safetensors", "prior", cfg.to_dict())
-    with pytest.raises(ConfigError, match="grid 8 but the VQ-VAE has K=16, grid 16"):
+    with pytest.raises(ConfigError, match="grid 8x8 but the VQ-VAE's level has K=16, grid 16x16"):
         load_models(vq, prior)
     cfg = PixelCNNConfig(num_codes=16, grid_size=16, **TINY_PRIOR)
     ok = save_weights(GatedPixelCNN(cfg), tmp_path / "ok.safetensors", "prior", cfg.to_dict())

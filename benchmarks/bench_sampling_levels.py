@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -40,7 +41,9 @@ from brainvq.train.prior import PriorTrainConfig, prior_config_for
 def timed(fn, *args, **kwargs) -> tuple[float, torch.Tensor]:
     t = time.perf_counter()
     out = fn(*args, **kwargs)
-    return time.perf_counter() - t, out
+    dt = time.perf_counter() - t
+    print(f"  {getattr(fn, '__name__', fn)}: {dt:.2f} s (load average {load_average()})", file=sys.stderr, flush=True)
+    return dt, out
 
 
 def gen(seed: int) -> torch.Generator:

@@ -19,7 +19,7 @@ from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.sample.sampler import sample_cached, sample_naive
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--grid", type=int, default=32)
     p.add_argument("--codes", type=int, default=256)
@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=8, help="batch of samples drawn by each sampler")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/bench_sampling.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.manual_seed(a.seed)
     cfg = PixelCNNConfig(num_codes=a.codes, grid_size=a.grid, hidden=a.hidden, n_layers=a.layers)
     model = GatedPixelCNN(cfg).eval()
@@ -53,6 +53,7 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     if not identical:
         raise SystemExit("cached and naive samplers disagree")
+    return result
 
 
 if __name__ == "__main__":

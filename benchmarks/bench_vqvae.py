@@ -121,21 +121,22 @@ def val_ssim(model: VQVAE, images: torch.Tensor) -> float:
     return float(torch.cat(scores).mean())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="data/standin")
     p.add_argument("--seconds", type=float, default=120.0, help="training wall time per model")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peak-size", type=int, default=2048, help="side of the fp32 matmul that measures the peak")
     p.add_argument("--out", default="runs/bench_vqvae.json")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     # Process-wide, so it speeds up both models alike (brainvq's training does this too).
     malloc_tuned = keep_freed_memory()
     data = DataConfig(root=a.data)
     train = as_tensor(load_split(data, "train"))
     val = as_tensor(load_split(data, "validate"))
-    peak = matmul_gflops()
+    peak = matmul_gflops(a.peak_size)
     results = {
         "data": a.data,
         "threads": torch.get_num_threads(),
@@ -169,6 +170,7 @@ def main() -> None:
         f"images/s; SSIM after the same time {ours['val_ssim_after_same_time']:.4f} "
         f"vs {base['val_ssim_after_same_time']:.4f}"
     )
+    return results
 
 
 if __name__ == "__main__":

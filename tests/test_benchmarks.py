@@ -1,0 +1,110 @@
+"""Every benchmark in benchmarks/ runs end to end at a tiny setting, so none of them can rot."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True)
+def _bench_env(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(BENCH))  # the benchmarks import each other's helpers
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # the benchmarks set it process-wide
+    sys.modules.pop("bench_vqvae", None)
+
+
+def test_bench_prior_tiny(tmp_path: Path) -> None:
+    out = tmp_path / "prior.json"
+    r = load("bench_prior").main(
+        [
+            "--seconds",
+            "0",
+            "--min-steps",
+            "3",
+            "--grid",
+            "8",
+            "--batch-size",
+            "2",
+            "--peak-size",
+            "128",
+            "--threads",
+            "1",
+        ]
+        + ["--out", str(out)]
+    )
+    assert json.loads(out.read_text())["ratio_two_over_single"] == pytest.approx(r["ratio_two_over_single"])
+    for name in ("two_level", "single_level"):
+        res = r[name]
+        assert res["steps"] >= 3
+        assert res["images_per_second"] > 0 and math.isfinite(res["images_per_second"])
+        assert 0 < res["fraction_of_matmul_peak"] and res["train_gflop_per_image"] > 0
+    # the small bottom PixelCNN plus a top one on 1/16 of the codes costs less than 8 5x5 layers on the full grid
+    assert r["ratio_two_over_single"]["train_gflop_per_image"] < 1
+    assert r["two_level"]["config"]["top"]["grid_size"] == 2 and r["single_level"]["config"]["grid_size"] == 8
+
+
+def test_prior_flops_are_per_image_and_scale_with_the_grid() -> None:
+    bench = load("bench_prior")
+    small = bench.build_priors(16, 4)["single_level"]
+    large = bench.build_priors(32, 4)["single_level"]
+    one = bench.train_flops_per_image(small, bench.random_batches(small, 1, 1, 0)[0])
+    two = bench.train_flops_per_image(small, bench.random_batches(small, 2, 1, 0)[0])
+    four_times = bench.train_flops_per_image(large, bench.random_batches(large, 1, 1, 0)[0])
+    assert two == pytest.approx(one)  # per image, whatever the batch
+    assert four_times == pytest.approx(4 * one, rel=0.05)  # convolutions scale with the grid's area
+    assert all(p.grad is None for p in small.parameters())  # counting leaves no gradients behind
+
+
+def test_bench_sampling_levels_tiny(tmp_path: Path) -> None:
+    r = load("bench_sampling_levels").main(
+        ["--grid", "8", "--n", "2", "--naive-rows", "1", "--full-batch", "3", "--threads", "1", "--single-level"]
+        + ["--out", str(tmp_path / "s.json")]
+    )
+    cvn = r["cached_vs_naive"]
+    assert cvn["identical_codes"] and cvn["top"]["identical_codes"]
+    assert cvn["bottom"]["naive_rows_drawn"] == 1 and cvn["bottom"]["grid"] == 8
+    assert cvn["bottom"]["naive_seconds_per_slice_extrapolated"] == pytest.approx(
+        8 * cvn["bottom"]["naive_seconds_per_slice_measured_rows"]
+    )
+    full = r["full_cached_two_level"]
+    assert full["batch"] == 3 and full["image_size"] == 32
+    assert full["seconds_per_slice"] == pytest.approx(
+        full["top_seconds_per_slice"] + full["bottom_seconds_per_slice"] + full["decode_seconds_per_slice"]
+    )
+    assert r["single_level_cached"]["seconds_per_slice_codes_only"] > 0
+
+
+def test_bench_sampling_tiny(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    r = load("bench_sampling").main(["--grid", "4", "--n", "2", "--layers", "2", "--out", str(tmp_path / "s.json")])
+    assert r["identical_samples"] and r["naive_seconds"] > 0 and r["cached_seconds"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:.*resized to 256x256")
+def test_bench_vqvae_tiny(tmp_path: Path, tiny_oasis: Path) -> None:
+    torch.set_num_threads(1)
+    r = load("bench_vqvae").main(
+        ["--data", str(tiny_oasis), "--seconds", "0.01", "--batch-size", "2", "--peak-size", "128"]
+        + ["--out", str(tmp_path / "v.json")]
+    )
+    for name in ("brainvq", "baseline"):
+        assert r[name]["steps"] >= 1 and r[name]["train_gflop_per_image"] > 0
+        assert 0 <= r[name]["val_ssim_after_same_time"] <= 1

@@ -11,13 +11,13 @@ from tqdm.auto import tqdm
 from brainvq.anomaly import model_api as api
 from brainvq.anomaly.scoring import (
     AnomalyConfig,
+    Thresholds,
     brain_mask,
     flag_codes,
     image_score,
     pixel_map,
     residual_map,
     threshold_from,
-    Thresholds,
 )
 from brainvq.data.errors import ConfigError
 from brainvq.models.hierarchical import Prior

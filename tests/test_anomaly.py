@@ -15,7 +15,7 @@ from brainvq.anomaly import model_api as api
 from brainvq.anomaly.benchmark import pixel_metrics
 from brainvq.anomaly.lesions import LesionConfig, lesion_set, tissue_masks
 from brainvq.anomaly.restore import calibrate, detect
-from brainvq.anomaly.scoring import AnomalyConfig, flag_codes, pixel_map
+from brainvq.anomaly.scoring import AnomalyConfig, Thresholds, flag_codes, pixel_map
 from brainvq.checkpoint import save_weights
 from brainvq.cli import main
 from brainvq.data.dataset import as_tensor
@@ -117,6 +117,29 @@ def test_resampling_changes_only_flagged_codes(levels: int):
         prefix=codes.repeat(3, 1, 1), prefix_mask=~redrawn.repeat(3, 1, 1), top=ref_top,
     )  # fmt: skip
     assert torch.equal(out.reshape(6, 8, 8), ref)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_detect_restores_nothing_when_nothing_is_flagged(levels: int):
+    """Untrained single- and two-level pairs run end to end; with no code above the thresholds the
+    restoration is the plain reconstruction, and with every code flagged it is not."""
+    torch.manual_seed(0)
+    vq_cfg = VQVAEConfig(
+        image_size=32, num_codes=6, code_dim=4, stem_channels=4, hidden_channels=8, top_num_codes=5,
+        top_downsample=0 if levels == 1 else 2,
+    )  # fmt: skip
+    vqvae = VQVAE(vq_cfg).eval()
+    prior, _, _ = _tiny(levels)
+    x = torch.rand(3, 1, 32, 32)
+    pos = torch.tensor([0.2, 0.5, 0.8])
+    cfg = AnomalyConfig(n_samples=2, erode=0, smooth_sigma=0.0)
+    none = detect(vqvae, prior, x, pos, Thresholds(1e9, 1e9 if levels == 2 else None), cfg)
+    assert torch.equal(none.restoration, none.reconstruction) and not none.flagged.any()
+    assert torch.equal(none.anomaly_map, none.baseline_map)
+    assert none.top_nll.shape == ((3, 4, 4) if levels == 2 else (3, 0, 0))
+    every = detect(vqvae, prior, x, pos, Thresholds(-1.0, -1.0 if levels == 2 else None), cfg)
+    assert every.flagged.all() and not torch.equal(every.restoration, every.reconstruction)
+    assert every.top_flagged.all() if levels == 2 else every.top_flagged.numel() == 0
 
 
 def test_flag_codes_dilates():

@@ -15,11 +15,12 @@ from brainvq.anomaly import model_api as api
 from brainvq.anomaly.benchmark import pixel_metrics
 from brainvq.anomaly.lesions import LesionConfig, lesion_set, tissue_masks
 from brainvq.anomaly.restore import calibrate, detect
-from brainvq.anomaly.scoring import AnomalyConfig, flag_codes, pixel_map
+from brainvq.anomaly.scoring import AnomalyConfig, Thresholds, flag_codes, pixel_map
 from brainvq.checkpoint import save_weights
 from brainvq.cli import main
 from brainvq.data.dataset import as_tensor
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.sample.sampler import sample_naive
@@ -38,39 +39,107 @@ def _tiny_prior(grid: int = 8, k: int = 6, conditional: bool = True) -> GatedPix
     return GatedPixelCNN(cfg).eval()
 
 
-def test_nll_map_shape_and_causality():
-    prior = _tiny_prior()
-    codes = torch.randint(0, 6, (2, 8, 8))
+def _tiny(levels: int) -> tuple[GatedPixelCNN | HierarchicalPrior, torch.Tensor, torch.Tensor | None]:
+    """An untrained prior (one level: 8x8 grid, K=6; two levels: plus a 4x4 top grid, K=5) and
+    random code grids for a batch of 2."""
+    if levels == 1:
+        return _tiny_prior(), torch.randint(0, 6, (2, 8, 8)), None
+    torch.manual_seed(0)
+    arch = {"hidden": 8, "n_layers": 3, "kernel_size": 3, "cond_dim": 4, "location_dim": 2}
+    prior = HierarchicalPrior(HierarchicalPriorConfig.for_grids(6, 8, 5, 4, top=arch, bottom=arch)).eval()
+    return prior, torch.randint(0, 6, (2, 8, 8)), torch.randint(0, 5, (2, 4, 4))
+
+
+def _assert_causal(nll_fn, codes: torch.Tensor, k: int, i: int, j: int) -> None:
+    """Changing code (i,j) moves its own NLL and some later ones, never an earlier one."""
+    nll = nll_fn(codes)
+    changed = codes.clone()
+    changed[:, i, j] = (codes[:, i, j] + 1) % k
+    diff = (nll_fn(changed) - nll).abs() > 1e-6
+    g = codes.shape[-1]
+    order = torch.arange(g * g).reshape(g, g)
+    assert not diff[:, order < i * g + j].any()  # nothing before the changed code moves
+    assert diff[:, i, j].all() and diff[:, order > i * g + j].any()
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_nll_map_shape_and_causality(levels: int):
+    prior, codes, top = _tiny(levels)
     cond = torch.tensor([0.3, 0.7])
-    nll = api.code_nll(prior, codes, cond)
+    nll = api.code_nll(prior, codes, cond, top)
     assert nll.shape == (2, 8, 8) and (nll > 0).all()
     assert pixel_map(nll, 32).shape == (2, 1, 32, 32)
-    i, j = 4, 5
-    changed = codes.clone()
-    changed[:, i, j] = (codes[:, i, j] + 1) % 6
-    diff = (api.code_nll(prior, changed, cond) - nll).abs() > 1e-6
-    order = torch.arange(64).reshape(8, 8)
-    assert not diff[:, order < i * 8 + j].any()  # nothing before the changed code moves
-    assert diff[:, i, j].all() and diff[:, order > i * 8 + j].any()
+    _assert_causal(lambda c: api.code_nll(prior, c, cond, top), codes, 6, 4, 5)
+    if levels == 1:
+        assert api.top_nll(prior, top, cond) is None
+        return
+    tnll = api.top_nll(prior, top, cond)
+    assert tnll.shape == (2, 4, 4) and (tnll > 0).all()
+    _assert_causal(lambda t: api.top_nll(prior, t, cond), top, 5, 2, 1)
+    # the bottom codes are conditioned on the top grid: those under a changed top code move
+    other = top.clone()
+    other[:, 3, 3] = (top[:, 3, 3] + 1) % 5
+    assert ((api.code_nll(prior, codes, cond, other) - nll)[:, 6:, 6:].abs() > 1e-6).all()
 
 
-def test_resampling_changes_only_flagged_codes():
-    prior = _tiny_prior()
-    codes = torch.randint(0, 6, (2, 8, 8))
+@pytest.mark.parametrize("levels", [1, 2])
+def test_resampling_changes_only_flagged_codes(levels: int):
+    prior, codes, top = _tiny(levels)
     cond = torch.tensor([0.2, 0.9])
-    nll = api.code_nll(prior, codes, cond)
+    nll = api.code_nll(prior, codes, cond, top)
     flagged = flag_codes(nll, float(nll.quantile(0.9)), dilate=0)
     assert 0 < flagged.sum() < flagged.numel()
-    out = api.resample(prior, codes, flagged, cond, n=3, generator=torch.Generator().manual_seed(1))
+    top_flagged = None
+    if levels == 2:
+        top_flagged = torch.zeros(2, 4, 4, dtype=torch.bool)
+        top_flagged[:, 3, 0] = True  # covers bottom codes (6..7, 0..1)
+    tops, out = api.resample(prior, codes, flagged, cond, 3, torch.Generator().manual_seed(1), 1.0, top, top_flagged)
     assert out.shape == (3, 2, 8, 8)
-    assert torch.equal(out[:, ~flagged], codes[None].expand(3, -1, -1, -1)[:, ~flagged])
-    assert (out[:, flagged] != codes[flagged]).any()
+    redrawn = flagged if levels == 1 else flagged | api.top_to_bottom(top_flagged, 8)
+    assert torch.equal(out[:, ~redrawn], codes[None].expand(3, -1, -1, -1)[:, ~redrawn])
+    assert (out[:, redrawn] != codes[redrawn]).any()
     # the cached sampler (which skips rows and columns with nothing to draw) matches the reference one
+    gen = torch.Generator().manual_seed(1)
+    ref_top = None
+    if levels == 2:
+        assert tops.shape == (3, 2, 4, 4)
+        assert torch.equal(tops[:, ~top_flagged], top[None].expand(3, -1, -1, -1)[:, ~top_flagged])
+        assert (tops[:, top_flagged] != top[top_flagged]).any()
+        ref_top = sample_naive(
+            prior.top, 6, cond.repeat(3), generator=gen, prefix=top.repeat(3, 1, 1),
+            prefix_mask=~top_flagged.repeat(3, 1, 1),
+        )  # fmt: skip
+        assert torch.equal(tops.reshape(6, 4, 4), ref_top)
+    else:
+        assert tops is None
     ref = sample_naive(
-        prior, 6, cond.repeat(3), generator=torch.Generator().manual_seed(1),
-        prefix=codes.repeat(3, 1, 1), prefix_mask=~flagged.repeat(3, 1, 1),
+        prior if levels == 1 else prior.bottom, 6, cond.repeat(3), generator=gen,
+        prefix=codes.repeat(3, 1, 1), prefix_mask=~redrawn.repeat(3, 1, 1), top=ref_top,
     )  # fmt: skip
     assert torch.equal(out.reshape(6, 8, 8), ref)
+
+
+@pytest.mark.parametrize("levels", [1, 2])
+def test_detect_restores_nothing_when_nothing_is_flagged(levels: int):
+    """Untrained single- and two-level pairs run end to end; with no code above the thresholds the
+    restoration is the plain reconstruction, and with every code flagged it is not."""
+    torch.manual_seed(0)
+    vq_cfg = VQVAEConfig(
+        image_size=32, num_codes=6, code_dim=4, stem_channels=4, hidden_channels=8, top_num_codes=5,
+        top_downsample=0 if levels == 1 else 2,
+    )  # fmt: skip
+    vqvae = VQVAE(vq_cfg).eval()
+    prior, _, _ = _tiny(levels)
+    x = torch.rand(3, 1, 32, 32)
+    pos = torch.tensor([0.2, 0.5, 0.8])
+    cfg = AnomalyConfig(n_samples=2, erode=0, smooth_sigma=0.0)
+    none = detect(vqvae, prior, x, pos, Thresholds(1e9, 1e9 if levels == 2 else None), cfg)
+    assert torch.equal(none.restoration, none.reconstruction) and not none.flagged.any()
+    assert torch.equal(none.anomaly_map, none.baseline_map)
+    assert none.top_nll.shape == ((3, 4, 4) if levels == 2 else (3, 0, 0))
+    every = detect(vqvae, prior, x, pos, Thresholds(-1.0, -1.0 if levels == 2 else None), cfg)
+    assert every.flagged.all() and not torch.equal(every.restoration, every.reconstruction)
+    assert every.top_flagged.all() if levels == 2 else every.top_flagged.numel() == 0
 
 
 def test_flag_codes_dilates():
@@ -137,12 +206,15 @@ def test_planted_patch_scores_above_clean_slices(models: tuple[Path, Path, Path]
     vqvae, prior = api.load(vq_path, prior_path)
     dc = DataConfig(root=str(data), image_size=64)
     val, test = load_split(dc, "validate", progress=False), load_split(dc, "test", progress=False)
-    thr = calibrate(vqvae, prior, as_tensor(val), torch.from_numpy(val.positions), 0.98)
+    thr = calibrate(vqvae, prior, as_tensor(val), torch.from_numpy(val.positions), 0.98, top_quantile=0.98)
     x, pos = as_tensor(test), torch.from_numpy(test.positions)
     cfg = AnomalyConfig(n_samples=2, erode=1, smooth_sigma=1.0)
     clean = detect(vqvae, prior, x, pos, thr, cfg)
     planted = detect(vqvae, prior, _plant(x), pos, thr, cfg)
+    assert api.two_level(prior)  # the tiny VQ-VAE of tests.test_train_vqvae has two levels
     assert planted.anomaly_map.shape == x.shape and planted.nll.shape == (len(x), 16, 16)
+    assert planted.top_nll.shape == (len(x), 4, 4) and planted.top_nll_pixels.shape == x.shape
+    assert thr.top is not None and planted.top_nll[:, 1:3, 1:3].mean() > clean.top_nll[:, 1:3, 1:3].mean()
     # the patch's codes are unlikely under the prior, get flagged, and the image scores rise
     assert planted.nll[:, 6:10, 6:10].mean() > clean.nll[:, 6:10, 6:10].mean()
     assert planted.flagged[:, 6:10, 6:10].float().mean() > clean.flagged[:, 6:10, 6:10].float().mean()
@@ -190,6 +262,12 @@ def test_anomaly_cli_errors(models, tmp_path: Path, capsys: pytest.CaptureFixtur
     save_weights(other, tmp_path / "other.safetensors", "vqvae", other.config.to_dict())
     assert main([*base, "--vqvae", str(tmp_path / "other.safetensors"), "--input", str(test_dir)]) == 2
     assert "prior is for K=16" in capsys.readouterr().err
+    single = VQVAE(
+        VQVAEConfig(image_size=64, num_codes=16, code_dim=8, stem_channels=8, hidden_channels=16, top_downsample=0)
+    )
+    save_weights(single, tmp_path / "single.safetensors", "vqvae", single.config.to_dict())
+    assert main([*base, "--vqvae", str(tmp_path / "single.safetensors"), "--input", str(test_dir)]) == 2
+    assert "two-level prior cannot be used with a single-level VQ-VAE" in capsys.readouterr().err
 
     plain = tmp_path / "plain"
     plain.mkdir()

@@ -81,6 +81,7 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
 def _add_anomaly_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("anomaly detection (flags left out keep the defaults of AnomalyConfig)")
     g.add_argument("--quantile", type=float, help="threshold quantile of the validation codes' NLL")
+    g.add_argument("--top-quantile", type=float, help="two-level models: the same quantile for the top codes")
     g.add_argument("--samples", type=_positive_int, help="restorations averaged per slice")
     g.add_argument("--dilate", type=int, help="grow the flagged codes by this many codes")
     g.add_argument("--smooth", type=float, help="Gaussian sigma (pixels) of the residual map")
@@ -309,6 +310,7 @@ def _anomaly_config(a: argparse.Namespace):
         **_given(
             a,
             quantile="quantile",
+            top_quantile="top_quantile",
             n_samples="samples",
             dilate="dilate",
             smooth_sigma="smooth",

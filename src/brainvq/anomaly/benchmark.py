@@ -121,7 +121,8 @@ def evaluate_anomaly(
     vqvae, prior = api.load(vqvae_path, prior_path)
     data = DataConfig(**{**asdict(data), "image_size": api.image_size(vqvae)})
     val = load_split(data, "validate", progress=progress)
-    threshold = calibrate(vqvae, prior, as_tensor(val), torch.from_numpy(np.asarray(val.positions)), acfg.quantile)
+    val_pos = torch.from_numpy(np.asarray(val.positions))
+    threshold = calibrate(vqvae, prior, as_tensor(val), val_pos, acfg.quantile, top_quantile=acfg.top_quantile)
     test = load_split(data, cfg.split, progress=progress)
     rng = np.random.default_rng(0)
     clean_idx = np.arange(len(test))
@@ -212,8 +213,9 @@ def evaluate_anomaly(
         "n_lesioned_per_seed": cfg.n_lesioned,
         "seeds": list(cfg.seeds),
         "threshold": {
-            "nll_threshold": threshold,
+            **threshold.to_dict(),
             "quantile": acfg.quantile,
+            "top_quantile": acfg.top_quantile if threshold.top is not None else None,
             "split": "validate",
             "n_slices": len(val),
             "map_threshold": map_threshold,

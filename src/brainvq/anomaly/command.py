@@ -12,7 +12,7 @@ import torch
 from brainvq.anomaly import model_api as api
 from brainvq.anomaly.outputs import overlay_figure, save_png, write_csv
 from brainvq.anomaly.restore import calibrate, detect
-from brainvq.anomaly.scoring import AnomalyConfig
+from brainvq.anomaly.scoring import AnomalyConfig, Thresholds
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError, DataError
 from brainvq.data.images import IMAGE_SUFFIXES, list_image_files, read_gray
@@ -73,9 +73,11 @@ def resolve_threshold(
     models: api.Models,
     quantile: float,
     image_size: int,
+    top_quantile: float | None = None,
 ) -> dict:
     """The per-code NLL threshold: a number, a ``threshold.json`` written by an earlier run,
-    or the ``quantile`` of the validation split of ``calibrate_on``."""
+    or the ``quantile`` of the validation split of ``calibrate_on`` (and, for two levels, the
+    ``top_quantile`` of its top codes; a plain number leaves top codes unflagged)."""
     if threshold is not None:
         p = Path(threshold)
         if p.is_file():
@@ -96,9 +98,11 @@ def resolve_threshold(
     vqvae, prior = models
     val = load_split(DataConfig(root=calibrate_on, image_size=image_size), "validate", progress=False)
     pos = torch.from_numpy(np.asarray(val.positions, np.float32))
+    thr = calibrate(vqvae, prior, as_tensor(val), pos, quantile, top_quantile=top_quantile)
     return {
-        "nll_threshold": calibrate(vqvae, prior, as_tensor(val), pos, quantile),
+        **thr.to_dict(),
         "quantile": quantile,
+        "top_quantile": top_quantile if thr.top is not None else None,
         "split": "validate",
         "data": str(calibrate_on),
         "n_slices": len(val),
@@ -129,11 +133,15 @@ def anomaly_command(
         raise DataError(
             f"{input_path}: missing slice positions (file names do not follow case_XXX_slice_Y); give --position"
         )
-    thr = resolve_threshold(threshold, calibrate_on, (vqvae, prior), cfg.quantile, api.image_size(vqvae))
+    thr = resolve_threshold(
+        threshold, calibrate_on, (vqvae, prior), cfg.quantile, api.image_size(vqvae), cfg.top_quantile
+    )
     level = map_threshold if map_threshold is not None else float(thr.get("map_threshold", DEFAULT_MAP_THRESHOLD))
     t1 = time.time()
     cond = torch.from_numpy(positions) if positions is not None else None
-    res = detect(vqvae, prior, images, cond, float(thr["nll_threshold"]), cfg, progress=progress)
+    top_thr = thr.get("top_nll_threshold")
+    thresholds = Thresholds(float(thr["nll_threshold"]), None if top_thr is None else float(top_thr))
+    res = detect(vqvae, prior, images, cond, thresholds, cfg, progress=progress)
     t_detect = time.time() - t1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,6 +157,7 @@ def anomaly_command(
                 "baseline_score": round(float(res.baseline_score[i]), 6),
                 "max_code_nll": round(float(res.nll[i].max()), 4),
                 "flagged_codes": int(res.flagged[i].sum()),
+                "flagged_top_codes": int(res.top_flagged[i].sum()),
                 "anomalous_pixels": int((amap > level).sum()),
             }
         )

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 from brainvq.anomaly import model_api as api
 from brainvq.anomaly.scoring import (
     AnomalyConfig,
+    Thresholds,
     brain_mask,
     flag_codes,
     image_score,
@@ -19,7 +20,7 @@ from brainvq.anomaly.scoring import (
     threshold_from,
 )
 from brainvq.data.errors import ConfigError
-from brainvq.models.pixelcnn import GatedPixelCNN
+from brainvq.models.hierarchical import Prior
 from brainvq.models.vqvae import VQVAE
 
 
@@ -27,9 +28,12 @@ from brainvq.models.vqvae import VQVAE
 class AnomalyResult:
     """Everything computed for a batch of N images (all on the CPU)."""
 
-    nll: Tensor  # (N,h,w) per-code NLL, nats
+    nll: Tensor  # (N,h,w) per-code NLL of the bottom codes (given the top codes), nats
     nll_pixels: Tensor  # (N,1,H,W) per-code NLL upsampled to the image
-    flagged: Tensor  # (N,h,w) bool, codes that were redrawn
+    flagged: Tensor  # (N,h,w) bool, bottom codes that were redrawn (incl. those under redrawn top codes)
+    top_nll: Tensor  # (N,ht,wt) per-code NLL of the top codes, nats ((N,0,0) for a single level)
+    top_nll_pixels: Tensor  # (N,1,H,W) the same upsampled to the image (zeros for a single level)
+    top_flagged: Tensor  # (N,ht,wt) bool, top codes that were redrawn ((N,0,0) for a single level)
     reconstruction: Tensor  # (N,1,H,W) plain VQ-VAE reconstruction (the baseline's reference)
     restoration: Tensor  # (N,1,H,W) mean of the decoded restorations
     brain: Tensor  # (N,1,H,W) bool
@@ -46,29 +50,56 @@ class AnomalyResult:
 @torch.no_grad()
 def detect_batch(
     vqvae: VQVAE,
-    prior: GatedPixelCNN,
+    prior: Prior,
     x: Tensor,
     cond: Tensor | None,
-    threshold: float,
+    threshold: float | Thresholds,
     cfg: AnomalyConfig,
     generator: torch.Generator | None = None,
 ) -> AnomalyResult:
-    """Score, flag, restore and map one batch of images (B,1,H,W) in [0,1]."""
+    """Score, flag, restore and map one batch of images (B,1,H,W) in [0,1].
+
+    Two levels: top codes above the top threshold are redrawn first, then the bottom codes
+    above the bottom threshold and all bottom codes under a redrawn top code."""
+    thr = Thresholds.of(threshold)
     x = x.float().cpu()
-    codes = api.encode(vqvae, x)
-    nll = api.code_nll(prior, codes, cond).cpu()
-    flagged = flag_codes(nll, threshold, cfg.dilate)
-    samples = api.resample(prior, codes, flagged, cond, cfg.n_samples, generator, cfg.temperature)
-    restoration = api.decode(vqvae, samples).mean(0).cpu()
-    reconstruction = api.decode(vqvae, codes).cpu()
+    size = x.shape[-1]
+    top, codes = api.encode(vqvae, x)
+    nll = api.code_nll(prior, codes, cond, top).cpu()
+    tnll = api.top_nll(prior, top, cond)
+    flagged = flag_codes(nll, thr.bottom, cfg.dilate)
+    if tnll is not None and thr.top is not None:
+        tnll = tnll.cpu()
+        top_flagged = flag_codes(tnll, thr.top, 0)
+    else:
+        tnll = tnll.cpu() if tnll is not None else torch.zeros(len(x), 0, 0)
+        top_flagged = torch.zeros(tnll.shape, dtype=torch.bool)
+    tops, samples = api.resample(
+        prior,
+        codes,
+        flagged,
+        cond,
+        cfg.n_samples,
+        generator,
+        cfg.temperature,
+        top,
+        top_flagged if top is not None else None,
+    )
+    restoration = api.decode(vqvae, samples, tops).mean(0).cpu()
+    reconstruction = api.decode(vqvae, codes, top).cpu()
+    if top_flagged.numel():
+        flagged = flagged | api.top_to_bottom(top_flagged, codes.shape[-1])
     brain = brain_mask(x, cfg.brain_threshold, cfg.erode)
-    region = brain & (pixel_map(flagged, x.shape[-1]) > 0) if cfg.only_flagged else brain
+    region = brain & (pixel_map(flagged, size) > 0) if cfg.only_flagged else brain
     amap = residual_map(x, restoration, region, cfg.smooth_sigma)
     bmap = residual_map(x, reconstruction, brain, cfg.smooth_sigma)
     return AnomalyResult(
         nll=nll,
-        nll_pixels=pixel_map(nll, x.shape[-1]),
+        nll_pixels=pixel_map(nll, size),
         flagged=flagged.cpu(),
+        top_nll=tnll,
+        top_nll_pixels=pixel_map(tnll, size) if tnll.numel() else torch.zeros(len(x), 1, size, size),
+        top_flagged=top_flagged,
         reconstruction=reconstruction,
         restoration=restoration,
         brain=brain,
@@ -81,10 +112,10 @@ def detect_batch(
 
 def detect(
     vqvae: VQVAE,
-    prior: GatedPixelCNN,
+    prior: Prior,
     images: Tensor,
     positions: Tensor | None,
-    threshold: float,
+    threshold: float | Thresholds,
     cfg: AnomalyConfig,
     *,
     progress: bool = False,
@@ -106,13 +137,25 @@ def detect(
 
 @torch.no_grad()
 def calibrate(
-    vqvae: VQVAE, prior: GatedPixelCNN, images: Tensor, positions: Tensor | None, quantile: float, batch_size: int = 32
-) -> float:
-    """Per-code NLL threshold: the ``quantile`` of the NLL of every code of ``images`` (healthy validation slices)."""
+    vqvae: VQVAE,
+    prior: Prior,
+    images: Tensor,
+    positions: Tensor | None,
+    quantile: float,
+    batch_size: int = 32,
+    top_quantile: float | None = None,
+) -> Thresholds:
+    """Per-code NLL thresholds: the ``quantile`` of the NLL of every bottom code of ``images``
+    (healthy validation slices) and, for two levels, the ``top_quantile`` of the top codes' NLL."""
     if len(images) == 0:
         raise ConfigError("no validation images to choose the threshold on")
-    nll = []
+    nll, tnll = [], []
     for s in range(0, len(images), batch_size):
         cond = positions[s : s + batch_size] if positions is not None and api.is_conditional(prior) else None
-        nll.append(api.code_nll(prior, api.encode(vqvae, images[s : s + batch_size]), cond).cpu())
-    return threshold_from(torch.cat(nll), quantile)
+        top, codes = api.encode(vqvae, images[s : s + batch_size])
+        nll.append(api.code_nll(prior, codes, cond, top).cpu())
+        t = api.top_nll(prior, top, cond)
+        if t is not None:
+            tnll.append(t.cpu())
+    top_thr = threshold_from(torch.cat(tnll), top_quantile) if tnll and top_quantile is not None else None
+    return Thresholds(threshold_from(torch.cat(nll), quantile), top_thr)

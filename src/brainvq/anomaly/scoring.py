@@ -17,7 +17,8 @@ from brainvq.data.errors import ConfigError
 class AnomalyConfig:
     """How codes are flagged and restored and how the anomaly map is made."""
 
-    quantile: float = 0.98  # per-code NLL threshold = this quantile of the validation codes' NLL
+    quantile: float = 0.995  # per-code NLL threshold = this quantile of the validation codes' NLL
+    top_quantile: float | None = 0.995  # two levels: the same for the top codes (None: never redraw top codes)
     dilate: int = 1  # grow the flagged code mask by this many codes (lesion rims, raster-order context)
     n_samples: int = 4  # restorations averaged per image
     temperature: float = 1.0
@@ -30,8 +31,9 @@ class AnomalyConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 < self.quantile < 1:
-            raise ConfigError(f"quantile must be in (0, 1), got {self.quantile}")
+        for q in (self.quantile, self.top_quantile):
+            if q is not None and not 0 < q < 1:
+                raise ConfigError(f"quantile must be in (0, 1), got {q}")
         if self.n_samples < 1 or self.batch_size < 1:
             raise ConfigError("n_samples and batch_size must be >= 1")
         if self.dilate < 0 or self.erode < 0 or self.smooth_sigma < 0:
@@ -43,6 +45,22 @@ class AnomalyConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Thresholds:
+    """Per-code NLL thresholds (nats) of the bottom grid and, for two levels, of the top grid
+    (None: top codes are never flagged)."""
+
+    bottom: float
+    top: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"nll_threshold": self.bottom, "top_nll_threshold": self.top}
+
+    @classmethod
+    def of(cls, value: float | Thresholds) -> Thresholds:
+        return value if isinstance(value, Thresholds) else cls(float(value))
 
 
 def pixel_map(code_map: Tensor, size: int) -> Tensor:

@@ -265,11 +265,15 @@ def cmd_demo(a: argparse.Namespace) -> dict:
     )
     make_standin_dataset(Path(a.data_dir), StandInConfig(seed=a.seed), progress=not a.no_progress)
     timings = {"dataset_s": round(time.time() - t0, 1)}
-    summary = run_pipeline(
-        DataConfig(root=a.data_dir), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress, timings=timings
+    return run_pipeline(
+        DataConfig(root=a.data_dir),
+        Path(a.out),
+        recipe,
+        seed=a.seed,
+        progress=not a.no_progress,
+        timings=timings,
+        data_note=f"{a.data_dir} (synthetic stand-in, not OASIS)",
     )
-    summary["data"] = f"{a.data_dir} (synthetic stand-in, not OASIS)"
-    return summary
 
 
 def cmd_pipeline(a: argparse.Namespace) -> dict:

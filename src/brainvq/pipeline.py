@@ -88,10 +88,12 @@ def run_pipeline(
     progress: bool = True,
     timings: dict[str, float] | None = None,
     vqvae_model: VQVAEConfig | None = None,
+    data_note: str | None = None,
 ) -> dict:
     """Train both models on ``data`` within ``recipe``'s budgets, evaluate, judge samples, write the report.
 
-    ``vqvae_model``: the VQ-VAE architecture (default :class:`VQVAEConfig`'s)."""
+    ``vqvae_model``: the VQ-VAE architecture (default :class:`VQVAEConfig`'s); ``data_note``: what
+    the summary says the data is (default its path)."""
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
     from brainvq.report.html import build_report
     from brainvq.train.prior import PriorTrainConfig, train_prior
@@ -107,7 +109,9 @@ def run_pipeline(
         t = time.time()
 
     hw = {"accelerator": recipe.accelerator, "precision": recipe.precision, "seed": seed, "progress": progress}
-    vq_cfg = VQVAETrainConfig(data=data, model=vqvae_model or VQVAEConfig(), out_dir=str(out / "vqvae"))
+    vq_cfg = VQVAETrainConfig(data=data, out_dir=str(out / "vqvae"))
+    if vqvae_model is not None:
+        vq_cfg.model = vqvae_model
     vq_cfg.trainer = dataclasses.replace(
         vq_cfg.trainer, epochs=recipe.vqvae_epochs, max_minutes=recipe.vqvae_minutes, **hw
     )
@@ -140,7 +144,7 @@ def run_pipeline(
     timings["total_s"] = round(time.time() - t0, 1) + sum(v for k, v in timings.items() if k == "dataset_s")
     warnings = [s["warning"] for s in (vq, prior) if s.get("warning")]
     summary = {
-        "data": str(data.root),
+        "data": data_note or str(data.root),
         "recipe": dataclasses.asdict(recipe),
         "warnings": warnings,
         "reconstruction_test": ev,

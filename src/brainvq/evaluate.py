@@ -215,14 +215,13 @@ def evaluate_generation(
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
     }
+    val = None if skip_metrics else _split_with_masks(data, "validate", progress, warn=False)
     if judges and not skip_metrics:  # the judges whose power `brainvq check-judges` measures
         t1 = time.time()
-        val = _split_with_masks(data, "validate", progress, warn=False)
         summary.update(judge_samples(gen.images, gen.positions, vqvae, train, val, test, seed, progress))
         timings["judges_s"] = round(time.time() - t1, 1)
     if not skip_metrics:
         t1 = time.time()
-        val = _split_with_masks(data, "validate", progress, warn=False)
         m = generation_metrics(  # gen.positions is NaN for an unconditional prior
             gen.images, gen.positions, train, val, test, metrics or GenerationMetricsConfig(seed=seed), progress
         )

@@ -229,6 +229,20 @@ def cmd_train_prior(a: argparse.Namespace) -> dict:
     return train_prior(_prior_train_config(a), resume=a.resume)
 
 
+def cmd_sharpen(a: argparse.Namespace) -> dict:
+    from brainvq.train.sharpen import SharpenConfig, train_sharpen
+
+    defaults = SharpenConfig()
+    cfg = SharpenConfig(
+        vqvae=a.vqvae,
+        data=_data_config(a),
+        trainer=_trainer_config(a, defaults.trainer),
+        out_dir=a.out,
+        **_given(a, adversarial_weight="adversarial_weight", adversarial_start="adversarial_start"),
+    )
+    return train_sharpen(cfg, resume=a.resume)
+
+
 def cmd_sample(a: argparse.Namespace) -> dict:
     from brainvq.sample.generate import sample_command
 
@@ -444,6 +458,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--unconditional", action="store_true", help="do not condition on slice position")
     _add_trainer_args(p, "PriorTrainConfig")
     p.set_defaults(func=cmd_train_prior)
+
+    p = sub.add_parser(
+        "sharpen",
+        help="fine-tune a trained VQ-VAE's decoder with a patch discriminator (codes and priors stay valid)",
+    )
+    _add_data_args(p)
+    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
+    p.add_argument("--out", default="runs/sharpen")
+    g = p.add_argument_group("adversarial loss (flags left out keep the defaults of SharpenConfig)")
+    g.add_argument("--adversarial-weight", type=float, help="multiplies the adaptive weight (0: L1 only)")
+    g.add_argument("--adversarial-start", type=int, help="discriminator-only steps before the decoder sees it")
+    _add_trainer_args(p, "SharpenConfig")
+    p.set_defaults(func=cmd_sharpen)
 
     p = sub.add_parser("sample", help="generate new slices: PNG grid, individual PNGs and code maps")
     p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")

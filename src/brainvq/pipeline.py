@@ -30,6 +30,8 @@ class Recipe:
     prior_epochs: int
     prior_minutes: float
     samples: int  # generated slices that are judged
+    sharpen_epochs: int = 0  # adversarial fine-tuning of the decoder (``brainvq sharpen``); 0 = none
+    sharpen_minutes: float = 0.0
     prior_batch_size: int = 16
     prior_flip: bool = True  # also train the prior on the codes of mirrored slices
     accelerator: str = "auto"
@@ -97,6 +99,7 @@ def run_pipeline(
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
     from brainvq.report.html import build_report
     from brainvq.train.prior import PriorTrainConfig, train_prior
+    from brainvq.train.sharpen import SharpenConfig, train_sharpen
     from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 
     out = Path(out)
@@ -118,6 +121,15 @@ def run_pipeline(
     vq = train_vqvae(vq_cfg)
     lap("vqvae_train_s")
     vq_weights = out / "vqvae" / "vqvae.safetensors"
+    sharp: dict = {}
+    if recipe.sharpen_epochs:  # same codes, sharper decoder: evaluated, used by the prior and generation
+        sh_cfg = SharpenConfig(vqvae=str(vq_weights), data=data, out_dir=str(out / "sharpen"))
+        sh_cfg.trainer = dataclasses.replace(
+            sh_cfg.trainer, epochs=recipe.sharpen_epochs, max_minutes=recipe.sharpen_minutes or None, **hw
+        )
+        sharp = train_sharpen(sh_cfg)
+        vq_weights = out / "sharpen" / "vqvae.safetensors"
+        lap("sharpen_s")
     ev = evaluate_vqvae(vq_weights, data, out / "vqvae", progress=progress)
     lap("evaluate_s")
     prior_cfg = PriorTrainConfig(vqvae=str(vq_weights), data=data, out_dir=str(out / "prior"), flip=recipe.prior_flip)
@@ -142,13 +154,23 @@ def run_pipeline(
     )
     lap("generation_s")
     timings["total_s"] = round(time.time() - t0, 1) + sum(v for k, v in timings.items() if k == "dataset_s")
-    warnings = [s["warning"] for s in (vq, prior) if s.get("warning")]
+    warnings = [s["warning"] for s in (vq, sharp, prior) if s.get("warning")]
     summary = {
         "data": data_note or str(data.root),
         "recipe": dataclasses.asdict(recipe),
         "warnings": warnings,
         "reconstruction_test": ev,
         "vqvae": {k: vq.get(k) for k in ("best_val_ssim", "epochs_run", "planned_epochs", "schedule_completed")},
+        **(
+            {
+                "sharpen": {
+                    k: sharp.get(k)
+                    for k in ("best_val_detail_gap", "epochs_run", "planned_epochs", "schedule_completed")
+                }
+            }
+            if sharp
+            else {}
+        ),
         "prior": {
             k: prior.get(k)
             for k in (

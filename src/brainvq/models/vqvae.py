@@ -342,20 +342,25 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, codes: Tensor, top: Tensor | None = None) -> Tensor:
         """Bottom code grids (B,h,w) int64 (and, for a two-level model, top grids) -> images (B,1,S,S) in [0,1]."""
+        return self.decoder(self.decoder_input(codes, top))
+
+    def decoder_input(self, codes: Tensor, top: Tensor | None = None) -> Tensor:
+        """What the decoder sees for these code grids: the bottom embeddings, plus the decoded top
+        codes for a two-level model (B,D,g,g). Differentiable with respect to the decoder's inputs."""
         cfg = self.config
         self._check_codes(codes, cfg.num_codes, cfg.grid_size, "bottom")
         q = self.quantizer.embed(codes)
         if not cfg.hierarchical:
             if top is not None:
                 raise ConfigError("this VQ-VAE has a single level: do not pass top codes")
-            return self.decoder(q)
+            return q
         if top is None:
             raise ConfigError("this VQ-VAE has two levels: decode(codes, top) needs the top code grids too")
         self._check_codes(top, cfg.top_num_codes, cfg.top_grid_size, "top")
         if len(top) != len(codes):
             raise ConfigError(f"{len(top)} top grids for {len(codes)} bottom grids")
         u = self.top_decoder(self.top_quantizer.embed(top))
-        return self.decoder(q + self.top_decoder.to_decoder(u))
+        return q + self.top_decoder.to_decoder(u)
 
     @torch.no_grad()
     def decode_top(self, top: Tensor) -> Tensor:

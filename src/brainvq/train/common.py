@@ -117,7 +117,7 @@ class FiniteLossGuard(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
             raise FloatingPointError(
                 f"training loss became {float(loss)} at epoch {trainer.current_epoch}, batch {batch_idx}; "

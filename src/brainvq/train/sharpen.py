@@ -1,0 +1,206 @@
+"""Sharpening a trained VQ-VAE's decoder with an adversarial loss (``brainvq sharpen``).
+
+A VQ-VAE trained on pixel MSE decodes every code grid to the *mean* of the slices that share
+it: fine detail (sulcal edges, tissue texture, the scanner's background) is averaged away, and
+the judges tell its reconstructions from real slices by that alone. This stage keeps the encoder
+and both codebooks frozen (so every code grid, and any prior trained on them, stays valid) and
+fine-tunes only the decoder with an L1 reconstruction loss plus a patch discriminator's hinge
+loss, the recipe of VQGAN (Esser et al. 2021) without its perceptual network (that would have
+to be downloaded). The adversarial term is weighted adaptively by the ratio of the two losses'
+gradients at the decoder's last layer, as in VQGAN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
+
+from brainvq.checkpoint import load_vqvae, save_weights
+from brainvq.data.dataset import SliceDataset
+from brainvq.data.errors import ConfigError
+from brainvq.data.sources import DataConfig, load_split
+from brainvq.models.discriminator import PatchDiscriminator
+from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.train.common import (
+    TrainerConfig,
+    build_trainer,
+    resume_path,
+    schedule_report,
+    to_plain,
+    write_json,
+    write_run_config,
+)
+
+
+@dataclasses.dataclass
+class SharpenConfig:
+    """A sharpening run; saved as ``config.yaml`` in the run folder."""
+
+    vqvae: str = "runs/vqvae/vqvae.safetensors"
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=4, batch_size=16, lr=2e-4))
+    out_dir: str = "runs/sharpen"
+    flip: bool = True
+    adversarial_weight: float = 0.5  # multiplies the adaptive weight
+    adversarial_start: int = 200  # steps of discriminator-only training before the decoder sees it
+    disc_channels: int = 32
+    disc_layers: int = 3
+
+    def validate(self) -> None:
+        if self.adversarial_weight < 0:
+            raise ConfigError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
+        if self.adversarial_start < 0:
+            raise ConfigError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
+
+
+def detail_energy(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+    """Mean absolute difference between images (B,1,H,W) and their 5x5 Gaussian blur (sigma 1)
+    inside the brain (pixels above ``threshold``): the finest-scale detail, per image (B,)."""
+    k = torch.exp(-0.5 * torch.arange(-2, 3, dtype=images.dtype, device=images.device) ** 2)
+    k = k / k.sum()
+    blurred = F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), (k[:, None] * k[None, :])[None, None])
+    mask = (images > threshold).to(images.dtype)
+    return ((images - blurred).abs() * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3)).clamp_min(1)
+
+
+class SharpenModule(L.LightningModule):
+    """Decoder (trainable) + frozen encoder and codebooks + patch discriminator; manual optimisation."""
+
+    def __init__(
+        self,
+        model: dict,
+        lr: float,
+        adversarial_weight: float,
+        adversarial_start: int,
+        disc_channels: int,
+        disc_layers: int,
+        kind: str = "vqvae",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()  # plain values only: loads with weights_only=True
+        self.automatic_optimization = False
+        self.model = VQVAE(VQVAEConfig(**model))
+        self.disc = PatchDiscriminator(disc_channels, disc_layers)
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return list(self.model.decoder.parameters())
+
+    def on_fit_start(self) -> None:
+        self.model.requires_grad_(False)
+        self.model.decoder.requires_grad_(True)
+
+    def _decoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            self.model.eval()  # frozen quantisers must not update their EMA codebooks
+            top, codes = self.model.encode_levels(x)
+            return self.model.decoder_input(codes, top)
+
+    def training_step(self, batch: dict, batch_idx: int) -> dict:
+        opt_g, opt_d = self.optimizers()
+        x = batch["image"]
+        self.model.decoder.train()
+        rec = self.model.decoder(self._decoder_input(x)).float()
+        l1 = F.l1_loss(rec, x.float())
+        adv = -self.disc(rec).float().mean()
+        weight = torch.zeros((), device=x.device)
+        if self.global_step >= self.hparams.adversarial_start and self.hparams.adversarial_weight > 0:
+            last = self.model.decoder.head[-2].weight
+            g_rec = torch.autograd.grad(l1, last, retain_graph=True)[0]
+            g_adv = torch.autograd.grad(adv, last, retain_graph=True)[0]
+            weight = (g_rec.norm() / (g_adv.norm() + 1e-4)).clamp(0, 1e4).detach() * self.hparams.adversarial_weight
+        loss_g = l1 + weight * adv
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+        real, fake = self.disc(x).float(), self.disc(rec.detach()).float()
+        loss_d = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.log_dict(
+            {"train/l1": l1, "train/adversarial": adv, "train/adaptive_weight": weight, "train/disc": loss_d},
+            on_step=True,
+            on_epoch=True,
+            batch_size=len(x),
+        )
+        self.log("loss", loss_g, prog_bar=True, on_step=True, on_epoch=False, logger=False)
+        return {"loss": (loss_g + loss_d).detach()}  # checked for NaN by FiniteLossGuard
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x = batch["image"]
+        rec = self.model.decoder(self._decoder_input(x)).float().clamp(0, 1)
+        ratio = detail_energy(rec).sum() / detail_energy(x.float()).sum().clamp_min(1e-8)
+        logs = {
+            "val/ssim": ssim_fn(rec, x, data_range=1.0),
+            "val/l1": F.l1_loss(rec, x),
+            "val/detail_ratio": ratio,
+            "val/detail_gap": (ratio - 1).abs(),
+        }
+        self.log_dict(logs, on_epoch=True, batch_size=len(x), sync_dist=True)
+        self.log("val_ssim", logs["val/ssim"], prog_bar=True, on_epoch=True, batch_size=len(x), logger=False)
+        self.log("detail", ratio, prog_bar=True, on_epoch=True, batch_size=len(x), logger=False)
+
+    def configure_optimizers(self):  # noqa: D102
+        lr = self.hparams.lr
+        return (
+            torch.optim.Adam(self.trainable(), lr=lr, betas=(0.5, 0.9)),
+            torch.optim.Adam(self.disc.parameters(), lr=lr, betas=(0.5, 0.9)),
+        )
+
+
+def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
+    """Fine-tune the decoder of ``cfg.vqvae``; export ``vqvae.safetensors`` (same architecture, same
+    codes) from the epoch whose reconstructions' fine detail is closest to the real slices'."""
+    cfg.validate()
+    out = Path(cfg.out_dir)
+    L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
+    base = load_vqvae(cfg.vqvae)
+    if base.config.image_size != cfg.data.image_size:
+        raise ConfigError(
+            f"{cfg.vqvae}: VQ-VAE is for {base.config.image_size}px slices but the data is {cfg.data.image_size}px"
+        )
+    t = cfg.trainer
+    train = load_split(cfg.data, "train", progress=t.progress)
+    val = load_split(cfg.data, "validate", progress=t.progress)
+    kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
+    train_dl = DataLoader(
+        SliceDataset(train, flip=cfg.flip),
+        batch_size=t.batch_size,
+        shuffle=True,
+        drop_last=len(train) > t.batch_size,
+        **kw,
+    )
+    val_dl = DataLoader(SliceDataset(val), batch_size=t.batch_size * 2, shuffle=False, **kw)
+    write_run_config(out, cfg)
+    model_cfg = to_plain(base.config)
+    module = SharpenModule(
+        model_cfg, t.lr, cfg.adversarial_weight, cfg.adversarial_start, cfg.disc_channels, cfg.disc_layers
+    )
+    module.model.load_state_dict(base.state_dict())
+    total = t.epochs * len(train_dl)  # global_step counts batches (the decoder's optimiser steps)
+    trainer = build_trainer(t, out, monitor="val/detail_gap", mode="min")
+    t0 = time.time()
+    trainer.fit(module, train_dl, val_dl, ckpt_path=resume_path(out, resume), weights_only=True)
+    wall = time.time() - t0
+    summary = {
+        "out_dir": str(out),
+        "sharpened_from": cfg.vqvae,
+        "wall_seconds": wall,
+        **schedule_report(trainer, t, total, "Decoder sharpening"),
+    }
+    if trainer.is_global_zero:
+        best = trainer.checkpoint_callback.best_model_path
+        if best:
+            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        weights = save_weights(module.model, out / "vqvae.safetensors", "vqvae", model_cfg)
+        score = trainer.checkpoint_callback.best_model_score
+        summary.update(weights=str(weights), best_val_detail_gap=None if score is None else float(score))
+        write_json(out / "train_summary.json", summary)
+    return summary

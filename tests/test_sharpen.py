@@ -1,0 +1,77 @@
+"""Decoder sharpening: only the decoder changes, codes (and so priors) stay valid, output reloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from scipy import ndimage
+
+from brainvq.checkpoint import load_vqvae
+from brainvq.cli import main
+from brainvq.data.dataset import as_tensor
+from brainvq.data.errors import ConfigError
+from brainvq.data.sources import DataConfig, load_split
+from brainvq.models.discriminator import PatchDiscriminator
+from brainvq.train.common import TrainerConfig
+from brainvq.train.sharpen import SharpenConfig, detail_energy, train_sharpen
+from brainvq.train.vqvae import train_vqvae
+from tests.test_train_vqvae import tiny_cfg
+
+
+def test_detail_energy_orders_blurred_real_and_noisy_images(tiny_oasis: Path):
+    x = as_tensor(load_split(DataConfig(root=str(tiny_oasis), image_size=64), "train", progress=False))
+    blurred = torch.from_numpy(ndimage.gaussian_filter(x.numpy(), (0, 0, 1.5, 1.5)))
+    noisy = (x + 0.05 * torch.randn_like(x) * (x > 0.05)).clamp(0, 1)
+    e_blur, e_real, e_noise = (float(detail_energy(v).mean()) for v in (blurred, x, noisy))
+    assert e_blur < 0.7 * e_real < 0.7 * e_noise
+
+
+def test_patch_discriminator_gives_one_logit_per_patch():
+    d = PatchDiscriminator(channels=8, layers=3)
+    assert d(torch.rand(2, 1, 64, 64)).shape == (2, 1, 7, 7)
+
+
+def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
+    base = tmp_path / "vq"
+    train_vqvae(tiny_cfg(tiny_oasis, base, epochs=1))
+    before = load_vqvae(base / "vqvae.safetensors")
+    cfg = SharpenConfig(
+        vqvae=str(base / "vqvae.safetensors"),
+        data=DataConfig(root=str(tiny_oasis), image_size=64),
+        trainer=TrainerConfig(epochs=2, batch_size=4, lr=1e-3, progress=False),
+        out_dir=str(tmp_path / "sharp"),
+        adversarial_start=1,
+        disc_channels=8,
+    )
+    summary = train_sharpen(cfg)
+    assert summary["schedule_completed"] and summary["best_val_detail_gap"] is not None
+    after = load_vqvae(summary["weights"])
+    assert after.config == before.config
+    b, a = before.state_dict(), after.state_dict()
+    changed = {k for k in b if not torch.equal(b[k], a[k])}
+    assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
+    x = as_tensor(load_split(cfg.data, "validate", progress=False))
+    assert [torch.equal(u, v) for u, v in zip(before.encode_levels(x), after.encode_levels(x), strict=True)] == [
+        True,
+        True,
+    ]
+    saved = json.loads((tmp_path / "sharp" / "train_summary.json").read_text())
+    assert saved["sharpened_from"] == cfg.vqvae
+
+
+def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
+    base = tmp_path / "vq"
+    train_vqvae(tiny_cfg(tiny_oasis, base, epochs=1))
+    args = ["sharpen", "--data", str(tiny_oasis), "--image-size", "64", "--vqvae", str(base / "vqvae.safetensors")]
+    args += ["--out", str(tmp_path / "s"), "--epochs", "1", "--batch-size", "4", "--no-progress"]
+    assert main(args) == 0
+    assert load_vqvae(tmp_path / "s" / "vqvae.safetensors").config.image_size == 64
+    with pytest.raises(ConfigError, match="32px"):
+        train_sharpen(
+            SharpenConfig(vqvae=str(base / "vqvae.safetensors"), data=DataConfig(root=str(tiny_oasis), image_size=32))
+        )
+    with pytest.raises(ConfigError, match="adversarial_weight"):
+        train_sharpen(SharpenConfig(adversarial_weight=-1))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -45,11 +46,13 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
         out_dir=str(tmp_path / "sharp"),
         adversarial_start=1,
         disc_channels=8,
+        refine_channels=4,
     )
     summary = train_sharpen(cfg)
-    assert summary["schedule_completed"] and summary["best_val_detail_gap"] is not None
+    assert summary["schedule_completed"] and summary["steps_run"] == summary["planned_steps"]
+    assert summary["best_val_detail_gap"] is not None
     after = load_vqvae(summary["weights"])
-    assert after.config == before.config
+    assert after.config == dataclasses.replace(before.config, refine_channels=4)
     b, a = before.state_dict(), after.state_dict()
     changed = {k for k in b if not torch.equal(b[k], a[k])}
     assert changed and all(k.startswith("decoder.") for k in changed), sorted(changed)[:5]
@@ -75,3 +78,18 @@ def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
         )
     with pytest.raises(ConfigError, match="adversarial_weight"):
         train_sharpen(SharpenConfig(adversarial_weight=-1))
+
+
+def test_zero_initialised_refiner_leaves_the_output_unchanged():
+    from brainvq.models.vqvae import VQVAE, VQVAEConfig
+
+    small = dict(image_size=32, num_codes=8, code_dim=4, stem_channels=4, hidden_channels=8, top_num_codes=8)
+    torch.manual_seed(0)
+    plain = VQVAE(VQVAEConfig(**small)).eval()
+    refined = VQVAE(VQVAEConfig(**small, refine_channels=4)).eval()
+    missing, unexpected = refined.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("decoder.refine.") for k in missing)
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.equal(plain(x).reconstruction, refined(x).reconstruction)
+    torch.nn.init.normal_(refined.decoder.refine.net[-1].weight)
+    assert not torch.allclose(plain(x).reconstruction, refined(x).reconstruction)

@@ -53,6 +53,10 @@ class VQVAEConfig:
     top_downsample: int = 4
     top_num_codes: int = 256
     top_aux_weight: float = 1.0  # weight of the top level's own low-resolution reconstruction loss
+    # Full-resolution refinement of the decoder's output (channels; 0 = none): 3x3 convolutions at
+    # the image resolution, added to the output logits, so fine detail need not repeat every 4x4
+    # block of the depth-to-space head. ``brainvq sharpen`` adds it (zero-initialised).
+    refine_channels: int = 0
 
     def __post_init__(self) -> None:
         if self.downsample < 4 or self.downsample & (self.downsample - 1):
@@ -64,7 +68,7 @@ class VQVAEConfig:
         for name in ("num_codes", "code_dim", "stem_channels", "hidden_channels", "res_bottleneck"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("stem_res_blocks", "encoder_res_blocks", "decoder_res_blocks"):
+        for name in ("stem_res_blocks", "encoder_res_blocks", "decoder_res_blocks", "refine_channels"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.num_codes < 2:
@@ -107,6 +111,7 @@ def upgrade_saved_config(config: dict) -> dict:
     config.setdefault("stem_res_blocks", 1)
     config.setdefault("res_bottleneck", 2)
     config.setdefault("top_downsample", 0)  # before the top level existed: a single level
+    config.setdefault("refine_channels", 0)  # before the refiner existed
     return config
 
 
@@ -199,9 +204,36 @@ class Decoder(nn.Module):
         self.up = nn.Sequential(*ups)
         ch = stem if n_up else hid
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, 16, 3, padding=1), DepthToSpace(4))
+        self.refine = Refiner(ch, cfg.refine_channels) if cfg.refine_channels else None
 
     def forward(self, q: Tensor) -> Tensor:
-        return torch.sigmoid(self.head(self.up(self.body(q))))
+        h = self.up(self.body(q))
+        logits = self.head(h)
+        if self.refine is not None:
+            logits = logits + self.refine(h, logits)
+        return torch.sigmoid(logits)
+
+
+class Refiner(nn.Module):
+    """Decoder features at 1/4 resolution and the head's logits -> a logit correction at full
+    resolution: depth-to-space to ``ch`` channels, joined with the logits, two 3x3 convolutions.
+    The last convolution starts at zero, so adding a refiner leaves a trained decoder's output as it was."""
+
+    def __init__(self, in_ch: int, ch: int) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(nn.ReLU(), nn.Conv2d(in_ch, 16 * ch, 1), DepthToSpace(4))
+        self.net = nn.Sequential(
+            nn.Conv2d(ch + 1, ch, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(ch, 1, 3, padding=1),
+        )
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, h: Tensor, logits: Tensor) -> Tensor:
+        return self.net(torch.cat([self.expand(h), logits], 1))
 
 
 class TopEncoder(nn.Module):

@@ -19,6 +19,7 @@ import torch
 
 from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
+from brainvq.judges.breakdown import feature_breakdown
 from brainvq.judges.features import FeatureExtractor, fit_feature_extractor
 from brainvq.judges.twosample import classifier_two_sample, frechet
 from brainvq.metrics.anatomy import AnatomyConfig, binned_difference, symmetry_range_check
@@ -175,6 +176,8 @@ def judge_generated(
     out = {
         "generated_vs_test": compare(judges, cand, ref, base),
         "validation_vs_test": compare(judges, base, ref, base),
+        # diagnostic, not acceptance: the distribution judges with feature groups left out
+        "feature_breakdown": feature_breakdown(judges, cand, ref, base),
     }
     out["accepted_by_all"] = all(r["accept"] for r in out["generated_vs_test"].values())
     out["seconds"] = round(time.time() - t0, 1)

@@ -168,7 +168,19 @@ def judges_html(judged: dict) -> str:
             f"<td>{'accept' if g['accept'] else '<b>reject</b>'}</td></tr>"
         )
     head = "<tr><th>judge</th><th>generated vs test</th><th>validation vs test</th><th>verdict</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table>"
+    table = f"<table>{head}{''.join(rows)}</table>"
+    parts = judged.get("feature_breakdown")
+    if parts:
+        sub = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{_fmt(v['c2st'])}</td><td>{_fmt(v['frechet_ratio'])}x</td></tr>"
+            for k, v in parts.items()
+        )
+        table += (
+            "<p>What tells them apart (diagnostic, not acceptance): the classifier and the Fréchet distance "
+            "with feature groups left out.</p><table><tr><th>features</th><th>classifier accuracy</th>"
+            f"<th>Fréchet / floor</th></tr>{sub}</table>"
+        )
+    return table
 
 
 def _metric_table(m: dict) -> str:

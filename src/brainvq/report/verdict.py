@@ -51,6 +51,13 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         lines.append(f"Left-right symmetry: {_pct(s['value'])} of generated slices inside the real range.")
         verdicts = ", ".join(f"{k} {'ok' if x['accept'] else 'REJECTS'}" for k, x in g.items())
         lines.append(f"Judges: {verdicts}. {'All accept.' if judged['accepted_by_all'] else 'Not all accept.'}")
+        parts = [
+            f"{row}: classifier {b['c2st']:.2f}, Fréchet {b['frechet_ratio']:.1f}x"
+            for row, b in (judged.get("feature_breakdown") or {}).items()
+            if row != "all features"
+        ]
+        if parts:
+            lines.append("What tells them apart (diagnostic, features left out): " + "; ".join(parts) + ".")
     decoded = gen.get("judges_vs_reconstructions")
     if decoded:
         g, r = decoded["generated_vs_test"], decoded["validation_vs_test"]

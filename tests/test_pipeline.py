@@ -29,7 +29,7 @@ def test_quality_recipes():
         get_recipe("fast")
 
 
-def test_tiny_pipeline_reports_cut_schedules_and_opens_with_the_verdict(tiny_oasis: Path, tmp_path: Path):
+def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict(tiny_oasis: Path, tmp_path: Path):
     from tests.test_train_vqvae import tiny_cfg
 
     tiny = tiny_cfg(tiny_oasis, tmp_path / "unused")
@@ -42,6 +42,8 @@ def test_tiny_pipeline_reports_cut_schedules_and_opens_with_the_verdict(tiny_oas
         samples=4,
         prior_batch_size=4,
         judges=False,
+        sharpen_epochs=1,
+        sharpen_minutes=5.0,
     )
     summary = run_pipeline(
         DataConfig(root=str(tiny_oasis), image_size=64),
@@ -51,6 +53,8 @@ def test_tiny_pipeline_reports_cut_schedules_and_opens_with_the_verdict(tiny_oas
         vqvae_model=tiny.model,
     )
     assert list(summary)[0] == "verdict"
+    sharpened = tmp_path / "run" / "sharpen" / "vqvae.safetensors"
+    assert summary["sharpen"]["schedule_completed"] and summary["reconstruction_test"]["weights"] == str(sharpened)
     assert summary["prior"]["schedule_completed"] is False and summary["vqvae"]["schedule_completed"] is True
     assert any("prior training was cut short" in w for w in summary["warnings"])
     assert summary["verdict"][0].startswith("WARNING: prior training was cut short")

@@ -19,13 +19,11 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
 from brainvq.checkpoint import load_vqvae, save_weights
-from brainvq.data.dataset import SliceDataset
 from brainvq.data.errors import ConfigError
-from brainvq.data.sources import DataConfig, load_split
+from brainvq.data.sources import DataConfig
 from brainvq.models.discriminator import PatchDiscriminator
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.train.common import (
@@ -37,6 +35,7 @@ from brainvq.train.common import (
     write_json,
     write_run_config,
 )
+from brainvq.train.vqvae import slice_loaders
 
 
 @dataclasses.dataclass
@@ -173,17 +172,7 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
             f"{cfg.vqvae}: VQ-VAE is for {base.config.image_size}px slices but the data is {cfg.data.image_size}px"
         )
     t = cfg.trainer
-    train = load_split(cfg.data, "train", progress=t.progress)
-    val = load_split(cfg.data, "validate", progress=t.progress)
-    kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
-    train_dl = DataLoader(
-        SliceDataset(train, flip=cfg.flip),
-        batch_size=t.batch_size,
-        shuffle=True,
-        drop_last=len(train) > t.batch_size,
-        **kw,
-    )
-    val_dl = DataLoader(SliceDataset(val), batch_size=t.batch_size * 2, shuffle=False, **kw)
+    train_dl, val_dl = slice_loaders(cfg.data, t, cfg.flip, progress=t.progress)
     write_run_config(out, cfg)
     model_cfg = to_plain(base.config)
     if cfg.refine_channels and not base.config.refine_channels:

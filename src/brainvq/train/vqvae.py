@@ -156,17 +156,16 @@ class VQVAEModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-def vqvae_loaders(cfg: VQVAETrainConfig, progress: bool = True) -> tuple[DataLoader, DataLoader]:
-    """Train (shuffled, flipped) and validation loaders."""
-    train = load_split(cfg.data, "train", progress=progress)
-    val = load_split(cfg.data, "validate", progress=progress)
-    if cfg.model.image_size != cfg.data.image_size:
-        cfg.model = dataclasses.replace(cfg.model, image_size=cfg.data.image_size)
-    t = cfg.trainer
+def slice_loaders(
+    data: DataConfig, t: TrainerConfig, flip: bool, progress: bool = True
+) -> tuple[DataLoader, DataLoader]:
+    """Train (shuffled, optionally flipped) and validation loaders of image slices."""
+    train = load_split(data, "train", progress=progress)
+    val = load_split(data, "validate", progress=progress)
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
     return (
         DataLoader(
-            SliceDataset(train, flip=cfg.flip),
+            SliceDataset(train, flip=flip),
             batch_size=t.batch_size,
             shuffle=True,
             drop_last=len(train) > t.batch_size,
@@ -174,6 +173,13 @@ def vqvae_loaders(cfg: VQVAETrainConfig, progress: bool = True) -> tuple[DataLoa
         ),
         DataLoader(SliceDataset(val), batch_size=t.batch_size * 2, shuffle=False, **kw),
     )
+
+
+def vqvae_loaders(cfg: VQVAETrainConfig, progress: bool = True) -> tuple[DataLoader, DataLoader]:
+    """Train (shuffled, flipped) and validation loaders; the model's image size follows the data's."""
+    if cfg.model.image_size != cfg.data.image_size:
+        cfg.model = dataclasses.replace(cfg.model, image_size=cfg.data.image_size)
+    return slice_loaders(cfg.data, cfg.trainer, cfg.flip, progress)
 
 
 def train_vqvae(cfg: VQVAETrainConfig, resume: bool | str | None = None) -> dict:

@@ -146,9 +146,11 @@ class RandomStateCheckpoint(Callback):
 def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, planned_steps: int, what: str) -> dict:
     """Whether the planned schedule ran to its end; warns clearly when ``--max-minutes`` cut it short."""
     done = trainer.global_step >= planned_steps
+    # epochs as steps run over steps per epoch: a run cut inside an epoch reads e.g. 3.46 of 4
+    epochs_run = round(trainer.global_step * cfg.epochs / max(1, planned_steps), 2)
     report = {
         "planned_epochs": cfg.epochs,
-        "epochs_run": trainer.current_epoch,
+        "epochs_run": epochs_run,
         "planned_steps": planned_steps,
         "steps_run": trainer.global_step,
         "schedule_completed": done,
@@ -156,7 +158,7 @@ def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, planned_steps: int, 
     if not done:
         report["warning"] = (
             f"{what} training was cut short after {trainer.global_step} of {planned_steps} steps "
-            f"({trainer.current_epoch} of {cfg.epochs} epochs) by --max-minutes {cfg.max_minutes}; "
+            f"({epochs_run:g} of {cfg.epochs} epochs) by --max-minutes {cfg.max_minutes}; "
             "quality is below what the planned schedule would reach"
         )
         log.warning(report["warning"])

@@ -47,11 +47,17 @@ class _Clock:
 # --- wall-clock stop and LR schedule --------------------------------------------------------
 def test_schedule_report_warns_when_the_time_limit_cut_the_plan(capsys: pytest.CaptureFixture):
     cfg = TrainerConfig(epochs=20, max_minutes=4.0)
-    cut = schedule_report(SimpleNamespace(global_step=46, current_epoch=1, is_global_zero=True), cfg, 920, "prior")
-    assert cut["schedule_completed"] is False and "after 46 of 920 steps (1 of 20 epochs)" in cut["warning"]
+
+    def trainer(step: int) -> SimpleNamespace:  # 46 batches per epoch on this rank
+        return SimpleNamespace(global_step=step, num_training_batches=46, is_global_zero=True)
+
+    cut = schedule_report(trainer(69), cfg, "prior")
+    assert cut["schedule_completed"] is False and "after 69 of 920 steps (1.5 of 20 epochs)" in cut["warning"]
     assert "WARNING: prior training was cut short" in capsys.readouterr().err
-    done = schedule_report(SimpleNamespace(global_step=920, current_epoch=20, is_global_zero=True), cfg, 920, "prior")
-    assert done["schedule_completed"] is True and "warning" not in done
+    done = schedule_report(trainer(920), cfg, "prior")
+    assert done["schedule_completed"] is True and "warning" not in done and done["epochs_run"] == 20
+    two = schedule_report(trainer(920), cfg, "sharpening", steps_per_batch=2)  # two optimisers per batch
+    assert two["planned_steps"] == 1840 and two["schedule_completed"] is False and two["epochs_run"] == 10
 
 
 def test_max_minutes_stops_a_real_run_inside_its_first_epoch(tiny_oasis: Path, tmp_path: Path):

@@ -143,21 +143,30 @@ class RandomStateCheckpoint(Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, planned_steps: int, what: str) -> dict:
-    """Whether the planned schedule ran to its end; warns clearly when ``--max-minutes`` cut it short."""
-    done = trainer.global_step >= planned_steps
+def planned_steps(trainer: L.Trainer, epochs: int, steps_per_batch: int = 1) -> int:
+    """Optimiser steps that ``epochs`` epochs take on this rank (DDP shards the training loader,
+    so a rank runs ``1 / world size`` of its batches); ``steps_per_batch`` counts each optimiser
+    a manually optimised module steps per batch."""
+    return epochs * int(trainer.num_training_batches) * steps_per_batch
+
+
+def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, what: str, steps_per_batch: int = 1) -> dict:
+    """Whether the planned schedule ran to its end; warns clearly when ``--max-minutes`` cut it short.
+    Call after ``trainer.fit``."""
+    planned = planned_steps(trainer, cfg.epochs, steps_per_batch)
+    done = trainer.global_step >= planned
     # epochs as steps run over steps per epoch: a run cut inside an epoch reads e.g. 3.46 of 4
-    epochs_run = round(trainer.global_step * cfg.epochs / max(1, planned_steps), 2)
+    epochs_run = round(trainer.global_step * cfg.epochs / max(1, planned), 2)
     report = {
         "planned_epochs": cfg.epochs,
         "epochs_run": epochs_run,
-        "planned_steps": planned_steps,
+        "planned_steps": planned,
         "steps_run": trainer.global_step,
         "schedule_completed": done,
     }
     if not done:
         report["warning"] = (
-            f"{what} training was cut short after {trainer.global_step} of {planned_steps} steps "
+            f"{what} training was cut short after {trainer.global_step} of {planned} steps "
             f"({epochs_run:g} of {cfg.epochs} epochs) by --max-minutes {cfg.max_minutes}; "
             "quality is below what the planned schedule would reach"
         )

@@ -205,6 +205,8 @@ class PriorModule(L.LightningModule):
     def configure_optimizers(self):  # noqa: D102
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
         total = self.hparams.total_steps
+        if self._trainer is not None:  # per rank: DDP shards the training batches
+            total = int(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -319,7 +321,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     summary = {
         "out_dir": str(out),
         "wall_seconds": time.time() - t0,
-        **schedule_report(trainer, t, planned_steps, "prior"),
+        **schedule_report(trainer, t, "prior"),
         "n_train_codes": len(train.codes),
         "n_val_codes": len(val.codes),
         "n_test_codes": len(test.codes),

@@ -183,7 +183,6 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     missing, unexpected = module.model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not k.startswith("decoder.refine.") for k in missing):
         raise ConfigError(f"{cfg.vqvae}: weights do not fit the model to sharpen ({(missing + unexpected)[:3]})")
-    total = 2 * t.epochs * len(train_dl)  # Lightning's global_step counts both optimisers' steps
     trainer = build_trainer(t, out, monitor="val/detail_gap", mode="min")
     t0 = time.time()
     trainer.fit(module, train_dl, val_dl, ckpt_path=resume_path(out, resume), weights_only=True)
@@ -192,7 +191,7 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
         "out_dir": str(out),
         "sharpened_from": cfg.vqvae,
         "wall_seconds": wall,
-        **schedule_report(trainer, t, total, "Decoder sharpening"),
+        **schedule_report(trainer, t, "Decoder sharpening", steps_per_batch=2),  # decoder + discriminator
     }
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path

@@ -152,6 +152,8 @@ class VQVAEModule(L.LightningModule):
     def configure_optimizers(self):  # noqa: D102
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
         total = self.hparams.total_steps
+        if self._trainer is not None:  # per rank: DDP shards the training batches
+            total = int(self.trainer.estimated_stepping_batches)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -198,7 +200,7 @@ def train_vqvae(cfg: VQVAETrainConfig, resume: bool | str | None = None) -> dict
     t0 = time.time()
     trainer.fit(module, train_dl, val_dl, ckpt_path=resume_path(out, resume), weights_only=True)
     wall = time.time() - t0
-    summary = {"out_dir": str(out), "wall_seconds": wall, **schedule_report(trainer, cfg.trainer, total, "VQ-VAE")}
+    summary = {"out_dir": str(out), "wall_seconds": wall, **schedule_report(trainer, cfg.trainer, "VQ-VAE")}
     if trainer.is_global_zero:
         best = trainer.checkpoint_callback.best_model_path
         if best:

@@ -44,15 +44,15 @@ class SharpenConfig:
 
     vqvae: str = "runs/vqvae/vqvae.safetensors"
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=2, batch_size=16, lr=5e-4))
+    trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=2, batch_size=16, lr=2e-4))
     out_dir: str = "runs/sharpen"
     flip: bool = True
-    # Defaults: the best of three settings measured on the OASIS-1 subset (README, "Sharpening")
-    adversarial_weight: float = 4.0  # multiplies the adaptive weight
+    # Defaults: the best of four settings measured on the OASIS-1 subset (README, "Sharpening")
+    adversarial_weight: float = 1.0  # multiplies the adaptive weight
     adversarial_start: int = 50  # batches of discriminator-only training before the decoder sees it
     disc_channels: int = 32
     disc_layers: int = 3
-    refine_channels: int = 0  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
+    refine_channels: int = 8  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
 
     def validate(self) -> None:
         if self.adversarial_weight < 0:

@@ -176,6 +176,15 @@ def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, what: str, steps_per
     return report
 
 
+def restore_best(trainer: L.Trainer, module: L.LightningModule) -> float | None:
+    """Load the best checkpoint's weights (if one was saved) into ``module``; its monitored score."""
+    best = trainer.checkpoint_callback.best_model_path
+    if best:
+        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    score = trainer.checkpoint_callback.best_model_score
+    return None if score is None else float(score)
+
+
 def build_trainer(
     cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str, extra_callbacks: list[Callback] | None = None
 ) -> L.Trainer:

@@ -32,6 +32,7 @@ from brainvq.train.common import (
     LRSchedule,
     TrainerConfig,
     build_trainer,
+    restore_best,
     resume_path,
     schedule_report,
     to_plain,
@@ -327,9 +328,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         "n_test_codes": len(test.codes),
     }
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path
-        if best:
-            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        restore_best(trainer, module)
         summary.update(per_level.restore(module.model))
         bits = code_set_bits(module.model, test)
         summary.update(

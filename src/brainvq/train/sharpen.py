@@ -29,6 +29,7 @@ from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.train.common import (
     TrainerConfig,
     build_trainer,
+    restore_best,
     resume_path,
     schedule_report,
     to_plain,
@@ -194,11 +195,8 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
         **schedule_report(trainer, t, "Decoder sharpening", steps_per_batch=2),  # decoder + discriminator
     }
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path
-        if best:
-            module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+        score = restore_best(trainer, module)
         weights = save_weights(module.model, out / "vqvae.safetensors", "vqvae", model_cfg)
-        score = trainer.checkpoint_callback.best_model_score
-        summary.update(weights=str(weights), best_val_detail_gap=None if score is None else float(score))
+        summary.update(weights=str(weights), best_val_detail_gap=score)
         write_json(out / "train_summary.json", summary)
     return summary

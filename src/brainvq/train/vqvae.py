@@ -20,6 +20,7 @@ from brainvq.train.common import (
     LRSchedule,
     TrainerConfig,
     build_trainer,
+    restore_best,
     resume_path,
     schedule_report,
     to_plain,
@@ -202,12 +203,8 @@ def train_vqvae(cfg: VQVAETrainConfig, resume: bool | str | None = None) -> dict
     wall = time.time() - t0
     summary = {"out_dir": str(out), "wall_seconds": wall, **schedule_report(trainer, cfg.trainer, "VQ-VAE")}
     if trainer.is_global_zero:
-        best = trainer.checkpoint_callback.best_model_path
-        if best:
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
+        score = restore_best(trainer, module)
         weights = save_weights(module.model, out / "vqvae.safetensors", "vqvae", to_plain(cfg.model))
-        score = trainer.checkpoint_callback.best_model_score
-        summary.update(weights=str(weights), best_val_ssim=None if score is None else float(score))
+        summary.update(weights=str(weights), best_val_ssim=score)
         write_json(out / "train_summary.json", summary)
     return summary

@@ -45,12 +45,19 @@ def judge_samples(
     validation slices as the floor (``judges_vs_reconstructions``). The second separates what the
     prior gets wrong from what the decoder renders differently: no prior can do better than
     decoding real slices' codes."""
-    from brainvq.judges.power import JudgeConfig, fit_judges, judge_generated, judge_generated_on_splits
+    from brainvq.judges.power import (
+        JudgeConfig,
+        fit_judges,
+        generated_profile,
+        judge_generated,
+        judge_generated_on_splits,
+    )
     from brainvq.metrics.reconstruction import reconstruct
 
     cfg = JudgeConfig(seed=seed)
     fitted = fit_judges(as_tensor(train), np.asarray(train.positions), cfg, progress)
-    out = {"judges": judge_generated_on_splits(images, positions, train, val, test, cfg, fitted, progress)}
+    cand = generated_profile(fitted, images, positions)  # once, for both comparisons
+    out = {"judges": judge_generated_on_splits(images, positions, train, val, test, cfg, fitted, progress, cand)}
     rng = np.random.default_rng(seed + 1)
 
     def decoded(data: SliceSet) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -59,7 +66,7 @@ def judge_samples(
         rec = reconstruct(vqvae, sub, progress=False).reconstructions
         return rec, np.asarray(sub.positions), np.asarray(sub.case_ids)
 
-    out["judges_vs_reconstructions"] = judge_generated(images, positions, fitted, decoded(test), decoded(val))
+    out["judges_vs_reconstructions"] = judge_generated(cand, fitted, decoded(test), decoded(val))
     return out
 
 

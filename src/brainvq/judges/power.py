@@ -153,26 +153,29 @@ def compare(judges: FittedJudges, candidate: Profile, reference: Profile, baseli
     }  # fmt: skip
 
 
-def judge_generated(
-    generated: torch.Tensor,
-    generated_positions: np.ndarray | None,
-    judges: FittedJudges,
-    test: tuple[torch.Tensor, np.ndarray, np.ndarray],
-    validation: tuple[torch.Tensor, np.ndarray, np.ndarray],
-) -> dict:
-    """Judge generated slices (N,1,H,W in [0,1]) against real test slices, each judge beside its
-    validation-vs-test baseline. ``test``/``validation`` are (images, positions, subject ids) with
-    about as many images as ``generated``; ``generated_positions`` None = unconditional (the
-    feature network's position estimate is then used as the stated position)."""
-    t0 = time.time()
-    ref = judges.profile(*test)
-    base = judges.profile(*validation)
+def generated_profile(judges: FittedJudges, generated: torch.Tensor, generated_positions: np.ndarray | None) -> Profile:
+    """The judges' profile of generated slices (N,1,H,W in [0,1]); ``generated_positions`` None or
+    NaN = unconditional (the feature network's position estimate is then the stated position)."""
     if generated_positions is None or np.isnan(np.asarray(generated_positions, float)).any():
         with torch.no_grad():
             fx = judges.features
             small = torch.nn.functional.interpolate(generated.float(), size=fx.regressor.work_size, mode="area")
             generated_positions = torch.sigmoid(fx.regressor(small)).squeeze(1).numpy()
-    cand = judges.profile(generated, generated_positions)
+    return judges.profile(generated, generated_positions)
+
+
+def judge_generated(
+    cand: Profile,
+    judges: FittedJudges,
+    test: tuple[torch.Tensor, np.ndarray, np.ndarray],
+    validation: tuple[torch.Tensor, np.ndarray, np.ndarray],
+) -> dict:
+    """Judge generated slices (their :func:`generated_profile`) against real test slices, each
+    judge beside its validation-vs-test baseline. ``test``/``validation`` are (images, positions,
+    subject ids) with about as many images as were generated."""
+    t0 = time.time()
+    ref = judges.profile(*test)
+    base = judges.profile(*validation)
     out = {
         "generated_vs_test": compare(judges, cand, ref, base),
         "validation_vs_test": compare(judges, base, ref, base),
@@ -194,9 +197,11 @@ def judge_generated_on_splits(
     cfg: JudgeConfig | None = None,
     judges: FittedJudges | None = None,
     progress: bool = False,
+    candidate: Profile | None = None,
 ) -> dict:
     """:func:`judge_generated` from data splits: fits the judges on ``train`` (unless given) and
-    draws as many test and validation slices as there are generated ones (or all, when fewer)."""
+    draws as many test and validation slices as there are generated ones (or all, when fewer).
+    ``candidate``: the generated slices' profile, when already computed with these judges."""
     cfg = cfg or (judges.cfg if judges else JudgeConfig())
     judges = judges or fit_judges(as_tensor(train), np.asarray(train.positions), cfg, progress)
     rng = np.random.default_rng(cfg.seed)
@@ -205,6 +210,7 @@ def judge_generated_on_splits(
         idx = np.sort(rng.permutation(len(data))[: len(generated)])
         return as_tensor(data, idx), np.asarray(data.positions)[idx], np.asarray(data.case_ids)[idx]
 
-    out = judge_generated(generated, generated_positions, judges, draw(test), draw(validation))
+    cand = candidate if candidate is not None else generated_profile(judges, generated, generated_positions)
+    out = judge_generated(cand, judges, draw(test), draw(validation))
     out["fit_seconds"] = judges.fit_seconds
     return out

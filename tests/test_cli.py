@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
+
 from brainvq.cli import _prior_train_config, _vqvae_train_config, build_parser
+from brainvq.data.errors import ConfigError
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.train.prior import PriorTrainConfig
@@ -61,6 +66,22 @@ def test_train_prior_without_flags_uses_the_dataclass_defaults() -> None:
     cfg = _prior_train_config(a)
     assert (cfg.model.n_layers, cfg.model.conditional, cfg.trainer.epochs) == (3, False, 2)
     assert cfg.model.hidden == PixelCNNConfig().hidden
+
+
+def test_train_prior_flags_reach_both_levels_of_a_two_level_prior() -> None:
+    defaults = PriorTrainConfig()
+    cfg = _prior_train_config(build_parser().parse_args(["train-prior"]))
+    assert (cfg.top_model, cfg.bottom_model, cfg.keep) == (defaults.top_model, defaults.bottom_model, "last")
+    a = build_parser().parse_args(
+        ["train-prior", "--hidden", "48", "--top-layers", "5", "--unconditional", "--keep", "best"]
+    )
+    cfg = _prior_train_config(a)
+    assert (cfg.bottom_model.hidden, cfg.bottom_model.n_layers) == (48, defaults.bottom_model.n_layers)
+    assert (cfg.top_model.hidden, cfg.top_model.n_layers) == (defaults.top_model.hidden, 5)
+    assert not cfg.top_model.conditional and not cfg.bottom_model.conditional
+    assert cfg.keep == "best"
+    with pytest.raises(ConfigError, match="keep must be one of"):
+        dataclasses.replace(cfg, keep="median").validate()
 
 
 def test_keep_freed_memory_applies_on_glibc_and_is_idempotent() -> None:

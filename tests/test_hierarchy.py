@@ -21,7 +21,7 @@ from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
 from brainvq.sample.generate import check_pair, generate
 from brainvq.sample.sampler import sample_cached, sample_levels, sample_naive
-from brainvq.train.prior import BestPerLevel, CodeSet, code_set_bits, prior_bits
+from brainvq.train.prior import BestPerLevel, CodeSet, code_set_bits, keep_weights, prior_bits
 from tests.causality import assert_causal, random_positions
 
 KERNELS = [3, 5, 7]
@@ -471,9 +471,9 @@ def test_best_per_level_keeps_each_level_at_its_own_best_epoch(tmp_path: Path):
     info = callback.restore(target)
     assert info == {
         "top_best_epoch": 0,
-        "val_top_bits_per_code": 1.0,
+        "top_best_val_bits_per_code": 1.0,
         "bottom_best_epoch": 2,
-        "val_bottom_bits_per_code": 2.0,
+        "bottom_best_val_bits_per_code": 2.0,
     }
     assert_state_equal(target.top, states[0]["top"])
     assert_state_equal(target.bottom, states[2]["bottom"])
@@ -490,3 +490,18 @@ def test_best_per_level_keeps_each_level_at_its_own_best_epoch(tmp_path: Path):
     before = snapshot(single)
     assert callback.restore(single) == {}
     assert_state_equal(single, before)
+
+
+def test_keep_weights_last_leaves_the_trained_prior_and_best_loads_each_levels_best() -> None:
+    no_best_file = SimpleNamespace(checkpoint_callback=SimpleNamespace(best_model_path="", best_model_score=None))
+    prior = tiny_prior(3)
+    callback = BestPerLevel()
+    states = run_fake_epochs(callback, prior)
+    module = SimpleNamespace(model=prior, load_state_dict=None)
+    info = keep_weights("last", no_best_file, module, callback)
+    assert info == {"kept": "last", **callback.info()} and info["top_best_epoch"] == 0
+    assert_state_equal(prior.top, states[2]["top"])  # untouched: the end of training
+    info = keep_weights("best", no_best_file, module, callback)
+    assert info["kept"] == "best"
+    assert_state_equal(prior.top, states[0]["top"])
+    assert_state_equal(prior.bottom, states[2]["bottom"])

@@ -210,16 +210,19 @@ def _prior_train_config(a: argparse.Namespace):
         cfg = load_yaml_config(PriorTrainConfig, a.config)
         cfg.out_dir = a.out
         return cfg
-    model = PixelCNNConfig(
-        **_given(a, hidden="hidden", n_layers="layers", kernel_size="kernel_size"),
-        conditional=not a.unconditional,
-    )
+    defaults = PriorTrainConfig()
+    arch = _given(a, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
+    top_arch = _given(a, hidden="top_hidden", n_layers="top_layers", kernel_size="top_kernel_size")
+    cond = {"conditional": not a.unconditional}
     return PriorTrainConfig(
         vqvae=a.vqvae,
         data=_data_config(a),
-        model=model,
-        trainer=_trainer_config(a, PriorTrainConfig().trainer),
+        model=PixelCNNConfig(**arch, **cond),
+        top_model=dataclasses.replace(defaults.top_model, **top_arch, **cond),
+        bottom_model=dataclasses.replace(defaults.bottom_model, **arch, **cond),
+        trainer=_trainer_config(a, defaults.trainer),
         out_dir=a.out,
+        **_given(a, keep="keep"),
     )
 
 
@@ -451,11 +454,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
     p.add_argument("--out", default="runs/prior")
     p.add_argument("--config", help="YAML config (e.g. a previous run's config.yaml)")
-    g = p.add_argument_group("architecture (flags left out keep the defaults of PixelCNNConfig)")
+    g = p.add_argument_group(
+        "architecture (flags left out keep the defaults of PriorTrainConfig; with a two-level "
+        "VQ-VAE --hidden/--layers/--kernel-size set the bottom PixelCNN, --top-* the top one)"
+    )
     g.add_argument("--hidden", type=_positive_int)
     g.add_argument("--layers", type=_positive_int)
     g.add_argument("--kernel-size", type=_positive_int, help="odd")
+    g.add_argument("--top-hidden", type=_positive_int)
+    g.add_argument("--top-layers", type=_positive_int)
+    g.add_argument("--top-kernel-size", type=_positive_int, help="odd")
     g.add_argument("--unconditional", action="store_true", help="do not condition on slice position")
+    p.add_argument(
+        "--keep",
+        choices=("last", "best"),
+        help="weights to keep: the end of training (default) or each level's best validation epoch",
+    )
     _add_trainer_args(p, "PriorTrainConfig")
     p.set_defaults(func=cmd_train_prior)
 

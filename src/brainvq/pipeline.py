@@ -181,6 +181,7 @@ def run_pipeline(
                 "epochs_run",
                 "planned_epochs",
                 "schedule_completed",
+                "kept",
                 "top_best_epoch",
                 "bottom_best_epoch",
             )

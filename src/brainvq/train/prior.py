@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from brainvq.checkpoint import atomic_write, load_vqvae, save_weights
 from brainvq.data.dataset import as_tensor
-from brainvq.data.errors import CheckpointError
+from brainvq.data.errors import CheckpointError, ConfigError
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.models.hierarchical import (
     HierarchicalPriorConfig,
@@ -58,6 +58,17 @@ class PriorTrainConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=20, batch_size=16, lr=3e-3))
     out_dir: str = "runs/prior"
     flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
+    # which weights to keep: "last" (the end of the schedule) or "best" (each level at its lowest
+    # validation bits). "last" because the lowest-bits top level drew worse anatomy (README, "Which
+    # epoch of the prior to keep"): its validation bits rise from epoch ~6 while its samples improve.
+    keep: str = "last"
+
+    def validate(self) -> None:
+        if self.keep not in KEEP_CHOICES:
+            raise ConfigError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
+
+
+KEEP_CHOICES = ("last", "best")
 
 
 @dataclasses.dataclass
@@ -246,16 +257,30 @@ class BestPerLevel(Callback):
     def load_state_dict(self, state_dict: dict) -> None:
         self.best = state_dict.get("best", {})
 
+    def info(self) -> dict:
+        """Each level's best epoch and its validation bits."""
+        out = {}
+        for level, best in self.best.items():
+            out[f"{level}_best_epoch"] = best["epoch"]
+            out[f"{level}_best_val_bits_per_code"] = best["bits"]
+        return out
+
     def restore(self, prior: Prior) -> dict:
-        """Load each level's best state into ``prior``; returns the epochs and validation bits used."""
+        """Load each level's best state into ``prior``; returns :meth:`info`."""
         if not is_hierarchical(prior):
             return {}
-        info = {}
         for level, best in self.best.items():
             getattr(prior, level).load_state_dict(best["state"])
-            info[f"{level}_best_epoch"] = best["epoch"]
-            info[f"val_{level}_bits_per_code"] = best["bits"]
-        return info
+        return self.info()
+
+
+def keep_weights(keep: str, trainer: L.Trainer, module: PriorModule, per_level: BestPerLevel) -> dict:
+    """Leave ``module`` at the end of training (``keep="last"``) or load each level's best
+    validation state into it (``"best"``); what was kept, and each level's best epoch."""
+    if keep == "best":
+        restore_best(trainer, module)
+        return {"kept": "best", **per_level.restore(module.model)}
+    return {"kept": "last", **(per_level.info() if is_hierarchical(module.model) else {})}
 
 
 def prior_config_for(cfg: PriorTrainConfig, vq_cfg: VQVAEConfig) -> PixelCNNConfig | HierarchicalPriorConfig:
@@ -292,6 +317,7 @@ def code_set_bits(prior: Prior, codes: CodeSet, batch_size: int = 128) -> dict[s
 
 def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict:
     """Encode all splits once, train the prior on the whole training split, export weights."""
+    cfg.validate()
     out = Path(cfg.out_dir)
     if not Path(cfg.vqvae).is_file():
         raise CheckpointError(f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)")
@@ -328,8 +354,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         "n_test_codes": len(test.codes),
     }
     if trainer.is_global_zero:
-        restore_best(trainer, module)
-        summary.update(per_level.restore(module.model))
+        summary.update(keep_weights(cfg.keep, trainer, module, per_level))
         bits = code_set_bits(module.model, test)
         summary.update(
             weights=str(save_weights(module.model, out / "prior.safetensors", "prior", to_plain(model_cfg))),

@@ -228,7 +228,7 @@ class BestPerLevel(Callback):
     loads them; ``"last"``, the default, only reports them).
 
     The top PixelCNN's validation bits are lowest after a few epochs (on the OASIS-1 subset at
-    epoch 5-7 of 20) while the bottom one still improves at the end, so one checkpoint chosen by
+    epoch 6-8 of 20) while the bottom one still improves at the end, so one checkpoint chosen by
     the total would mix the two. The states are saved in the training checkpoints, so
     ``--resume`` keeps them."""
 

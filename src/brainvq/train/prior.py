@@ -281,7 +281,7 @@ def keep_weights(keep: str, trainer: L.Trainer, module: PriorModule, per_level: 
     if keep == "best":
         restore_best(trainer, module)
         return {"kept": "best", **per_level.restore(module.model)}
-    return {"kept": "last", **(per_level.info() if is_hierarchical(module.model) else {})}
+    return {"kept": "last", **per_level.info()}  # empty for a single-level prior: nothing was tracked
 
 
 def prior_config_for(cfg: PriorTrainConfig, vq_cfg: VQVAEConfig) -> PixelCNNConfig | HierarchicalPriorConfig:

@@ -12,8 +12,10 @@ import time
 import warnings
 from pathlib import Path
 
-from brainvq.data.errors import BrainVQError
+from brainvq.data.errors import BrainVQError, ConfigError
 from brainvq.runtime import keep_freed_memory
+
+SCALE_LEVELS = ("none", "top", "all")  # train-prior --intensity-scale: which levels are conditioned on it
 
 
 def _positive_int(s: str) -> int:
@@ -203,7 +205,6 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
 
 def _prior_train_config(a: argparse.Namespace):
     from brainvq.config import load_yaml_config
-    from brainvq.models.pixelcnn import PixelCNNConfig
     from brainvq.train.prior import PriorTrainConfig
 
     if a.config:
@@ -214,12 +215,20 @@ def _prior_train_config(a: argparse.Namespace):
     arch = _given(a, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
     top_arch = _given(a, hidden="top_hidden", n_layers="top_layers", kernel_size="top_kernel_size")
     cond = {"conditional": not a.unconditional}
+    scale = a.intensity_scale or ("none" if a.unconditional else None)
+    if a.unconditional and scale != "none":
+        raise ConfigError("--intensity-scale needs a position-conditioned prior (leave out --unconditional)")
+
+    def level(config, on: bool, **fields):
+        flag = {} if scale is None else {"scale_conditional": on}
+        return dataclasses.replace(config, **fields, **cond, **flag)
+
     return PriorTrainConfig(
         vqvae=a.vqvae,
         data=_data_config(a),
-        model=PixelCNNConfig(**arch, **cond),
-        top_model=dataclasses.replace(defaults.top_model, **top_arch, **cond),
-        bottom_model=dataclasses.replace(defaults.bottom_model, **arch, **cond),
+        model=level(defaults.model, scale in ("top", "all"), **arch),
+        top_model=level(defaults.top_model, scale in ("top", "all"), **top_arch),
+        bottom_model=level(defaults.bottom_model, scale == "all", **arch),
         trainer=_trainer_config(a, defaults.trainer),
         out_dir=a.out,
         **_given(a, keep="keep"),
@@ -465,6 +474,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-layers", type=_positive_int)
     g.add_argument("--top-kernel-size", type=_positive_int, help="odd")
     g.add_argument("--unconditional", action="store_true", help="do not condition on slice position")
+    g.add_argument(
+        "--intensity-scale",
+        choices=SCALE_LEVELS,
+        help="which levels are also conditioned on the slice's intensity scale: none, top (the top PixelCNN; "
+        "a single-level prior itself) or all",
+    )
     p.add_argument(
         "--keep",
         choices=("last", "best"),

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brainvq.models.hierarchical import Prior, is_hierarchical, prior_device
+from brainvq.models.hierarchical import Prior, conditions_for, is_hierarchical, prior_device
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.models.vqvae import VQVAE
 from brainvq.sample.generate import load_models
@@ -47,6 +47,14 @@ def is_conditional(prior: Prior) -> bool:
 
 def _bottom(prior: Prior) -> GatedPixelCNN:
     return prior.bottom if is_hierarchical(prior) else prior
+
+
+def conditions(prior: Prior, positions: Tensor | None, images: Tensor) -> Tensor | None:
+    """What the prior is conditioned on for these images: their positions (None when it is
+    unconditional) and, for a prior that also needs it, each image's own intensity scale."""
+    if not is_conditional(prior) or positions is None:
+        return None
+    return conditions_for(prior, positions, images=images)
 
 
 def _cond(prior: Prior, cond: Tensor | None) -> Tensor | None:
@@ -122,7 +130,7 @@ def resample(
     """
     b = codes.shape[0]
     c = _cond(prior, cond)
-    c = c.repeat(n) if c is not None else None
+    c = c.repeat(n, *([1] * (c.ndim - 1))) if c is not None else None
     keep = ~flagged.to(torch.bool).repeat(n, 1, 1)
     top_rep = None
     if is_hierarchical(prior):

@@ -52,7 +52,7 @@ def detect_batch(
     vqvae: VQVAE,
     prior: Prior,
     x: Tensor,
-    cond: Tensor | None,
+    positions: Tensor | None,
     threshold: float | Thresholds,
     cfg: AnomalyConfig,
     generator: torch.Generator | None = None,
@@ -64,6 +64,7 @@ def detect_batch(
     thr = Thresholds.of(threshold)
     x = x.float().cpu()
     size = x.shape[-1]
+    cond = api.conditions(prior, positions, x)  # what the prior needs (+ each image's intensity scale)
     top, codes = api.encode(vqvae, x)
     nll = api.code_nll(prior, codes, cond, top).cpu()
     tnll = api.top_nll(prior, top, cond)
@@ -151,8 +152,9 @@ def calibrate(
         raise ConfigError("no validation images to choose the threshold on")
     nll, tnll = [], []
     for s in range(0, len(images), batch_size):
-        cond = positions[s : s + batch_size] if positions is not None and api.is_conditional(prior) else None
-        top, codes = api.encode(vqvae, images[s : s + batch_size])
+        x = images[s : s + batch_size]
+        cond = api.conditions(prior, positions[s : s + batch_size] if positions is not None else None, x)
+        top, codes = api.encode(vqvae, x)
         nll.append(api.code_nll(prior, codes, cond, top).cpu())
         t = api.top_nll(prior, top, cond)
         if t is not None:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from brainvq.data.errors import ConfigError
+from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
 
@@ -123,3 +124,37 @@ def is_hierarchical(prior: nn.Module) -> bool:
 
 def prior_device(prior: nn.Module) -> torch.device:
     return next(prior.parameters()).device
+
+
+def _levels(prior: nn.Module) -> list[GatedPixelCNN]:
+    return [prior.top, prior.bottom] if is_hierarchical(prior) else [prior]
+
+
+def scale_distribution(prior: nn.Module) -> ScaleDistribution | None:
+    """The training slices' intensity scales a prior draws from (None when no level is conditioned on them)."""
+    return next((m.scale_distribution for m in _levels(prior) if m.scale_distribution is not None), None)
+
+
+def conditions_for(
+    prior: nn.Module,
+    positions: Tensor | None,
+    images: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor | None:
+    """What ``prior`` is conditioned on for these slices: None (unconditional), the positions
+    (B,), or (position, intensity scale) rows (B,2) when a level also needs the scale, measured
+    on ``images`` (B,1,H,W) when given (scoring, completion) and otherwise drawn from the
+    training scales at each position with ``generator`` (sampling new slices)."""
+    if not prior.config.conditional:
+        return None
+    if positions is None:
+        raise ConfigError("this prior is conditioned on slice position: give positions")
+    positions = torch.as_tensor(positions, dtype=torch.float32).cpu()
+    dist = scale_distribution(prior)
+    if dist is None:
+        return positions
+    if images is not None:
+        if len(images) != len(positions):
+            raise ConfigError(f"{len(images)} images but {len(positions)} positions")
+        return slice_conditions(positions, intensity_scale(images.detach().float().cpu()))
+    return slice_conditions(positions, dist.sample(positions, generator))

@@ -14,7 +14,9 @@ column are mixed with it, so the gates also get location-dependent conditioning,
 same map adds a per-cell bias to the output layer. This is what lets the prior learn where
 the brain is (its global shape), not only local texture: a purely local model, once it has
 drawn brain texture, tends to continue it to the image edges. Positions in the grid are
-known in advance, so this never leaks future codes.
+known in advance, so this never leaks future codes. A prior may also be conditioned on the
+slice's intensity scale (:mod:`brainvq.models.conditioning`), embedded like the position and
+added to its embedding.
 
 The layers expose a row-level step (:meth:`GatedLayer.vertical_row`) that the cached sampler
 uses, with the horizontal convolutions as matrices, to generate without recomputing the grid.
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from brainvq.data.errors import ConfigError
+from brainvq.models.conditioning import ScaleDistribution
 
 
 @dataclass
@@ -49,8 +52,14 @@ class PixelCNNConfig:
     top_codes: int = 0  # its K; 0 = no such conditioning
     top_grid: int = 0  # its side; must divide grid_size
     top_dim: int = 32
+    # conditioning on the slice's intensity scale (cond rows (position, scale)); needs conditional.
+    # scale_distribution (ScaleDistribution.to_dict()) is fitted on the training slices by train-prior.
+    scale_conditional: bool = False
+    scale_distribution: dict | None = None
 
     def __post_init__(self) -> None:
+        if self.scale_conditional and not self.conditional:
+            raise ConfigError("scale_conditional needs conditional=True (the scale is added to the position embedding)")
         if self.kernel_size < 3 or self.kernel_size % 2 == 0:
             raise ConfigError(f"kernel_size must be odd and >= 3, got {self.kernel_size}")
         for name in ("num_codes", "grid_size", "hidden", "n_layers", "cond_dim", "location_dim"):
@@ -78,6 +87,12 @@ def _coordinate_features(grid: int, freqs: int) -> Tensor:
     rows = torch.cat([ang.sin(), ang.cos()])[:, :, None].expand(-1, grid, grid)
     cols = torch.cat([ang.sin(), ang.cos()])[:, None, :].expand(-1, grid, grid)
     return torch.cat([rows, cols])[None]
+
+
+def _fourier(values: Tensor) -> Tensor:
+    """(B,) values in [0, 1] -> (B, 16) sin and cos at 8 octave frequencies."""
+    freqs = 2 ** torch.arange(8, device=values.device, dtype=torch.float32) * math.pi
+    return torch.cat([torch.sin(values[:, None] * freqs), torch.cos(values[:, None] * freqs)], dim=1)
 
 
 def _gate(x: Tensor) -> Tensor:
@@ -145,6 +160,17 @@ class GatedPixelCNN(nn.Module):
             self.cond_mlp = nn.Sequential(
                 nn.Linear(2 * 8, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
             )
+        self.scale_distribution: ScaleDistribution | None = None
+        if cfg.scale_conditional:
+            if cfg.scale_distribution is None:
+                raise ConfigError(
+                    "a prior conditioned on the intensity scale needs scale_distribution "
+                    "(ScaleDistribution.fit on the training slices; train-prior does this)"
+                )
+            self.scale_distribution = ScaleDistribution(**cfg.scale_distribution)
+            self.scale_mlp = nn.Sequential(
+                nn.Linear(2 * 8, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim)
+            )
         self.cond_mix = nn.Sequential(
             nn.Conv2d(cond_in, 2 * cfg.cond_dim, 1),
             nn.SiLU(),
@@ -179,7 +205,8 @@ class GatedPixelCNN(nn.Module):
             raise ConfigError(f"top codes must lie in [0, {cfg.top_codes})")
 
     def check_inputs(self, codes: Tensor | None, cond: Tensor | None, batch: int) -> Tensor | None:
-        """Validate codes/cond; returns cond as (B,) float (or None when unconditional)."""
+        """Validate codes/cond; returns cond as (B,1) positions or (B,2) (position, intensity scale)
+        rows, float (None when unconditional)."""
         cfg = self.config
         if codes is not None:
             if codes.dtype != torch.long or codes.ndim != 3 or codes.shape[1:] != (cfg.grid_size, cfg.grid_size):
@@ -194,15 +221,21 @@ class GatedPixelCNN(nn.Module):
             return None
         if cond is None:
             raise ConfigError("this prior is conditioned on slice position: pass cond (values in [0, 1])")
-        cond = torch.as_tensor(cond, dtype=torch.float32, device=self.location.device)
-        if cond.ndim == 0:
-            cond = cond.expand(batch)
-        if cond.shape != (batch,):
-            raise ConfigError(f"cond must have shape ({batch},), got {tuple(cond.shape)}")
+        given = torch.as_tensor(cond, dtype=torch.float32, device=self.location.device)
+        cond = given.expand(batch) if given.ndim == 0 else given
+        cond = cond[:, None] if cond.ndim == 1 else cond
+        if cond.ndim != 2 or cond.shape[0] != batch or cond.shape[1] not in (1, 2):
+            raise ConfigError(f"cond must have shape ({batch},) or ({batch}, 2), got {tuple(given.shape)}")
+        if cfg.scale_conditional and cond.shape[1] != 2:
+            raise ConfigError(
+                "this prior is also conditioned on the slice's intensity scale: pass cond rows "
+                "(position, scale) (brainvq.models.conditioning.slice_conditions)"
+            )
         return cond
 
     def condition_map(self, cond: Tensor | None, batch: int, top: Tensor | None = None) -> Tensor:
-        """(B,cond_dim,H,W): location map mixed with the position embedding and the top-level codes."""
+        """(B,cond_dim,H,W): location map mixed with the position (and intensity-scale) embedding and
+        the top-level codes; ``cond`` as returned by :meth:`check_inputs`."""
         parts = [torch.cat([self.location, self.coords.to(self.location.dtype)], 1).expand(batch, -1, -1, -1)]
         if self.config.top_codes:
             self.check_top(top, batch)
@@ -210,9 +243,11 @@ class GatedPixelCNN(nn.Module):
         elif top is not None:
             self.check_top(top, batch)
         if cond is not None:
-            freqs = 2 ** torch.arange(8, device=cond.device, dtype=torch.float32) * math.pi
-            feats = torch.cat([torch.sin(cond[:, None] * freqs), torch.cos(cond[:, None] * freqs)], dim=1)
-            parts.append(self.cond_mlp(feats)[:, :, None, None].expand(-1, -1, *parts[0].shape[-2:]))
+            cond = cond[:, None] if cond.ndim == 1 else cond
+            embedding = self.cond_mlp(_fourier(cond[:, 0]))
+            if self.scale_distribution is not None:
+                embedding = embedding + self.scale_mlp(_fourier(self.scale_distribution.normalise(cond[:, 1])))
+            parts.append(embedding[:, :, None, None].expand(-1, -1, *parts[0].shape[-2:]))
         return self.cond_mix(torch.cat(parts, dim=1))
 
     # --- whole grid -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from brainvq.checkpoint import load_prior, load_vqvae
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError
 from brainvq.data.slices import SliceSet
-from brainvq.models.hierarchical import Prior, is_hierarchical
+from brainvq.models.hierarchical import Prior, conditions_for, is_hierarchical
 from brainvq.models.vqvae import VQVAE
 from brainvq.report import figures
 from brainvq.sample.sampler import complete, sample_cached, sample_levels
@@ -23,12 +23,13 @@ from brainvq.train.common import write_json
 
 @dataclass
 class Generated:
-    """Sampled code grids, their decoded images and the positions they were conditioned on."""
+    """Sampled code grids, their decoded images and what they were conditioned on."""
 
     codes: torch.Tensor  # (N,h,w) bottom-level codes
     images: torch.Tensor  # (N,1,H,W) in [0,1]
     positions: np.ndarray  # (N,) (NaN when unconditional)
     top: torch.Tensor | None = None  # (N,ht,wt) top-level codes of a two-level model
+    scales: np.ndarray | None = None  # (N,) intensity scales drawn for a prior conditioned on them
 
 
 def _levels(cfg_k: int, cfg_grid: int) -> str:
@@ -89,10 +90,11 @@ def generate(
     elif n is None:
         raise ConfigError("give the number of samples")
     gen = torch.Generator().manual_seed(seed)
+    conds = conditions_for(prior, positions, generator=gen)  # intensity scales drawn here if needed
     codes, tops = [], []
     for start in tqdm(range(0, n, batch_size), desc="sample batches", disable=not progress, leave=False):
         m = min(batch_size, n - start)
-        cond = torch.from_numpy(positions[start : start + m]) if prior.config.conditional else None
+        cond = conds[start : start + m] if conds is not None else None
         top, bottom = sample_levels(
             prior, m, cond, temperature, gen, progress=progress, top_temperature=top_temperature
         )
@@ -103,7 +105,8 @@ def generate(
     top_t = torch.cat(tops) if tops else None
     images = decode_levels(vqvae, top_t, codes_t)
     pos = positions if positions is not None else np.full(n, np.nan, np.float32)
-    return Generated(codes_t, images, pos, top_t)
+    scales = conds[:, 1].numpy() if conds is not None and conds.ndim == 2 else None
+    return Generated(codes_t, images, pos, top_t, scales)
 
 
 @torch.no_grad()
@@ -133,8 +136,9 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
     )
     k = min(8, len(gen.codes))
     figures.code_map_figure(gen.images[:k], gen.codes[:k], num_codes, out_dir / f"{tag}_code_maps.png", titles[:k])
+    scales = None if gen.scales is None else torch.from_numpy(gen.scales)
     torch.save(
-        {"codes": gen.codes, "top": gen.top, "positions": torch.from_numpy(gen.positions)},
+        {"codes": gen.codes, "top": gen.top, "positions": torch.from_numpy(gen.positions), "scales": scales},
         out_dir / f"{tag}_codes.pt",
     )
     return {
@@ -160,7 +164,7 @@ def completion_figure(
     sub = data.subset(idx)
     x = as_tensor(sub).to(next(vqvae.parameters()).device)
     top, codes = vqvae.encode_levels(x)
-    cond = torch.from_numpy(np.asarray(sub.positions, np.float32)) if prior.config.conditional else None
+    cond = conditions_for(prior, torch.from_numpy(np.asarray(sub.positions, np.float32)), images=x)
     gen = torch.Generator().manual_seed(seed)
     if top is None:
         done_top, done = None, complete(prior, codes, cond, generator=gen, temperature=temperature)
@@ -217,6 +221,7 @@ def sample_command(
         "temperature": temperature,
         "seed": seed,
         "positions": gen.positions.tolist(),
+        **({"intensity_scales": gen.scales.tolist()} if gen.scales is not None else {}),
         **out,
     }
     write_json(Path(out_dir) / "sample_summary.json", summary)

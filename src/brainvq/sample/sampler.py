@@ -41,7 +41,7 @@ def _prepare(
     g = model.config.grid_size
     device = model.location.device
     cond_t = model.check_inputs(None, None if cond is None else torch.as_tensor(cond, dtype=torch.float32), n)
-    if cond_t is not None and ((cond_t < 0) | (cond_t > 1)).any():
+    if cond_t is not None and ((cond_t[:, 0] < 0) | (cond_t[:, 0] > 1)).any():
         raise ConfigError("slice positions must lie in [0, 1]")
     model.check_top(top, n)
     codes = torch.zeros(n, g, g, dtype=torch.long, device=device)

@@ -19,6 +19,7 @@ from brainvq.checkpoint import atomic_write, load_vqvae, save_weights
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import CheckpointError, ConfigError
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
 from brainvq.models.hierarchical import (
     HierarchicalPriorConfig,
     Prior,
@@ -69,19 +70,26 @@ class PriorTrainConfig:
 
 
 KEEP_CHOICES = ("last", "best")
+CODE_CACHE_FORMAT = "codes-2"  # 2: with intensity scales; older caches are rebuilt
 
 
 @dataclasses.dataclass
 class CodeSet:
-    """The code grids of one split with the slice positions the prior conditions on."""
+    """The code grids of one split with what the prior conditions on (slice positions, intensity scales)."""
 
     codes: torch.Tensor  # (N,h,w) int64 (the bottom level of a two-level VQ-VAE)
     positions: torch.Tensor  # (N,) float32
     top: torch.Tensor | None = None  # (N,ht,wt) int64 top-level codes of a two-level VQ-VAE
+    scales: torch.Tensor | None = None  # (N,) float32 intensity scales (models.conditioning.intensity_scale)
+
+    def conditions(self) -> torch.Tensor:
+        """(N,) positions, or (N,2) (position, intensity scale) rows when the scales are known."""
+        return slice_conditions(self.positions, self.scales)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
-        """(codes, positions[, top]): what a training batch holds."""
-        return (self.codes, self.positions) if self.top is None else (self.codes, self.positions, self.top)
+        """(codes, conditions[, top]): what a training batch holds."""
+        cond = self.conditions()
+        return (self.codes, cond) if self.top is None else (self.codes, cond, self.top)
 
 
 @torch.no_grad()
@@ -102,6 +110,7 @@ def encode_split(
         images = torch.cat([images, images.flip(-1)])
     positions = torch.from_numpy(np.asarray(sl.positions, dtype=np.float32))
     positions = torch.cat([positions, positions]) if flip else positions
+    scales = intensity_scale(images)  # a mirror image has the same scale
     device = next(vqvae.parameters()).device
     tops, codes = [], []
     for i in tqdm(range(0, len(images), batch_size), desc=f"encode {split}", disable=not progress, leave=False):
@@ -109,7 +118,7 @@ def encode_split(
         codes.append(bottom.cpu())
         if top is not None:
             tops.append(top.cpu())
-    return CodeSet(torch.cat(codes), positions, torch.cat(tops) if tops else None)
+    return CodeSet(torch.cat(codes), positions, torch.cat(tops) if tops else None, scales)
 
 
 def cached_codes(
@@ -123,20 +132,23 @@ def cached_codes(
 ) -> CodeSet:
     """:func:`encode_split`, cached as ``codes_{split}.pt`` keyed by the VQ-VAE file and data root."""
     stat = Path(vqvae_path).stat()
-    key = f"{Path(vqvae_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{Path(data.root).resolve()}|{data.image_size}|{flip}"
+    key = (
+        f"{CODE_CACHE_FORMAT}|{Path(vqvae_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|"
+        f"{Path(data.root).resolve()}|{data.image_size}|{flip}"
+    )
     path = Path(cache_dir) / f"codes_{split}{'_flip' if flip else ''}.pt"
     if path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             if blob.get("key") == key:
-                return CodeSet(blob["codes"], blob["positions"], blob.get("top"))
+                return CodeSet(blob["codes"], blob["positions"], blob.get("top"), blob["scales"])
         except Exception:  # noqa: BLE001 - a bad cache is simply rebuilt
             pass
     vqvae = load_vqvae(vqvae_path, "cuda" if torch.cuda.is_available() else "cpu")
     codes = encode_split(vqvae, data, split, flip=flip, progress=progress)
     atomic_write(
         path,
-        lambda tmp: torch.save({"key": key, "codes": codes.codes, "positions": codes.positions, "top": codes.top}, tmp),
+        lambda tmp: torch.save({"key": key, **dataclasses.asdict(codes)}, tmp),
     )
     return codes
 
@@ -145,8 +157,8 @@ def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Ten
     """Mean bits per code of a batch (codes, positions[, top]): ``loss`` (what is optimised) and the
     values to log. For a two-level prior ``loss`` is the sum of both levels' mean bits per code and
     ``bits_per_code`` the total bits per image over the number of bottom codes."""
-    codes, pos = batch[0], batch[1]
-    cond = pos if m.config.conditional else None
+    codes, cond = batch[0], batch[1]  # cond: positions (B,) or (position, intensity scale) rows (B,2)
+    cond = cond if m.config.conditional else None
     if not is_hierarchical(m):
         bits = F.cross_entropy(m(codes, cond).float(), codes) / math.log(2)
         return {"loss": bits, "bits_per_code": bits, "bits_per_image": bits * codes[0].numel()}
@@ -284,20 +296,35 @@ def keep_weights(keep: str, trainer: L.Trainer, module: PriorModule, per_level: 
     return {"kept": "last", **per_level.info()}  # empty for a single-level prior: nothing was tracked
 
 
-def prior_config_for(cfg: PriorTrainConfig, vq_cfg: VQVAEConfig) -> PixelCNNConfig | HierarchicalPriorConfig:
-    """The prior architecture for this VQ-VAE: code counts and grids taken from it."""
+def prior_config_for(
+    cfg: PriorTrainConfig, vq_cfg: VQVAEConfig, scales: ScaleDistribution | None = None
+) -> PixelCNNConfig | HierarchicalPriorConfig:
+    """The prior architecture for this VQ-VAE: code counts and grids taken from it; ``scales``
+    (the training slices' intensity scales) go to every level conditioned on them."""
+
+    def fitted(level: PixelCNNConfig) -> PixelCNNConfig:
+        if not level.scale_conditional:
+            return level
+        if scales is None:
+            raise ConfigError("a prior conditioned on the intensity scale needs the training slices' scales")
+        return dataclasses.replace(level, scale_distribution=scales.to_dict())
+
     if not vq_cfg.hierarchical:
-        return dataclasses.replace(cfg.model, num_codes=vq_cfg.num_codes, grid_size=vq_cfg.grid_size)
+        return fitted(dataclasses.replace(cfg.model, num_codes=vq_cfg.num_codes, grid_size=vq_cfg.grid_size))
     return HierarchicalPriorConfig(
-        top=dataclasses.replace(
-            cfg.top_model, num_codes=vq_cfg.top_num_codes, grid_size=vq_cfg.top_grid_size, top_codes=0, top_grid=0
+        top=fitted(
+            dataclasses.replace(
+                cfg.top_model, num_codes=vq_cfg.top_num_codes, grid_size=vq_cfg.top_grid_size, top_codes=0, top_grid=0
+            )
         ),
-        bottom=dataclasses.replace(
-            cfg.bottom_model,
-            num_codes=vq_cfg.num_codes,
-            grid_size=vq_cfg.grid_size,
-            top_codes=vq_cfg.top_num_codes,
-            top_grid=vq_cfg.top_grid_size,
+        bottom=fitted(
+            dataclasses.replace(
+                cfg.bottom_model,
+                num_codes=vq_cfg.num_codes,
+                grid_size=vq_cfg.grid_size,
+                top_codes=vq_cfg.top_num_codes,
+                top_grid=vq_cfg.top_grid_size,
+            )
         ),
     )
 
@@ -327,7 +354,9 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     train = cached_codes(Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog)
     val = cached_codes(Path(cfg.vqvae), cfg.data, "validate", out / "codes", progress=prog)
     test = cached_codes(Path(cfg.vqvae), cfg.data, "test", out / "codes", progress=prog)
-    model_cfg = prior_config_for(cfg, load_vqvae(cfg.vqvae).config)
+    model_cfg = prior_config_for(
+        cfg, load_vqvae(cfg.vqvae).config, ScaleDistribution.fit(train.positions, train.scales)
+    )
     write_run_config(out, cfg)
     t = cfg.trainer
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}

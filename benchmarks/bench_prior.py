@@ -34,9 +34,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sampling_levels import synthetic_scales  # noqa: E402
 from bench_vqvae import matmul_gflops  # noqa: E402
 
-from brainvq.models.hierarchical import HierarchicalPrior, Prior, is_hierarchical  # noqa: E402
+from brainvq.models.hierarchical import HierarchicalPrior, Prior, conditions_for, is_hierarchical  # noqa: E402
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig  # noqa: E402
 from brainvq.models.vqvae import VQVAEConfig  # noqa: E402
 from brainvq.runtime import keep_freed_memory  # noqa: E402
@@ -52,7 +53,7 @@ def random_batches(prior: Prior, batch: int, count: int, seed: int) -> list[tupl
     out = []
     for _ in range(count):
         codes = torch.randint(0, bottom.num_codes, (batch, bottom.grid_size, bottom.grid_size), generator=g)
-        pos = torch.rand(batch, generator=g)
+        pos = conditions_for(prior, torch.rand(batch, generator=g), generator=g)  # + scales if it needs them
         if is_hierarchical(prior):
             t = prior.top.config
             top = torch.randint(0, t.num_codes, (batch, t.grid_size, t.grid_size), generator=g)
@@ -115,7 +116,7 @@ def train_side_by_side(runs: dict[str, Run], seconds: float, min_steps: int) -> 
 def build_priors(grid: int, top_downsample: int) -> dict[str, Prior]:
     """The two-level prior as ``brainvq train-prior`` builds it, and the single-level PixelCNN."""
     vq = VQVAEConfig(image_size=grid * 4, top_downsample=top_downsample)
-    two = HierarchicalPrior(prior_config_for(PriorTrainConfig(), vq))
+    two = HierarchicalPrior(prior_config_for(PriorTrainConfig(), vq, synthetic_scales()))
     one = GatedPixelCNN(dataclasses.replace(PixelCNNConfig(), grid_size=grid))
     return {"two_level": two, "single_level": one}
 

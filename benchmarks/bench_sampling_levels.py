@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from brainvq.models.hierarchical import HierarchicalPrior
+from brainvq.models.conditioning import ScaleDistribution
+from brainvq.models.hierarchical import HierarchicalPrior, conditions_for
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.sample.generate import decode_levels
@@ -57,9 +58,20 @@ def load_average() -> list[float] | None:
         return None
 
 
+def synthetic_scales() -> ScaleDistribution:
+    """Intensity scales for an untrained prior of the default configuration (timing does not depend on them)."""
+    g = torch.Generator().manual_seed(0)
+    return ScaleDistribution.fit(torch.rand(256, generator=g), 0.8 + 0.1 * torch.rand(256, generator=g))
+
+
+def spread_conditions(prior: HierarchicalPrior, n: int, seed: int) -> torch.Tensor:
+    """Slice positions spread over [0.1, 0.9] (with drawn intensity scales when the prior needs them)."""
+    return conditions_for(prior, torch.linspace(0.1, 0.9, n), generator=gen(seed))
+
+
 def cached_vs_naive(prior: HierarchicalPrior, n: int, naive_rows: int, seed: int) -> dict:
     """Both samplers on both levels, batch ``n``; the naive bottom level on its first ``naive_rows`` rows."""
-    cond = torch.linspace(0.1, 0.9, n)
+    cond = spread_conditions(prior, n, seed)
     t_top_c, top_c = timed(sample_cached, prior.top, n, cond, 1.0, gen(seed))
     t_top_n, top_n = timed(sample_naive, prior.top, n, cond, 1.0, gen(seed))
     g = prior.bottom.config.grid_size
@@ -112,7 +124,7 @@ def cached_vs_naive(prior: HierarchicalPrior, n: int, naive_rows: int, seed: int
 
 def full_pipeline(prior: HierarchicalPrior, vqvae: VQVAE, batch: int, seed: int) -> dict:
     """Cached top, cached bottom and decoding of ``batch`` slices at spread positions (as ``brainvq generate``)."""
-    cond = torch.linspace(0.1, 0.9, batch)
+    cond = spread_conditions(prior, batch, seed)
     g = gen(seed)
     t_top, top = timed(sample_cached, prior.top, batch, cond, 1.0, g)
     t_bot, bottom = timed(sample_cached, prior.bottom, batch, cond, 1.0, g, top=top)
@@ -144,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     vq_cfg = VQVAEConfig(image_size=a.grid * 4, top_downsample=a.top_downsample)
-    prior = HierarchicalPrior(prior_config_for(PriorTrainConfig(), vq_cfg)).eval()
+    prior = HierarchicalPrior(prior_config_for(PriorTrainConfig(), vq_cfg, synthetic_scales())).eval()
     vqvae = VQVAE(vq_cfg).eval()
     results: dict = {
         "dtype": "float32 (bf16 off)",

@@ -184,3 +184,40 @@ def test_cli_intensity_scale_sets_the_levels():
     assert not plain.top_model.scale_conditional and not plain.top_model.conditional
     with pytest.raises(ConfigError, match="position-conditioned"):
         _prior_train_config(_args("--unconditional", "--intensity-scale", "top"))
+
+
+def test_a_lesion_does_not_set_the_scale_once_its_pixels_are_excluded():
+    img = torch.zeros(1, 1, 64, 64)
+    img[:, :, 8:56, 8:56] = torch.linspace(0.2, 0.7, 48)
+    healthy = float(intensity_scale(img)[0])
+    lesioned = img.clone()
+    lesioned[:, :, 20:44, 20:44] = 1.0  # a bright lesion of 25 % of the brain
+    assert float(intensity_scale(lesioned)[0]) == pytest.approx(1.0)
+    mask = torch.zeros_like(img, dtype=torch.bool)
+    mask[:, :, 20:44, 20:44] = True
+    assert abs(float(intensity_scale(lesioned, mask)[0]) - healthy) < 0.02
+
+
+def test_anomaly_detection_runs_with_a_scale_conditioned_prior():
+    from brainvq.anomaly.restore import calibrate, detect
+    from brainvq.anomaly.scoring import AnomalyConfig
+
+    vq, prior = tiny_vqvae(), scale_hierarchy("all")
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(3, 1, 32, 32)
+    x[:, :, 6:26, 6:26] = 0.3 + 0.4 * torch.rand(3, 1, 20, 20, generator=g)
+    pos = torch.tensor([0.2, 0.5, 0.8])
+    thr = calibrate(vq, prior, x, pos, 0.9, top_quantile=0.9)
+    res = detect(vq, prior, x, pos, thr, AnomalyConfig(n_samples=2, batch_size=2))
+    assert res.flagged.any() and res.score.shape == (3,) and torch.isfinite(res.score).all()
+    with pytest.raises(ConfigError, match="positions are required"):
+        detect(vq, prior, x, None, thr, AnomalyConfig(n_samples=2))
+
+
+def test_conditions_reject_what_they_cannot_use():
+    prior = scale_hierarchy("top")
+    one = conditions_for(prior, torch.tensor(0.3), generator=torch.Generator().manual_seed(0))
+    assert one.shape == (1, 2)  # a single position
+    assert conditions_for(prior, torch.tensor([[0.3], [0.4]]), generator=torch.Generator()).shape == (2, 2)
+    with pytest.raises(ConfigError, match="finite"):
+        sample_cached(prior.top, 1, slice_conditions(torch.tensor([0.3]), torch.tensor([float("nan")])))

@@ -64,6 +64,14 @@ def test_prior_outputs(trained: tuple[Path, Path, Path]):
     bottom, top = model.bottom.config, model.top.config  # the tiny VQ-VAE has two levels
     assert bottom.grid_size == 16 and bottom.num_codes == 16  # taken from the VQ-VAE
     assert (top.grid_size, top.num_codes, bottom.top_grid, bottom.top_codes) == (4, 16, 4, 16)
+    # the default: the top level is also conditioned on the intensity scale, fitted on the training
+    # slices (whose scales lie in the distribution's quantiles); the bottom level is not
+    assert top.scale_conditional and not bottom.scale_conditional
+    dist = model.top.scale_distribution
+    scales = torch.load(prior_dir / "codes" / "codes_train_flip.pt", weights_only=True)["scales"]
+    assert scales.shape == (48,) and ((scales > 0.05) & (scales <= 1)).all()
+    assert min(min(q) for q in dist.quantiles) == pytest.approx(float(scales.min()), abs=1e-6)
+    assert max(max(q) for q in dist.quantiles) == pytest.approx(float(scales.max()), abs=1e-6)
     log = (prior_dir / "logs" / "metrics.csv").read_text()
     assert "test/bits_per_code" in log and "val/bits_per_code" in log  # reported every epoch
     codes = torch.load(prior_dir / "codes" / "codes_train_flip.pt", weights_only=True)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brainvq.models.hierarchical import Prior, conditions_for, is_hierarchical, prior_device
+from brainvq.models.hierarchical import Prior, conditions_for, is_hierarchical, prior_device, scale_distribution
 from brainvq.models.pixelcnn import GatedPixelCNN
 from brainvq.models.vqvae import VQVAE
 from brainvq.sample.generate import load_models
@@ -49,12 +49,18 @@ def _bottom(prior: Prior) -> GatedPixelCNN:
     return prior.bottom if is_hierarchical(prior) else prior
 
 
-def conditions(prior: Prior, positions: Tensor | None, images: Tensor) -> Tensor | None:
+def needs_intensity_scale(prior: Prior) -> bool:
+    """True when a level of the prior is also conditioned on the slice's intensity scale."""
+    return scale_distribution(prior) is not None
+
+
+def conditions(prior: Prior, positions: Tensor | None, images: Tensor, exclude: Tensor | None = None) -> Tensor | None:
     """What the prior is conditioned on for these images: their positions (None when it is
-    unconditional) and, for a prior that also needs it, each image's own intensity scale."""
+    unconditional) and, for a prior that also needs it, each image's own intensity scale
+    (without the pixels in ``exclude``)."""
     if not is_conditional(prior) or positions is None:
         return None
-    return conditions_for(prior, positions, images=images)
+    return conditions_for(prior, positions, images=images, exclude=exclude)
 
 
 def _cond(prior: Prior, cond: Tensor | None) -> Tensor | None:

@@ -47,6 +47,23 @@ class AnomalyResult:
         return AnomalyResult(*(torch.cat([getattr(p, f) for p in parts]) for f in AnomalyResult.__dataclass_fields__))
 
 
+def _flag(
+    prior: Prior, codes: Tensor, top: Tensor | None, cond: Tensor | None, thr: Thresholds, cfg: AnomalyConfig
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-code NLL of both levels and the codes above their thresholds:
+    (nll, top nll ((B,0,0) for one level), flagged, top flagged)."""
+    nll = api.code_nll(prior, codes, cond, top).cpu()
+    tnll = api.top_nll(prior, top, cond)
+    flagged = flag_codes(nll, thr.bottom, cfg.dilate)
+    if tnll is not None and thr.top is not None:
+        tnll = tnll.cpu()
+        top_flagged = flag_codes(tnll, thr.top, 0)
+    else:
+        tnll = tnll.cpu() if tnll is not None else torch.zeros(len(codes), 0, 0)
+        top_flagged = torch.zeros(tnll.shape, dtype=torch.bool)
+    return nll, tnll, flagged, top_flagged
+
+
 @torch.no_grad()
 def detect_batch(
     vqvae: VQVAE,
@@ -60,21 +77,21 @@ def detect_batch(
     """Score, flag, restore and map one batch of images (B,1,H,W) in [0,1].
 
     Two levels: top codes above the top threshold are redrawn first, then the bottom codes
-    above the bottom threshold and all bottom codes under a redrawn top code."""
+    above the bottom threshold and all bottom codes under a redrawn top code. A prior conditioned
+    on the intensity scale gets each image's scale, measured again without the pixels under
+    flagged codes once they are known."""
     thr = Thresholds.of(threshold)
     x = x.float().cpu()
     size = x.shape[-1]
-    cond = api.conditions(prior, positions, x)  # what the prior needs (+ each image's intensity scale)
     top, codes = api.encode(vqvae, x)
-    nll = api.code_nll(prior, codes, cond, top).cpu()
-    tnll = api.top_nll(prior, top, cond)
-    flagged = flag_codes(nll, thr.bottom, cfg.dilate)
-    if tnll is not None and thr.top is not None:
-        tnll = tnll.cpu()
-        top_flagged = flag_codes(tnll, thr.top, 0)
-    else:
-        tnll = tnll.cpu() if tnll is not None else torch.zeros(len(x), 0, 0)
-        top_flagged = torch.zeros(tnll.shape, dtype=torch.bool)
+    cond = api.conditions(prior, positions, x)  # what the prior needs (+ each image's intensity scale)
+    nll, tnll, flagged, top_flagged = _flag(prior, codes, top, cond, thr, cfg)
+    if api.needs_intensity_scale(prior) and (flagged.any() or top_flagged.any()):
+        # a bright lesion raises the slice's intensity scale: measure it again without the
+        # pixels under flagged codes and score once more with it
+        covered = flagged if not top_flagged.numel() else flagged | api.top_to_bottom(top_flagged, codes.shape[-1])
+        cond = api.conditions(prior, positions, x, exclude=pixel_map(covered, size) > 0)
+        nll, tnll, flagged, top_flagged = _flag(prior, codes, top, cond, thr, cfg)
     tops, samples = api.resample(
         prior,
         codes,

@@ -4,8 +4,8 @@ intensity scale.
 The intensity scale of a slice is the 95th percentile of its brain intensities (pixels above
 :data:`BRAIN_THRESHOLD` of the [0, 1] range). Real OASIS-1 slices differ in overall brightness
 from subject to subject; a top-level prior that has to infer it from the codes it has drawn so
-far drew the two hemispheres at different brightness (README, "Conditioning on the intensity
-scale"). A prior conditioned on it is told the scale up front: from the image itself when an
+far drew the two hemispheres at different brightness (README, "Conditioning the prior on the
+intensity scale"). A prior conditioned on it is told the scale up front: from the image itself when an
 image is scored or completed, and drawn from :class:`ScaleDistribution` (the training slices'
 scales at that slice position) when a new slice is sampled.
 
@@ -27,15 +27,19 @@ from brainvq.data.errors import ConfigError
 BRAIN_THRESHOLD = 0.05  # pixels above this (images in [0, 1]) count as brain
 MIN_BRAIN_PIXELS = 50  # fewer brain pixels than this: the slice's maximum is its scale
 SCALE_QUANTILE = 0.95
-_CHUNK = 128  # images per torch.nanquantile call (it refuses inputs over 2**24 elements)
+_CHUNK = 128  # images per torch.nanquantile call (bounds the memory of its sort)
 
 
-def intensity_scale(images: Tensor) -> Tensor:
-    """(N,1,H,W) or (N,H,W) images in [0, 1] -> (N,) 95th percentile of each slice's brain pixels."""
+def intensity_scale(images: Tensor, exclude: Tensor | None = None) -> Tensor:
+    """(N,1,H,W) or (N,H,W) images in [0, 1] -> (N,) 95th percentile of each slice's brain pixels.
+
+    ``exclude``: a boolean mask of the images' shape whose pixels do not count (e.g. the pixels
+    under codes an anomaly detector flagged, so a bright lesion does not raise the scale)."""
     flat = images.reshape(len(images), -1).float()
+    skip = torch.zeros_like(flat, dtype=torch.bool) if exclude is None else exclude.reshape(flat.shape).bool()
     out = []
-    for part in flat.split(_CHUNK):
-        brain = part > BRAIN_THRESHOLD
+    for part, drop in zip(flat.split(_CHUNK), skip.split(_CHUNK), strict=True):
+        brain = (part > BRAIN_THRESHOLD) & ~drop
         q = torch.nanquantile(torch.where(brain, part, torch.nan), SCALE_QUANTILE, dim=1)
         few = brain.sum(1) < MIN_BRAIN_PIXELS
         out.append(torch.where(few, part.max(1).values, q))

@@ -140,21 +140,28 @@ def conditions_for(
     positions: Tensor | None,
     images: Tensor | None = None,
     generator: torch.Generator | None = None,
+    exclude: Tensor | None = None,
 ) -> Tensor | None:
     """What ``prior`` is conditioned on for these slices: None (unconditional), the positions
     (B,), or (position, intensity scale) rows (B,2) when a level also needs the scale, measured
     on ``images`` (B,1,H,W) when given (scoring, completion) and otherwise drawn from the
-    training scales at each position with ``generator`` (sampling new slices)."""
+    training scales at each position with ``generator`` (sampling new slices); pixels in the
+    boolean mask ``exclude`` do not count towards a measured scale."""
     if not prior.config.conditional:
         return None
     if positions is None:
         raise ConfigError("this prior is conditioned on slice position: give positions")
     positions = torch.as_tensor(positions, dtype=torch.float32).cpu()
+    if positions.ndim == 0 or positions.shape[-1:] == (1,):
+        positions = positions.reshape(-1)
+    if positions.ndim != 1:
+        raise ConfigError(f"positions must have shape (B,), got {tuple(positions.shape)}")
     dist = scale_distribution(prior)
     if dist is None:
         return positions
     if images is not None:
         if len(images) != len(positions):
             raise ConfigError(f"{len(images)} images but {len(positions)} positions")
-        return slice_conditions(positions, intensity_scale(images.detach().float().cpu()))
+        skip = None if exclude is None else exclude.cpu()
+        return slice_conditions(positions, intensity_scale(images.detach().float().cpu(), skip))
     return slice_conditions(positions, dist.sample(positions, generator))

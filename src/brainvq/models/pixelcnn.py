@@ -231,6 +231,8 @@ class GatedPixelCNN(nn.Module):
                 "this prior is also conditioned on the slice's intensity scale: pass cond rows "
                 "(position, scale) (brainvq.models.conditioning.slice_conditions)"
             )
+        if not torch.isfinite(cond).all():
+            raise ConfigError("slice positions and intensity scales must be finite")
         return cond
 
     def condition_map(self, cond: Tensor | None, batch: int, top: Tensor | None = None) -> Tensor:

@@ -50,8 +50,10 @@ class PriorTrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)  # a single-level VQ-VAE's prior
     # a two-level VQ-VAE's priors (code counts and grids are filled in from the VQ-VAE)
+    # the top level is also conditioned on the slice's intensity scale (README, "Conditioning the
+    # prior on the intensity scale"); the bottom level and a single-level prior are not (not measured)
     top_model: PixelCNNConfig = dataclasses.field(
-        default_factory=lambda: PixelCNNConfig(hidden=64, n_layers=8, kernel_size=5)
+        default_factory=lambda: PixelCNNConfig(hidden=64, n_layers=8, kernel_size=5, scale_conditional=True)
     )
     bottom_model: PixelCNNConfig = dataclasses.field(
         default_factory=lambda: PixelCNNConfig(hidden=32, n_layers=4, kernel_size=3)
@@ -63,6 +65,12 @@ class PriorTrainConfig:
     # validation bits). "last" because the lowest-bits top level drew worse anatomy (README, "Which
     # epoch of the prior to keep"): its validation bits rise from epoch ~6 while its samples improve.
     keep: str = "last"
+
+    def uses_intensity_scale(self, vq_cfg: VQVAEConfig) -> bool:
+        """Whether a level of the prior for this VQ-VAE is conditioned on the slice's intensity scale."""
+        if not vq_cfg.hierarchical:
+            return self.model.scale_conditional
+        return self.top_model.scale_conditional or self.bottom_model.scale_conditional
 
     def validate(self) -> None:
         if self.keep not in KEEP_CHOICES:
@@ -148,7 +156,9 @@ def cached_codes(
     codes = encode_split(vqvae, data, split, flip=flip, progress=progress)
     atomic_write(
         path,
-        lambda tmp: torch.save({"key": key, **dataclasses.asdict(codes)}, tmp),
+        lambda tmp: torch.save(
+            {"key": key, **{f.name: getattr(codes, f.name) for f in dataclasses.fields(codes)}}, tmp
+        ),
     )
     return codes
 
@@ -299,8 +309,8 @@ def keep_weights(keep: str, trainer: L.Trainer, module: PriorModule, per_level: 
 def prior_config_for(
     cfg: PriorTrainConfig, vq_cfg: VQVAEConfig, scales: ScaleDistribution | None = None
 ) -> PixelCNNConfig | HierarchicalPriorConfig:
-    """The prior architecture for this VQ-VAE: code counts and grids taken from it; ``scales``
-    (the training slices' intensity scales) go to every level conditioned on them."""
+    """The prior architecture for this VQ-VAE: code counts and grids taken from it; every level
+    conditioned on the intensity scale gets ``scales`` (the training slices' scales)."""
 
     def fitted(level: PixelCNNConfig) -> PixelCNNConfig:
         if not level.scale_conditional:
@@ -354,9 +364,9 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     train = cached_codes(Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog)
     val = cached_codes(Path(cfg.vqvae), cfg.data, "validate", out / "codes", progress=prog)
     test = cached_codes(Path(cfg.vqvae), cfg.data, "test", out / "codes", progress=prog)
-    model_cfg = prior_config_for(
-        cfg, load_vqvae(cfg.vqvae).config, ScaleDistribution.fit(train.positions, train.scales)
-    )
+    vq_cfg = load_vqvae(cfg.vqvae).config
+    scales = ScaleDistribution.fit(train.positions, train.scales) if cfg.uses_intensity_scale(vq_cfg) else None
+    model_cfg = prior_config_for(cfg, vq_cfg, scales)
     write_run_config(out, cfg)
     t = cfg.trainer
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}

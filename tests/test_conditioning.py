@@ -221,3 +221,24 @@ def test_conditions_reject_what_they_cannot_use():
     assert conditions_for(prior, torch.tensor([[0.3], [0.4]]), generator=torch.Generator()).shape == (2, 2)
     with pytest.raises(ConfigError, match="finite"):
         sample_cached(prior.top, 1, slice_conditions(torch.tensor([0.3]), torch.tensor([float("nan")])))
+
+
+def test_a_prior_config_from_an_older_run_reruns_without_the_scale(tmp_path: Path):
+    """A config.yaml written before the intensity scale existed keeps its position-only levels,
+    while a new run's config records (and reruns with) the top level's scale conditioning."""
+    import yaml
+
+    from brainvq.train.common import write_run_config
+    from brainvq.train.prior import PriorTrainConfig
+
+    write_run_config(tmp_path / "new", PriorTrainConfig())
+    doc = yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())
+    assert doc["config"]["top_model"]["scale_conditional"] is True
+    for level in ("model", "top_model", "bottom_model"):  # what an older release wrote
+        for key in ("scale_conditional", "scale_distribution"):
+            doc["config"][level].pop(key)
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(doc))
+    old = _prior_train_config(_args("--config", str(tmp_path / "old.yaml")))
+    assert not old.top_model.scale_conditional and not old.bottom_model.scale_conditional
+    new = _prior_train_config(_args("--config", str(tmp_path / "new" / "config.yaml")))
+    assert new.top_model.scale_conditional

@@ -114,11 +114,11 @@ def encode_split(
     vqvae.eval()
     sl = load_split(data, split, progress=progress)
     images = as_tensor(sl)
-    if flip:
-        images = torch.cat([images, images.flip(-1)])
     positions = torch.from_numpy(np.asarray(sl.positions, dtype=np.float32))
-    positions = torch.cat([positions, positions]) if flip else positions
-    scales = intensity_scale(images)  # a mirror image has the same scale
+    scales = intensity_scale(images)
+    if flip:  # a mirror image has the same position and the same scale
+        images = torch.cat([images, images.flip(-1)])
+        positions, scales = torch.cat([positions, positions]), torch.cat([scales, scales])
     device = next(vqvae.parameters()).device
     tops, codes = [], []
     for i in tqdm(range(0, len(images), batch_size), desc=f"encode {split}", disable=not progress, leave=False):
@@ -164,9 +164,10 @@ def cached_codes(
 
 
 def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-    """Mean bits per code of a batch (codes, positions[, top]): ``loss`` (what is optimised) and the
-    values to log. For a two-level prior ``loss`` is the sum of both levels' mean bits per code and
-    ``bits_per_code`` the total bits per image over the number of bottom codes."""
+    """Mean bits per code of a batch (codes, conditions[, top]) as :meth:`CodeSet.tensors` gives it:
+    ``loss`` (what is optimised) and the values to log. For a two-level prior ``loss`` is the sum of
+    both levels' mean bits per code and ``bits_per_code`` the total bits per image over the number
+    of bottom codes."""
     codes, cond = batch[0], batch[1]  # cond: positions (B,) or (position, intensity scale) rows (B,2)
     cond = cond if m.config.conditional else None
     if not is_hierarchical(m):

@@ -82,6 +82,9 @@ def test_train_prior_flags_reach_both_levels_of_a_two_level_prior() -> None:
     assert cfg.keep == "best"
     with pytest.raises(ConfigError, match="keep must be one of"):
         dataclasses.replace(cfg, keep="median").validate()
+    assert (cfg.top_epochs, cfg.top_max_minutes) == (None, None)  # both levels together
+    a = build_parser().parse_args(["train-prior", "--top-epochs", "8", "--top-max-minutes", "16"])
+    assert (_prior_train_config(a).top_epochs, _prior_train_config(a).top_max_minutes) == (8, 16.0)
 
 
 def test_keep_freed_memory_applies_on_glibc_and_is_idempotent() -> None:

@@ -21,7 +21,15 @@ from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
 from brainvq.sample.generate import check_pair, generate
 from brainvq.sample.sampler import sample_cached, sample_levels, sample_naive
-from brainvq.train.prior import BestPerLevel, CodeSet, code_set_bits, keep_weights, prior_bits
+from brainvq.train.prior import (
+    BestPerLevel,
+    CodeSet,
+    PriorModule,
+    PriorTrainConfig,
+    code_set_bits,
+    keep_weights,
+    prior_bits,
+)
 from tests.causality import assert_causal, random_positions
 
 KERNELS = [3, 5, 7]
@@ -422,6 +430,62 @@ def test_prior_bits_of_a_two_level_prior_add_up_both_levels():
     assert torch.allclose(bits["bits_per_image"], image, atol=1e-4)
     assert torch.allclose(bits["bits_per_code"], image / GRID**2, atol=1e-6)
     assert total["bits_per_image"] == pytest.approx(float(per_sample["image"].mean()), rel=1e-5)
+
+
+def test_prior_bits_of_one_level_compute_and_optimise_that_level_alone():
+    prior = tiny_prior(3)
+    top, bottom = codes_for(4, 6)
+    pos = torch.tensor([0.1, 0.4, 0.6, 0.9])
+    both = prior_bits(prior, (bottom, pos, top))
+    both["loss"].backward()
+    used = {n for n, p in prior.named_parameters() if p.grad is not None}  # what the joint loss trains
+    for level in ("top", "bottom"):
+        bits = prior_bits(prior, (bottom, pos, top), level)
+        assert set(bits) == {"loss", f"{level}_bits_per_code"}  # the other level is not even run
+        assert torch.allclose(bits["loss"], both[f"{level}_bits_per_code"])
+        prior.zero_grad(set_to_none=True)
+        bits["loss"].backward()
+        grads = {n for n, p in prior.named_parameters() if p.grad is not None}
+        assert grads == {n for n in used if n.startswith(f"{level}.")}
+
+
+def test_prior_module_for_one_level_trains_only_that_level():
+    config = prior_config(3).to_dict()
+    for level, other in (("top", "bottom"), ("bottom", "top")):
+        module = PriorModule(config, lr=1e-3, total_steps=10, level=level)
+        assert module.monitor == f"val/{level}_bits_per_code"
+        assert all(p.requires_grad for p in getattr(module.model, level).parameters())
+        assert not any(p.requires_grad for p in getattr(module.model, other).parameters())
+        opt = module.configure_optimizers()["optimizer"]
+        trained = {id(p) for group in opt.param_groups for p in group["params"]}
+        assert trained == {id(p) for p in getattr(module.model, level).parameters()}
+    assert PriorModule(config, lr=1e-3, total_steps=10).monitor == "val/bits_per_code"
+    with pytest.raises(ConfigError, match="level must be one of"):
+        PriorModule(config, lr=1e-3, total_steps=10, level="middle")
+    single = {"num_codes": K, "grid_size": GRID, "hidden": 8, "n_layers": 2}
+    with pytest.raises(ConfigError, match="needs a two-level prior"):
+        PriorModule(single, lr=1e-3, total_steps=10, level="top")
+
+
+def test_top_epochs_plans_the_levels_in_turn_and_refuses_what_cannot_apply():
+    two_level, one_level = vq_config(), vq_config(top_downsample=0)
+    cfg = PriorTrainConfig()
+    assert cfg.phases(two_level) == [("all", cfg.trainer)]  # default: both levels together
+    cfg = PriorTrainConfig(top_epochs=7, top_max_minutes=3.5)
+    cfg.validate()
+    (top, top_t), (bottom, bottom_t) = cfg.phases(two_level)
+    assert (top, bottom) == ("top", "bottom") and bottom_t == cfg.trainer
+    assert (top_t.epochs, top_t.max_minutes) == (7, 3.5)
+    assert (top_t.batch_size, top_t.lr, top_t.precision) == (cfg.trainer.batch_size, cfg.trainer.lr, "32-true")
+    with pytest.raises(ConfigError, match="two-level VQ-VAE; this VQ-VAE has one level"):
+        cfg.phases(one_level)
+    for kw, message in (
+        ({"top_epochs": 0}, "top_epochs must be >= 1"),
+        ({"top_max_minutes": 2.0}, "top_max_minutes needs top_epochs"),
+        ({"top_epochs": 2, "top_max_minutes": 0.0}, "top_max_minutes must be > 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            PriorTrainConfig(**kw).validate()
 
 
 # --- BestPerLevel -------------------------------------------------------------------------------

@@ -147,3 +147,51 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
     assert "metrics" not in gen
     assert set(gen["timings"]) == {"generation_s", "total_s"}  # sampling time reported, no metrics time
     assert 0 <= gen["timings"]["generation_s"] <= gen["timings"]["total_s"]
+
+
+def test_levels_trained_in_turn(trained: tuple[Path, Path, Path], tmp_path: Path):
+    """top_epochs: the top level trains alone first (checkpoints in OUT/top), then the bottom level
+    with the top level frozen; the summary reports both schedules; resuming a finished run
+    changes nothing."""
+    data, vq, _ = trained
+    cfg = PriorTrainConfig(
+        vqvae=str(vq),
+        data=DataConfig(root=str(data), image_size=64),
+        trainer=TrainerConfig(epochs=2, batch_size=8, lr=1e-2, progress=False),
+        out_dir=str(tmp_path / "prior"),
+        top_epochs=3,
+    )
+    summary = train_prior(cfg)
+    out = tmp_path / "prior"
+    steps_per_epoch = 48 // 8
+    top = summary["top_level"]
+    assert (top["planned_epochs"], top["steps_run"], top["schedule_completed"]) == (3, 3 * steps_per_epoch, True)
+    assert (summary["planned_epochs"], summary["steps_run"]) == (2, 2 * steps_per_epoch)  # the bottom level's
+    assert summary["schedule_completed"] and "warning" not in summary
+    assert summary["top_best_val_bits_per_code"] > 0 and summary["bottom_best_val_bits_per_code"] > 0
+
+    def level_state(ckpt: Path, level: str) -> dict[str, torch.Tensor]:
+        state = torch.load(ckpt, weights_only=True)["state_dict"]
+        return {k.removeprefix(f"model.{level}."): v for k, v in state.items() if k.startswith(f"model.{level}.")}
+
+    def assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+    top_end = level_state(out / "top" / "checkpoints" / "last.ckpt", "top")
+    bottom_end = out / "checkpoints" / "last.ckpt"
+    assert_equal(level_state(bottom_end, "top"), top_end)  # the bottom phase left the top level alone
+    model = load_prior(out / "prior.safetensors")
+    assert_equal(model.top.state_dict(), top_end)
+    assert_equal(model.bottom.state_dict(), level_state(bottom_end, "bottom"))
+    fresh = load_prior(out / "prior.safetensors")  # the bottom level did train: it differs from its start
+    torch.manual_seed(0)
+    untrained = type(fresh.bottom)(fresh.bottom.config).state_dict()
+    assert any(not torch.equal(v, untrained[k]) for k, v in model.bottom.state_dict().items())
+    top_log = (out / "top" / "logs" / "metrics.csv").read_text()
+    assert "val/top_bits_per_code" in top_log and "val/bottom_bits_per_code" not in top_log
+    assert "val/bits_per_code" in (out / "logs" / "metrics.csv").read_text()  # the whole prior, once both trained
+
+    again = train_prior(cfg, resume=True)  # both phases found finished: nothing retrains
+    assert again["top_level"]["steps_run"] == top["steps_run"] and again["steps_run"] == summary["steps_run"]
+    assert again["test_bits_per_code"] == pytest.approx(summary["test_bits_per_code"])

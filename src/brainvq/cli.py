@@ -231,7 +231,7 @@ def _prior_train_config(a: argparse.Namespace):
         bottom_model=level(defaults.bottom_model, scale == "all", **arch),
         trainer=_trainer_config(a, defaults.trainer),
         out_dir=a.out,
-        **_given(a, keep="keep"),
+        **_given(a, keep="keep", top_epochs="top_epochs", top_max_minutes="top_max_minutes"),
     )
 
 
@@ -485,6 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("last", "best"),
         help="weights to keep: the end of training (default) or each level's best validation epoch",
     )
+    g = p.add_argument_group(
+        "two-level prior trained level by level (without --top-epochs both levels train together)"
+    )
+    g.add_argument(
+        "--top-epochs",
+        type=_positive_int,
+        help="train the top level alone first, for this many epochs; then the bottom level for --epochs",
+    )
+    g.add_argument("--top-max-minutes", type=_positive_float, help="wall-time cap of the top level's training")
     _add_trainer_args(p, "PriorTrainConfig")
     p.set_defaults(func=cmd_train_prior)
 

@@ -33,6 +33,10 @@ class Recipe:
     sharpen_epochs: int = 0  # adversarial fine-tuning of the decoder (``brainvq sharpen``); 0 = none
     sharpen_minutes: float = 0.0
     prior_batch_size: int = 16
+    # a two-level prior's top level trained alone first (PriorTrainConfig.top_epochs); then the
+    # bottom level gets prior_epochs / prior_minutes. None: both levels together
+    prior_top_epochs: int | None = None
+    prior_top_minutes: float | None = None
     prior_flip: bool = True  # also train the prior on the codes of mirrored slices
     accelerator: str = "auto"
     precision: str = "32-true"
@@ -132,7 +136,14 @@ def run_pipeline(
         lap("sharpen_s")
     ev = evaluate_vqvae(vq_weights, data, out / "vqvae", progress=progress)
     lap("evaluate_s")
-    prior_cfg = PriorTrainConfig(vqvae=str(vq_weights), data=data, out_dir=str(out / "prior"), flip=recipe.prior_flip)
+    prior_cfg = PriorTrainConfig(
+        vqvae=str(vq_weights),
+        data=data,
+        out_dir=str(out / "prior"),
+        flip=recipe.prior_flip,
+        top_epochs=recipe.prior_top_epochs,
+        top_max_minutes=recipe.prior_top_minutes,
+    )
     prior_cfg.trainer = dataclasses.replace(
         prior_cfg.trainer,
         epochs=recipe.prior_epochs,
@@ -184,6 +195,7 @@ def run_pipeline(
                 "kept",
                 "top_best_epoch",
                 "bottom_best_epoch",
+                "top_level",
             )
             if k in prior
         },

@@ -65,6 +65,12 @@ class PriorTrainConfig:
     # validation bits). "last" because the lowest-bits top level drew worse anatomy (README, "Which
     # epoch of the prior to keep"): its validation bits rise from epoch ~6 while its samples improve.
     keep: str = "last"
+    # a two-level prior's top level trained on its own first, for this many epochs (capped at
+    # top_max_minutes), then the bottom level with ``trainer``; None: both levels together. The
+    # top level decides the anatomy and costs about a quarter of a joint step (README, "Training
+    # the two levels separately")
+    top_epochs: int | None = None
+    top_max_minutes: float | None = None
 
     def uses_intensity_scale(self, vq_cfg: VQVAEConfig) -> bool:
         """Whether a level of the prior for this VQ-VAE is conditioned on the slice's intensity scale."""
@@ -75,9 +81,28 @@ class PriorTrainConfig:
     def validate(self) -> None:
         if self.keep not in KEEP_CHOICES:
             raise ConfigError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
+        if self.top_epochs is not None and self.top_epochs < 1:
+            raise ConfigError(
+                f"top_epochs must be >= 1 (or unset to train both levels together), got {self.top_epochs}"
+            )
+        if self.top_max_minutes is not None and self.top_epochs is None:
+            raise ConfigError("top_max_minutes needs top_epochs (the top level trained on its own)")
+        if self.top_max_minutes is not None and not self.top_max_minutes > 0:
+            raise ConfigError(f"top_max_minutes must be > 0, got {self.top_max_minutes}")
+
+    def phases(self, vq_cfg: VQVAEConfig) -> list[tuple[str, TrainerConfig]]:
+        """What trains in turn, each with its schedule: ``[("all", trainer)]`` (every level together),
+        or ``[("top", ...), ("bottom", trainer)]`` when a two-level prior's top level has its own."""
+        if self.top_epochs is None:
+            return [("all", self.trainer)]
+        if not vq_cfg.hierarchical:
+            raise ConfigError("top_epochs applies to the prior of a two-level VQ-VAE; this VQ-VAE has one level")
+        top = dataclasses.replace(self.trainer, epochs=self.top_epochs, max_minutes=self.top_max_minutes)
+        return [("top", top), ("bottom", self.trainer)]
 
 
 KEEP_CHOICES = ("last", "best")
+LEVELS = ("all", "top", "bottom")  # what one training phase optimises
 CODE_CACHE_FORMAT = "codes-2"  # 2: with intensity scales; older caches are rebuilt
 
 
@@ -163,28 +188,27 @@ def cached_codes(
     return codes
 
 
-def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...], level: str = "all") -> dict[str, torch.Tensor]:
     """Mean bits per code of a batch (codes, conditions[, top]) as :meth:`CodeSet.tensors` gives it:
     ``loss`` (what is optimised) and the values to log. For a two-level prior ``loss`` is the sum of
     both levels' mean bits per code and ``bits_per_code`` the total bits per image over the number
-    of bottom codes."""
+    of bottom codes; ``level="top"`` or ``"bottom"`` computes and optimises that level alone."""
     codes, cond = batch[0], batch[1]  # cond: positions (B,) or (position, intensity scale) rows (B,2)
     cond = cond if m.config.conditional else None
     if not is_hierarchical(m):
         bits = F.cross_entropy(m(codes, cond).float(), codes) / math.log(2)
         return {"loss": bits, "bits_per_code": bits, "bits_per_image": bits * codes[0].numel()}
     top = batch[2]
-    top_logits, logits = m(top, codes, cond)
-    top_bits = F.cross_entropy(top_logits.float(), top) / math.log(2)
-    bottom_bits = F.cross_entropy(logits.float(), codes) / math.log(2)
+    out: dict[str, torch.Tensor] = {}
+    if level in ("all", "top"):
+        out["top_bits_per_code"] = F.cross_entropy(m.top(top, cond).float(), top) / math.log(2)
+    if level in ("all", "bottom"):
+        out["bottom_bits_per_code"] = F.cross_entropy(m.bottom(codes, cond, top).float(), codes) / math.log(2)
+    if level != "all":
+        return {"loss": out[f"{level}_bits_per_code"], **out}
+    top_bits, bottom_bits = out["top_bits_per_code"], out["bottom_bits_per_code"]
     image = top_bits * top[0].numel() + bottom_bits * codes[0].numel()
-    return {
-        "loss": top_bits + bottom_bits,
-        "bits_per_code": image / codes[0].numel(),
-        "bits_per_image": image,
-        "top_bits_per_code": top_bits,
-        "bottom_bits_per_code": bottom_bits,
-    }
+    return {"loss": top_bits + bottom_bits, "bits_per_code": image / codes[0].numel(), "bits_per_image": image, **out}
 
 
 class PriorModule(L.LightningModule):
@@ -192,7 +216,9 @@ class PriorModule(L.LightningModule):
 
     For a two-level prior the loss is the sum of both levels' mean bits per code, and
     ``bits_per_code`` is the total bits per image divided by the number of bottom codes (so it
-    compares directly with a single-level prior on the same bottom grid)."""
+    compares directly with a single-level prior on the same bottom grid). ``level="top"`` or
+    ``"bottom"`` trains that level of a two-level prior alone (the other one is frozen); the
+    bottom level is always trained on the real top codes, so the levels can train in turn."""
 
     def __init__(
         self,
@@ -201,29 +227,40 @@ class PriorModule(L.LightningModule):
         total_steps: int,
         max_minutes: float | None = None,
         kind: str = "prior",
+        level: str = "all",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = prior_from_config(model)
+        if level not in LEVELS:
+            raise ConfigError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        if level != "all":
+            if not is_hierarchical(self.model):
+                raise ConfigError(f"level={level!r} needs a two-level prior")
+            frozen = self.model.bottom if level == "top" else self.model.top
+            frozen.requires_grad_(False)  # DDP registers trainable parameters only
+        self.level = level
+        self.monitor = "val/bits_per_code" if level == "all" else f"val/{level}_bits_per_code"
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        bits = prior_bits(self.model, batch)
-        self.log(
-            "train/bits_per_code",
-            bits["bits_per_code"],
-            on_step=True,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=len(batch[0]),
-        )
-        for name in ("top_bits_per_code", "bottom_bits_per_code"):
+        bits = prior_bits(self.model, batch, self.level)
+        shown = "bits_per_code" if self.level == "all" else f"{self.level}_bits_per_code"
+        for name in ("bits_per_code", "top_bits_per_code", "bottom_bits_per_code"):
             if name in bits:
-                self.log(f"train/{name}", bits[name], on_step=False, on_epoch=True, batch_size=len(batch[0]))
+                self.log(
+                    f"train/{name}",
+                    bits[name],
+                    on_step=name == shown,
+                    on_epoch=True,
+                    prog_bar=name == shown,
+                    batch_size=len(batch[0]),
+                )
         return bits["loss"] * math.log(2)  # nats: the usual cross-entropy scale for the optimiser
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
         split = ("val", "test")[dataloader_idx]
-        bits = prior_bits(self.model, batch)
+        # the bottom level trains after the top one, so the whole prior is measured then
+        bits = prior_bits(self.model, batch, "top" if self.level == "top" else "all")
         for name, value in bits.items():
             if name == "loss":
                 continue
@@ -231,14 +268,15 @@ class PriorModule(L.LightningModule):
                 f"{split}/{name}",
                 value,
                 on_epoch=True,
-                prog_bar=name == "bits_per_code",
+                prog_bar=f"val/{name}" == self.monitor,
                 batch_size=len(batch[0]),
                 sync_dist=True,
                 add_dataloader_idx=False,
             )
 
     def configure_optimizers(self):  # noqa: D102
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(trained, lr=self.hparams.lr, weight_decay=1e-5)
         total = self.hparams.total_steps
         if self._trainer is not None:  # per rank: DDP shards the training batches
             total = int(self.trainer.estimated_stepping_batches)
@@ -355,21 +393,67 @@ def code_set_bits(prior: Prior, codes: CodeSet, batch_size: int = 128) -> dict[s
 
 
 def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict:
-    """Encode all splits once, train the prior on the whole training split, export weights."""
+    """Encode all splits once, train the prior on the whole training split, export weights.
+
+    With ``cfg.top_epochs`` a two-level prior trains in two phases: the top level alone (its
+    checkpoints and logs in ``OUT/top``), then the bottom level (in ``OUT``); ``resume`` resumes
+    each phase from its own last checkpoint."""
     cfg.validate()
     out = Path(cfg.out_dir)
     if not Path(cfg.vqvae).is_file():
         raise CheckpointError(f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)")
+    vq_cfg = load_vqvae(cfg.vqvae).config
+    phases = cfg.phases(vq_cfg)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     prog = cfg.trainer.progress
     train = cached_codes(Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog)
     val = cached_codes(Path(cfg.vqvae), cfg.data, "validate", out / "codes", progress=prog)
     test = cached_codes(Path(cfg.vqvae), cfg.data, "test", out / "codes", progress=prog)
-    vq_cfg = load_vqvae(cfg.vqvae).config
     scales = ScaleDistribution.fit(train.positions, train.scales) if cfg.uses_intensity_scale(vq_cfg) else None
     model_cfg = prior_config_for(cfg, vq_cfg, scales)
     write_run_config(out, cfg)
-    t = cfg.trainer
+    t0 = time.time()
+    state: dict | None = None  # the weights one phase hands to the next
+    reports: dict[str, dict] = {}
+    for level, t in phases:
+        module, trainer, report = _train_phase(cfg, model_cfg, level, t, (train, val, test), state, resume)
+        reports[level] = report
+        state = module.model.state_dict()
+    summary = {
+        "out_dir": str(out),
+        "wall_seconds": time.time() - t0,
+        **_merge_phase_reports(reports),
+        "n_train_codes": len(train.codes),
+        "n_val_codes": len(val.codes),
+        "n_test_codes": len(test.codes),
+    }
+    if trainer.is_global_zero:
+        bits = code_set_bits(module.model, test)
+        summary.update(
+            weights=str(save_weights(module.model, out / "prior.safetensors", "prior", to_plain(model_cfg))),
+            **{f"test_{k}": v for k, v in bits.items()},
+        )
+        write_json(out / "train_summary.json", summary)
+    return summary
+
+
+PHASE_NAMES = {"all": "prior", "top": "prior top-level", "bottom": "prior bottom-level"}
+
+
+def _train_phase(
+    cfg: PriorTrainConfig,
+    model_cfg: PixelCNNConfig | HierarchicalPriorConfig,
+    level: str,
+    t: TrainerConfig,
+    splits: tuple[CodeSet, CodeSet, CodeSet],
+    state: dict | None,
+    resume: bool | str | None,
+) -> tuple[PriorModule, L.Trainer, dict]:
+    """One training phase (``level``: "all", "top" or "bottom") with schedule ``t``, starting from
+    ``state`` (the previous phase's weights); returns the module, its trainer and the phase's
+    schedule report with the weights kept."""
+    train, val, test = splits
+    where = Path(cfg.out_dir) / ("top" if level == "top" else "")
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
     train_dl = DataLoader(
         TensorDataset(*train.tensors()),
@@ -379,27 +463,32 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         **kw,
     )
     eval_dls = [DataLoader(TensorDataset(*s.tensors()), batch_size=t.batch_size * 2, **kw) for s in (val, test)]
-    planned_steps = t.epochs * len(train_dl)
-    module = PriorModule(to_plain(model_cfg), t.lr, planned_steps, t.max_minutes)
+    module = PriorModule(to_plain(model_cfg), t.lr, t.epochs * len(train_dl), t.max_minutes, level=level)
+    if state is not None:
+        module.model.load_state_dict(state)
     per_level = BestPerLevel()
-    extra = [per_level] if isinstance(model_cfg, HierarchicalPriorConfig) else []
-    trainer = build_trainer(t, out, monitor="val/bits_per_code", mode="min", extra_callbacks=extra)
-    t0 = time.time()
-    trainer.fit(module, train_dl, eval_dls, ckpt_path=resume_path(out, resume), weights_only=True)
-    summary = {
-        "out_dir": str(out),
-        "wall_seconds": time.time() - t0,
-        **schedule_report(trainer, t, "prior"),
-        "n_train_codes": len(train.codes),
-        "n_val_codes": len(val.codes),
-        "n_test_codes": len(test.codes),
-    }
+    extra = [per_level] if level == "all" and isinstance(model_cfg, HierarchicalPriorConfig) else []
+    trainer = build_trainer(t, where, monitor=module.monitor, mode="min", extra_callbacks=extra)
+    trainer.fit(module, train_dl, eval_dls, ckpt_path=resume_path(where, resume), weights_only=True)
+    report = schedule_report(trainer, t, PHASE_NAMES[level])
     if trainer.is_global_zero:
-        summary.update(keep_weights(cfg.keep, trainer, module, per_level))
-        bits = code_set_bits(module.model, test)
-        summary.update(
-            weights=str(save_weights(module.model, out / "prior.safetensors", "prior", to_plain(model_cfg))),
-            **{f"test_{k}": v for k, v in bits.items()},
-        )
-        write_json(out / "train_summary.json", summary)
-    return summary
+        report.update(keep_weights(cfg.keep, trainer, module, per_level))
+    if level != "all":  # the level this phase trained: its best validation epoch, counted from 0
+        score = trainer.checkpoint_callback.best_model_score
+        report[f"{level}_best_val_bits_per_code"] = None if score is None else float(score)
+    return module, trainer, report
+
+
+def _merge_phase_reports(reports: dict[str, dict]) -> dict:
+    """One schedule report for the summary: the last phase's, with the top phase's under
+    ``top_level``, ``schedule_completed`` only when every phase completed, and every warning."""
+    last = reports[list(reports)[-1]]
+    merged = {k: v for k, v in last.items() if k != "warning"}
+    if "top" in reports:
+        merged["top_level"] = reports["top"]
+        merged["top_best_val_bits_per_code"] = reports["top"].get("top_best_val_bits_per_code")
+    merged["schedule_completed"] = all(r["schedule_completed"] for r in reports.values())
+    warnings = [r["warning"] for r in reports.values() if r.get("warning")]
+    if warnings:
+        merged["warning"] = "; ".join(warnings)
+    return merged

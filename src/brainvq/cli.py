@@ -485,9 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("last", "best"),
         help="weights to keep: the end of training (default) or each level's best validation epoch",
     )
-    g = p.add_argument_group(
-        "two-level prior trained level by level (without --top-epochs both levels train together)"
-    )
+    g = p.add_argument_group("two-level prior trained level by level (without --top-epochs both levels train together)")
     g.add_argument(
         "--top-epochs",
         type=_positive_int,

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from brainvq.cli import _prior_train_config, _vqvae_train_config, build_parser
+from brainvq.cli import _prior_train_config, _vqvae_train_config, build_parser, main
 from brainvq.data.errors import ConfigError
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
@@ -68,7 +68,7 @@ def test_train_prior_without_flags_uses_the_dataclass_defaults() -> None:
     assert cfg.model.hidden == PixelCNNConfig().hidden
 
 
-def test_train_prior_flags_reach_both_levels_of_a_two_level_prior() -> None:
+def test_train_prior_flags_reach_both_levels_of_a_two_level_prior(capsys: pytest.CaptureFixture) -> None:
     defaults = PriorTrainConfig()
     cfg = _prior_train_config(build_parser().parse_args(["train-prior"]))
     assert (cfg.top_model, cfg.bottom_model, cfg.keep) == (defaults.top_model, defaults.bottom_model, "last")
@@ -82,6 +82,8 @@ def test_train_prior_flags_reach_both_levels_of_a_two_level_prior() -> None:
     assert cfg.keep == "best"
     with pytest.raises(ConfigError, match="keep must be one of"):
         dataclasses.replace(cfg, keep="median").validate()
+    assert main(["train-prior", "--keep", "median"]) == 2  # refused before any data is read
+    assert "keep must be one of last, best, got 'median'" in capsys.readouterr().err
     assert (cfg.top_epochs, cfg.top_max_minutes) == (None, None)  # both levels together
     a = build_parser().parse_args(["train-prior", "--top-epochs", "8", "--top-max-minutes", "16"])
     assert (_prior_train_config(a).top_epochs, _prior_train_config(a).top_max_minutes) == (8, 16.0)

@@ -59,6 +59,22 @@ def test_report_contents(report_run: Path):
         assert text in page, text
 
 
+def test_report_shows_a_top_level_trained_on_its_own(report_run: Path, tmp_path: Path):
+    """A prior whose top level trained first (prior/top) gets its own curves and epochs in the report."""
+    run = tmp_path / "run"
+    shutil.copytree(report_run, run)
+    assert "top level trained first" not in build_report(run).read_text()
+    (run / "prior" / "top" / "logs").mkdir(parents=True)
+    shutil.copy(run / "prior" / "logs" / "metrics.csv", run / "prior" / "top" / "logs" / "metrics.csv")
+    summary_file = run / "prior" / "train_summary.json"
+    summary = json.loads(summary_file.read_text())
+    summary["top_level"] = {"planned_epochs": 8, "epochs_run": 7.5, "schedule_completed": False}
+    summary_file.write_text(json.dumps(summary))
+    page = build_report(run).read_text()
+    assert "prior_top_level training curves" in page and "top level trained first: epochs_run" in page
+    assert "7.5" in page
+
+
 def test_report_errors(tmp_path: Path):
     with pytest.raises(ConfigError, match="run folder not found"):
         build_report(tmp_path / "missing")

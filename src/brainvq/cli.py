@@ -482,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--keep",
-        choices=("last", "best"),
-        help="weights to keep: the end of training (default) or each level's best validation epoch",
+        help="weights to keep: last (the end of training, default) or best (each level's best validation "
+        "epoch); checked by PriorTrainConfig",
     )
     g = p.add_argument_group("two-level prior trained level by level (without --top-epochs both levels train together)")
     g.add_argument(

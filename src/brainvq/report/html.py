@@ -82,7 +82,8 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     summary = _load_json(run / "demo_summary.json") or {}
     data_note = summary.get("data") or (_load_json(vq / "eval_metrics.json") or {}).get("data", "")
     config_parts, curve_parts = [], []
-    for folder, name in ((vq, "vqvae"), (prior, "prior")):
+    # prior/top: the top level of a two-level prior trained on its own first (PriorTrainConfig.top_epochs)
+    for folder, name in ((vq, "vqvae"), (prior / "top", "prior_top_level"), (prior, "prior")):
         c, k = _run_parts(folder, name)
         config_parts += c
         curve_parts += k
@@ -110,12 +111,10 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     sections.append(_section("Reconstruction (test split)", rec))
     pr = _load_json(prior / "train_summary.json")
     if pr:
-        sections.append(
-            _section(
-                "Prior",
-                [_table({k: v for k, v in pr.items() if "bits" in k or k.startswith("n_") or k == "epochs_run"})],
-            )
-        )
+        rows = {k: v for k, v in pr.items() if "bits" in k or k.startswith("n_") or k == "epochs_run"}
+        if "top_level" in pr:  # trained on its own first; epochs_run above is the bottom level's
+            rows["top level trained first: epochs_run"] = pr["top_level"].get("epochs_run")
+        sections.append(_section("Prior", [_table(rows)]))
     gparts: list[str] = []
     if gm:
         rows = {f"generated: {k}": v for k, v in gm.get("generated", {}).items()}

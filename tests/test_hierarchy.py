@@ -6,6 +6,7 @@ Every model here is tiny: 32x32 images, an 8x8 bottom grid and a 4x4 top grid.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -486,6 +487,9 @@ def test_top_epochs_plans_the_levels_in_turn_and_refuses_what_cannot_apply():
     ):
         with pytest.raises(ConfigError, match=message):
             PriorTrainConfig(**kw).validate()
+    bad_bottom = PriorTrainConfig(top_epochs=2, trainer=dataclasses.replace(cfg.trainer, max_minutes=-1.0))
+    with pytest.raises(ConfigError, match="max_minutes"):  # refused before the top level trains
+        bad_bottom.validate()
 
 
 # --- BestPerLevel -------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from brainvq.checkpoint import load_prior
 from brainvq.cli import main
+from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.train.common import TrainerConfig
@@ -184,10 +187,10 @@ def test_levels_trained_in_turn(trained: tuple[Path, Path, Path], tmp_path: Path
     model = load_prior(out / "prior.safetensors")
     assert_equal(model.top.state_dict(), top_end)
     assert_equal(model.bottom.state_dict(), level_state(bottom_end, "bottom"))
-    fresh = load_prior(out / "prior.safetensors")  # the bottom level did train: it differs from its start
-    torch.manual_seed(0)
-    untrained = type(fresh.bottom)(fresh.bottom.config).state_dict()
-    assert any(not torch.equal(v, untrained[k]) for k, v in model.bottom.state_dict().items())
+    # the bottom level starts where the top phase left it (frozen there: test_hierarchy) and did train
+    start = level_state(out / "top" / "checkpoints" / "last.ckpt", "bottom")
+    assert any(not torch.equal(v, start[k]) for k, v in model.bottom.state_dict().items())
+    assert 0 <= summary["top_best_epoch"] < 3 and 0 <= summary["bottom_best_epoch"] < 2
     top_log = (out / "top" / "logs" / "metrics.csv").read_text()
     assert "val/top_bits_per_code" in top_log and "val/bottom_bits_per_code" not in top_log
     assert "val/bits_per_code" in (out / "logs" / "metrics.csv").read_text()  # the whole prior, once both trained
@@ -195,3 +198,14 @@ def test_levels_trained_in_turn(trained: tuple[Path, Path, Path], tmp_path: Path
     again = train_prior(cfg, resume=True)  # both phases found finished: nothing retrains
     assert again["top_level"]["steps_run"] == top["steps_run"] and again["steps_run"] == summary["steps_run"]
     assert again["test_bits_per_code"] == pytest.approx(summary["test_bits_per_code"])
+
+    # resuming from checkpoints another kind of run left is refused, with the way out
+    with pytest.raises(ConfigError, match="resumes each level from its own last checkpoint"):
+        train_prior(cfg, resume=str(bottom_end))
+    joint = dataclasses.replace(cfg, top_epochs=None)
+    with pytest.raises(ConfigError, match="'bottom' training phase cannot resume the 'all' phase"):
+        train_prior(joint, resume=True)
+    shutil.rmtree(out / "top")  # the top level trains afresh (another seed: other weights) ...
+    other = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, seed=1))
+    with pytest.raises(ConfigError, match="trained on another top level than this run's"):
+        train_prior(other, resume=True)  # ... so the old bottom checkpoint no longer fits

@@ -491,7 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         help="train the top level alone first, for this many epochs; then the bottom level for --epochs",
     )
-    g.add_argument("--top-max-minutes", type=_positive_float, help="wall-time cap of the top level's training")
+    g.add_argument(
+        "--top-max-minutes",
+        type=_positive_float,
+        help="wall-time cap of the top level's training (--max-minutes caps the bottom level's only)",
+    )
     _add_trainer_args(p, "PriorTrainConfig")
     p.set_defaults(func=cmd_train_prior)
 

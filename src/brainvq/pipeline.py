@@ -109,6 +109,10 @@ def run_pipeline(
     from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 
     out = Path(out)
+    if recipe.prior_top_epochs is not None and not (vqvae_model or VQVAEConfig()).hierarchical:
+        raise ConfigError(
+            f"recipe {recipe.name!r} trains the prior's top level on its own: it needs a two-level VQ-VAE"
+        )
     timings = timings if timings is not None else {}
     t0 = t = time.time()
 

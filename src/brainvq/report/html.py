@@ -82,8 +82,14 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     summary = _load_json(run / "demo_summary.json") or {}
     data_note = summary.get("data") or (_load_json(vq / "eval_metrics.json") or {}).get("data", "")
     config_parts, curve_parts = [], []
+    pr = _load_json(prior / "train_summary.json")
     # prior/top: the top level of a two-level prior trained on its own first (PriorTrainConfig.top_epochs)
-    for folder, name in ((vq, "vqvae"), (prior / "top", "prior_top_level"), (prior, "prior")):
+    runs = [
+        (vq, "vqvae"),
+        *([(prior / "top", "prior_top_level")] if pr and "top_level" in pr else []),
+        (prior, "prior"),
+    ]
+    for folder, name in runs:
         c, k = _run_parts(folder, name)
         config_parts += c
         curve_parts += k
@@ -109,7 +115,6 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         if (vq / "figures" / fig).is_file():
             rec.append(_img(vq / "figures" / fig, alt))
     sections.append(_section("Reconstruction (test split)", rec))
-    pr = _load_json(prior / "train_summary.json")
     if pr:
         rows = {k: v for k, v in pr.items() if "bits" in k or k.startswith("n_") or k == "epochs_run"}
         if "top_level" in pr:  # trained on its own first; epochs_run above is the bottom level's

@@ -150,9 +150,11 @@ def planned_steps(trainer: L.Trainer, epochs: int, steps_per_batch: int = 1) -> 
     return epochs * int(trainer.num_training_batches) * steps_per_batch
 
 
-def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, what: str, steps_per_batch: int = 1) -> dict:
-    """Whether the planned schedule ran to its end; warns clearly when ``--max-minutes`` cut it short.
-    Call after ``trainer.fit``."""
+def schedule_report(
+    trainer: L.Trainer, cfg: TrainerConfig, what: str, steps_per_batch: int = 1, cap: str = "--max-minutes"
+) -> dict:
+    """Whether the planned schedule ran to its end; warns clearly when the time cap (the option
+    ``cap``) cut it short. Call after ``trainer.fit``."""
     planned = planned_steps(trainer, cfg.epochs, steps_per_batch)
     done = trainer.global_step >= planned
     # epochs as steps run over steps per epoch: a run cut inside an epoch reads e.g. 3.46 of 4
@@ -167,7 +169,7 @@ def schedule_report(trainer: L.Trainer, cfg: TrainerConfig, what: str, steps_per
     if not done:
         report["warning"] = (
             f"{what} training was cut short after {trainer.global_step} of {planned} steps "
-            f"({epochs_run:g} of {cfg.epochs} epochs) by --max-minutes {cfg.max_minutes}; "
+            f"({epochs_run:g} of {cfg.epochs} epochs) by {cap} {cfg.max_minutes}; "
             "quality is below what the planned schedule would reach"
         )
         log.warning(report["warning"])

@@ -66,9 +66,9 @@ class PriorTrainConfig:
     # epoch of the prior to keep"): its validation bits rise from epoch ~6 while its samples improve.
     keep: str = "last"
     # a two-level prior's top level trained on its own first, for this many epochs (capped at
-    # top_max_minutes), then the bottom level with ``trainer``; None: both levels together. The
-    # top level decides the anatomy and costs about a quarter of a joint step (README, "Training
-    # the two levels separately")
+    # top_max_minutes; trainer.max_minutes caps the bottom level), then the bottom level with
+    # ``trainer``; None: both levels together. The top level decides the anatomy and costs about a
+    # quarter of a joint step (README, "Training the two levels in turn")
     top_epochs: int | None = None
     top_max_minutes: float | None = None
 
@@ -89,6 +89,7 @@ class PriorTrainConfig:
             raise ConfigError("top_max_minutes needs top_epochs (the top level trained on its own)")
         if self.top_max_minutes is not None and not self.top_max_minutes > 0:
             raise ConfigError(f"top_max_minutes must be > 0, got {self.top_max_minutes}")
+        self.trainer.validate()  # before any phase trains: a bad bottom schedule must not wait for the top one
 
     def phases(self, vq_cfg: VQVAEConfig) -> list[tuple[str, TrainerConfig]]:
         """What trains in turn, each with its schedule: ``[("all", trainer)]`` (every level together),
@@ -193,9 +194,13 @@ def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...], level: str = "all") ->
     ``loss`` (what is optimised) and the values to log. For a two-level prior ``loss`` is the sum of
     both levels' mean bits per code and ``bits_per_code`` the total bits per image over the number
     of bottom codes; ``level="top"`` or ``"bottom"`` computes and optimises that level alone."""
+    if level not in LEVELS:
+        raise ConfigError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     codes, cond = batch[0], batch[1]  # cond: positions (B,) or (position, intensity scale) rows (B,2)
     cond = cond if m.config.conditional else None
     if not is_hierarchical(m):
+        if level != "all":
+            raise ConfigError(f"level={level!r} needs a two-level prior")
         bits = F.cross_entropy(m(codes, cond).float(), codes) / math.log(2)
         return {"loss": bits, "bits_per_code": bits, "bits_per_image": bits * codes[0].numel()}
     top = batch[2]
@@ -404,6 +409,11 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         raise CheckpointError(f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)")
     vq_cfg = load_vqvae(cfg.vqvae).config
     phases = cfg.phases(vq_cfg)
+    if len(phases) > 1 and isinstance(resume, str) and resume not in ("auto", "last"):
+        raise ConfigError(
+            "a prior trained level by level (top_epochs) resumes each level from its own last checkpoint: "
+            "use --resume without a path"
+        )
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     prog = cfg.trainer.progress
     train = cached_codes(Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog)
@@ -469,14 +479,44 @@ def _train_phase(
     per_level = BestPerLevel()
     extra = [per_level] if level == "all" and isinstance(model_cfg, HierarchicalPriorConfig) else []
     trainer = build_trainer(t, where, monitor=module.monitor, mode="min", extra_callbacks=extra)
-    trainer.fit(module, train_dl, eval_dls, ckpt_path=resume_path(where, resume), weights_only=True)
-    report = schedule_report(trainer, t, PHASE_NAMES[level])
+    ckpt = resume_path(where, resume)
+    if ckpt is not None:
+        check_resumable(ckpt, level, state)
+    trainer.fit(module, train_dl, eval_dls, ckpt_path=ckpt, weights_only=True)
+    cap = "--top-max-minutes" if level == "top" else "--max-minutes"
+    report = schedule_report(trainer, t, PHASE_NAMES[level], cap=cap)
+    # DDP: only rank 0 loads the kept weights; the next phase's DDP wrapper copies rank 0's
+    # parameters (frozen ones included) to every rank, so all ranks go on from the same weights
     if trainer.is_global_zero:
         report.update(keep_weights(cfg.keep, trainer, module, per_level))
-    if level != "all":  # the level this phase trained: its best validation epoch, counted from 0
-        score = trainer.checkpoint_callback.best_model_score
-        report[f"{level}_best_val_bits_per_code"] = None if score is None else float(score)
+    if level != "all":  # the level this phase trained: its best validation epoch (from 0) and bits
+        best = trainer.checkpoint_callback
+        if best.best_model_path:
+            report[f"{level}_best_epoch"] = torch.load(best.best_model_path, map_location="cpu", weights_only=True)[
+                "epoch"
+            ]
+        report[f"{level}_best_val_bits_per_code"] = (
+            None if best.best_model_score is None else float(best.best_model_score)
+        )
     return module, trainer, report
+
+
+def check_resumable(ckpt: str | Path, level: str, state: dict | None) -> None:
+    """Refuse to resume a phase from a checkpoint another kind of run left: one that trained
+    another level (e.g. a joint run's checkpoint where the bottom level of a level-by-level run
+    resumes), or, for the bottom level, one whose top level is not the one just trained."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    was = saved.get("hyper_parameters", {}).get("level", "all")
+    hint = "remove it or train into a new --out"
+    if was != level:
+        raise ConfigError(
+            f"{ckpt}: a checkpoint of the {was!r} training phase cannot resume the {level!r} phase; {hint}"
+        )
+    if level == "bottom" and state is not None:
+        weights = saved["state_dict"]
+        for k, v in state.items():
+            if k.startswith("top.") and not torch.equal(weights[f"model.{k}"], v.cpu()):
+                raise ConfigError(f"{ckpt}: this checkpoint was trained on another top level than this run's; {hint}")
 
 
 def _merge_phase_reports(reports: dict[str, dict]) -> dict:
@@ -486,7 +526,8 @@ def _merge_phase_reports(reports: dict[str, dict]) -> dict:
     merged = {k: v for k, v in last.items() if k != "warning"}
     if "top" in reports:
         merged["top_level"] = reports["top"]
-        merged["top_best_val_bits_per_code"] = reports["top"].get("top_best_val_bits_per_code")
+        for key in ("top_best_epoch", "top_best_val_bits_per_code"):
+            merged[key] = reports["top"].get(key)
     merged["schedule_completed"] = all(r["schedule_completed"] for r in reports.values())
     warnings = [r["warning"] for r in reports.values() if r.get("warning")]
     if warnings:

@@ -67,3 +67,17 @@ def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict
 
 def test_recipes_are_named_by_their_keys():
     assert all(name == r.name for name, r in RECIPES.items())
+
+
+def test_recipe_training_the_prior_level_by_level_refuses_a_one_level_vqvae_before_training(tmp_path: Path):
+    from brainvq.models.vqvae import VQVAEConfig
+
+    assert RECIPES["quality-cpu"].prior_top_epochs is not None
+    with pytest.raises(ConfigError, match="top_epochs applies to the prior of a two-level VQ-VAE"):
+        run_pipeline(
+            DataConfig(root=str(tmp_path / "no-data")),
+            tmp_path / "out",
+            RECIPES["quality-cpu"],
+            vqvae_model=VQVAEConfig(top_downsample=0),
+        )
+    assert not (tmp_path / "out").exists()  # nothing trained, nothing written

@@ -109,10 +109,8 @@ def run_pipeline(
     from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 
     out = Path(out)
-    if recipe.prior_top_epochs is not None and not (vqvae_model or VQVAEConfig()).hierarchical:
-        raise ConfigError(
-            f"recipe {recipe.name!r} trains the prior's top level on its own: it needs a two-level VQ-VAE"
-        )
+    # before any training: a recipe whose prior trains level by level needs a two-level VQ-VAE
+    PriorTrainConfig(top_epochs=recipe.prior_top_epochs).phases(vqvae_model or VQVAEConfig())
     timings = timings if timings is not None else {}
     t0 = t = time.time()
 

@@ -252,11 +252,16 @@ def build_trainer(
     )
 
 
+def names_checkpoint(resume: bool | str | None) -> bool:
+    """Whether ``--resume`` was given a checkpoint file (rather than "resume from the last one")."""
+    return isinstance(resume, str) and resume not in ("auto", "last")
+
+
 def resume_path(out_dir: Path, resume: bool | str | None) -> str | None:
     """``True`` -> the run's ``last.ckpt`` if present; a string -> that file; else None."""
     if not resume:
         return None
-    if isinstance(resume, str) and resume not in ("auto", "last"):
+    if names_checkpoint(resume):
         if not Path(resume).is_file():
             raise ConfigError(f"{resume}: checkpoint to resume from not found")
         return resume

@@ -33,6 +33,7 @@ from brainvq.train.common import (
     LRSchedule,
     TrainerConfig,
     build_trainer,
+    names_checkpoint,
     restore_best,
     resume_path,
     schedule_report,
@@ -189,18 +190,23 @@ def cached_codes(
     return codes
 
 
+def check_level(m: Prior, level: str) -> None:
+    """Refuse a level (:data:`LEVELS`) that is unknown or that ``m`` does not have."""
+    if level not in LEVELS:
+        raise ConfigError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    if level != "all" and not is_hierarchical(m):
+        raise ConfigError(f"level={level!r} needs a two-level prior")
+
+
 def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...], level: str = "all") -> dict[str, torch.Tensor]:
     """Mean bits per code of a batch (codes, conditions[, top]) as :meth:`CodeSet.tensors` gives it:
     ``loss`` (what is optimised) and the values to log. For a two-level prior ``loss`` is the sum of
     both levels' mean bits per code and ``bits_per_code`` the total bits per image over the number
     of bottom codes; ``level="top"`` or ``"bottom"`` computes and optimises that level alone."""
-    if level not in LEVELS:
-        raise ConfigError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    check_level(m, level)
     codes, cond = batch[0], batch[1]  # cond: positions (B,) or (position, intensity scale) rows (B,2)
     cond = cond if m.config.conditional else None
     if not is_hierarchical(m):
-        if level != "all":
-            raise ConfigError(f"level={level!r} needs a two-level prior")
         bits = F.cross_entropy(m(codes, cond).float(), codes) / math.log(2)
         return {"loss": bits, "bits_per_code": bits, "bits_per_image": bits * codes[0].numel()}
     top = batch[2]
@@ -237,11 +243,8 @@ class PriorModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = prior_from_config(model)
-        if level not in LEVELS:
-            raise ConfigError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+        check_level(self.model, level)
         if level != "all":
-            if not is_hierarchical(self.model):
-                raise ConfigError(f"level={level!r} needs a two-level prior")
             frozen = self.model.bottom if level == "top" else self.model.top
             frozen.requires_grad_(False)  # DDP registers trainable parameters only
         self.level = level
@@ -249,7 +252,7 @@ class PriorModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         bits = prior_bits(self.model, batch, self.level)
-        shown = "bits_per_code" if self.level == "all" else f"{self.level}_bits_per_code"
+        shown = self.monitor.removeprefix("val/")  # the bits this phase optimises
         for name in ("bits_per_code", "top_bits_per_code", "bottom_bits_per_code"):
             if name in bits:
                 self.log(
@@ -409,7 +412,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         raise CheckpointError(f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)")
     vq_cfg = load_vqvae(cfg.vqvae).config
     phases = cfg.phases(vq_cfg)
-    if len(phases) > 1 and isinstance(resume, str) and resume not in ("auto", "last"):
+    if len(phases) > 1 and names_checkpoint(resume):
         raise ConfigError(
             "a prior trained level by level (top_epochs) resumes each level from its own last checkpoint: "
             "use --resume without a path"

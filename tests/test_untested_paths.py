@@ -8,6 +8,8 @@ import dataclasses
 import json
 import math
 import os
+import time
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from lightning.pytorch.callbacks import Timer
 
 from brainvq.checkpoint import save_weights
 from brainvq.cli import main
@@ -67,6 +70,9 @@ def test_max_minutes_stops_a_real_run_inside_its_first_epoch(tiny_oasis: Path, t
     assert summary["steps_run"] == 1 < 3 == summary["planned_steps"] // 50  # 3 steps per epoch
     assert summary["schedule_completed"] is False and "cut short" in summary["warning"]
     assert (tmp_path / "run" / "vqvae.safetensors").is_file()
+    # the LR schedule was given the Timer's training time (what a resume continues from)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["lr_schedulers"][0]["lr_lambdas"][0]["elapsed"] > 0
 
 
 def test_cosine_lr_warms_up_then_decays_to_five_percent():
@@ -80,18 +86,51 @@ def test_cosine_lr_warms_up_then_decays_to_five_percent():
     assert all(a > b for a, b in zip(values, values[1:], strict=False))
 
 
-def test_lr_schedule_progress_is_the_larger_of_steps_and_wall_time(monkeypatch: pytest.MonkeyPatch):
-    clock = _Clock()
-    monkeypatch.setattr(common.time, "monotonic", clock)
+def test_lr_schedule_progress_is_the_larger_of_steps_and_wall_time():
     by_steps = LRSchedule(total_steps=1000)
-    assert by_steps(0) == pytest.approx(cosine_lr(0.0, 0))  # starts its clock at the first call
+    assert by_steps(0) == pytest.approx(cosine_lr(0.0, 0))
+    by_steps.elapsed = 3600.0  # no time budget: time does not count
     assert by_steps(500) == pytest.approx(cosine_lr(0.5, 500))
     timed = LRSchedule(total_steps=1000, max_minutes=10)
-    timed(0)
-    clock.now += 7.5 * 60  # 75 % of the time budget but only 10 % of the steps
+    timed.elapsed = 7.5 * 60  # 75 % of the time budget but only 10 % of the steps
     assert timed(100) == pytest.approx(cosine_lr(0.75, 100))
-    clock.now += 10 * 60
+    timed.elapsed = 17.5 * 60
     assert timed(120) == pytest.approx(0.05)  # a run cut short ends with a decayed LR
+
+
+def test_lr_schedule_counts_training_time_not_the_pause_before_a_resume(monkeypatch: pytest.MonkeyPatch):
+    """The schedule's clock is Lightning's Timer, whose training time a checkpoint keeps: a run
+    resumed an hour after its kill goes on from 3 of its 10 minutes, not from the floor."""
+    clock = _Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+
+    def trainer_at(elapsed_state: dict | None) -> tuple[SimpleNamespace, torch.optim.lr_scheduler.LambdaLR, Timer]:
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total_steps=10_000, max_minutes=10))
+        timer = Timer(duration=timedelta(minutes=10))
+        if elapsed_state is not None:
+            timer.load_state_dict(elapsed_state)
+        timer.on_train_start(None, None)  # type: ignore[arg-type]
+        return SimpleNamespace(callbacks=[timer], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)]), sched, timer
+
+    def step(trainer: SimpleNamespace, sched: torch.optim.lr_scheduler.LambdaLR, n: int) -> float:
+        for _ in range(n):
+            common.TrainingClock().on_train_batch_start(trainer, None, None, 0)  # type: ignore[arg-type]
+            sched.optimizer.step()
+            sched.step()
+        return sched.get_last_lr()[0]
+
+    first, sched, timer = trainer_at(None)
+    step(first, sched, 100)
+    clock.now += 3 * 60  # three minutes of training, then the kill
+    step(first, sched, 1)
+    saved_sched, saved_timer = sched.state_dict(), timer.state_dict()
+    clock.now += 3600  # an hour passes before the resume
+    again, sched2, _ = trainer_at(saved_timer)
+    sched2.load_state_dict(saved_sched)
+    assert step(again, sched2, 1) == pytest.approx(cosine_lr(0.3, 102), rel=1e-6)  # 3 of 10 minutes
+    clock.now += 6 * 60  # and the budget still applies after the resume
+    assert step(again, sched2, 1) == pytest.approx(cosine_lr(0.9, 103), rel=1e-6)
 
 
 def test_training_applies_the_schedule_to_the_optimiser():

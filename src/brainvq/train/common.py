@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
@@ -222,6 +222,7 @@ def build_trainer(
         last,
         FiniteLossGuard(),
         RandomStateCheckpoint(),
+        TrainingClock(),
         *(extra_callbacks or []),
     ]  # best first: trainer.checkpoint_callback
     if cfg.progress:
@@ -280,20 +281,40 @@ def cosine_lr(progress: float, step: int, warmup: int = 50) -> float:
 class LRSchedule:
     """LambdaLR multiplier whose progress is the larger of steps done / total steps and, when
     a wall-time budget is set, time spent / budget: a run cut short by ``--max-minutes``
-    still ends with a decayed learning rate."""
+    still ends with a decayed learning rate.
+
+    The time spent is :attr:`elapsed`, which :class:`TrainingClock` copies from Lightning's Timer
+    (the ``max_time`` guard) before every step. The Timer's clock is saved in checkpoints and a
+    resume continues it, so the schedule counts training time only, never the hours between a
+    kill and its resume (LambdaLR saves and restores this object's attributes)."""
 
     def __init__(self, total_steps: int, max_minutes: float | None = None) -> None:
         self.total_steps = max(1, total_steps)
         self.max_seconds = max_minutes * 60 if max_minutes else None
-        self.start: float | None = None
+        self.elapsed = 0.0  # seconds of training so far
 
     def __call__(self, step: int) -> float:
-        if self.start is None:
-            self.start = time.monotonic()
         progress = step / self.total_steps
         if self.max_seconds:
-            progress = max(progress, (time.monotonic() - self.start) / self.max_seconds)
+            progress = max(progress, self.elapsed / self.max_seconds)
         return cosine_lr(progress, step)
+
+
+class TrainingClock(Callback):
+    """Before every training step, gives each :class:`LRSchedule` the training time so far from
+    the trainer's Timer (present when ``max_time`` is set)."""
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:  # noqa: D102
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is None:
+            return
+        elapsed = timer.time_elapsed("train")
+        for config in trainer.lr_scheduler_configs:
+            for schedule in getattr(config.scheduler, "lr_lambdas", ()):
+                if isinstance(schedule, LRSchedule):
+                    schedule.elapsed = elapsed
 
 
 def is_rank_zero() -> bool:

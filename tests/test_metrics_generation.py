@@ -10,7 +10,6 @@ import torch
 from brainvq.data.slices import SliceSet
 from brainvq.metrics.generation import (
     GenerationMetricsConfig,
-    classifier_two_sample_test,
     fractions_by_position,
     frechet_distance,
     generation_metrics,
@@ -23,7 +22,6 @@ from tests.conftest import blob_slice
 FAST = GenerationMetricsConfig(
     feature_work_size=32,
     position_steps=60,
-    c2st_steps=60,
     segmenter_work_size=64,
     segmenter_steps=120,
     diversity_pairs=32,
@@ -72,18 +70,6 @@ def test_frechet_distance_matches_the_textbook_formula():
     assert frechet_distance(a, shifted) == pytest.approx(9.0, rel=1e-6)
 
 
-def test_two_sample_test_separates_different_sets_and_not_equal_ones():
-    real = as_float(make_slices(4, seed=1))
-    same = as_float(make_slices(4, seed=2))  # same distribution, other noise and radii
-    inverted = 1 - same  # bright background: trivially different
-    cfg = GenerationMetricsConfig(feature_work_size=32, c2st_steps=80)
-    different = classifier_two_sample_test(real, inverted, cfg)
-    alike = classifier_two_sample_test(real, same, cfg)
-    assert different["accuracy"] >= 0.9
-    assert alike["accuracy"] <= 0.75
-    assert different["n_per_side"] == 32 and different["stderr"] == pytest.approx(np.sqrt(0.25 / 64))
-
-
 def test_nearest_training_ssim_finds_copies():
     train = make_slices(3, seed=3)
     copies = as_float(train.subset([5, 17]))
@@ -124,8 +110,6 @@ def test_generation_metrics_flags_copies_and_reports_baselines():
     m = generation_metrics(fake, train.positions[:16], train, val, test, FAST, progress=False)
     assert len(m["memorisation"]["near_copies"]) == 16
     assert m["memorisation"]["generated"]["mean"] > m["memorisation"]["real_test"]["mean"]
-    # copies of real slices: the two-sample test cannot tell them from real test slices
-    assert m["c2st"]["generated_vs_test"]["accuracy"] <= 0.8
     tissue = m["tissue"]
     assert tissue["segmenter_on_test"]["pixel_accuracy"] > 0.8  # the judge learned the masks
     assert np.array(tissue["real_test"]).shape == (FAST.position_bins, 3)
@@ -135,6 +119,5 @@ def test_generation_metrics_flags_copies_and_reports_baselines():
     inverted = 1 - fake[:8]  # an obviously different set: bright background, dark brain
     m2 = generation_metrics(inverted, None, no_masks, val, test, FAST, progress=False)
     assert "skipped" in m2["tissue"] and "generated_position_mae" not in m2["frechet_position_features"]
-    assert m2["c2st"]["generated_vs_test"]["accuracy"] >= 0.9
     fd, fd_copies = m2["frechet_position_features"], m["frechet_position_features"]
     assert fd["generated_vs_test"] > max(10 * fd["validation_vs_test"], 2 * fd_copies["generated_vs_test"])

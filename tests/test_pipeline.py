@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
-from brainvq.pipeline import RECIPES, Recipe, get_recipe, run_pipeline
+from brainvq.pipeline import RECIPES, Recipe, TimeBudget, get_recipe, run_pipeline
 
 
 def test_demo_recipe_budgets_leave_room_within_15_minutes_in_fp32():
@@ -18,12 +19,15 @@ def test_demo_recipe_budgets_leave_room_within_15_minutes_in_fp32():
     # both trainers are capped; dataset, evaluation, sampling and judging get the other ~6 minutes
     assert demo.vqvae_minutes + demo.prior_minutes <= 9
     assert demo.samples <= 64  # sampling and judging are bounded by the number of samples
+    assert demo.total_minutes == 15 and demo.vqvae_minutes + demo.prior_minutes + demo.reserve_minutes <= 15
 
 
 def test_quality_recipes():
     cpu, gpu = get_recipe("quality-cpu"), get_recipe("quality-gpu")
     assert cpu.precision == "32-true" and cpu.vqvae_minutes + cpu.prior_minutes <= 50  # of 60 in all
     assert cpu.samples >= 256 and gpu.samples >= 256  # enough for the judges' standard errors
+    planned = cpu.vqvae_minutes + cpu.prior_top_minutes + cpu.prior_minutes
+    assert cpu.total_minutes == 60 and planned + cpu.reserve_minutes <= 60
     assert gpu.accelerator == "gpu"
     with pytest.raises(ConfigError, match="unknown recipe 'fast'"):
         get_recipe("fast")
@@ -44,6 +48,8 @@ def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict
         judges=False,
         sharpen_epochs=1,
         sharpen_minutes=5.0,
+        total_minutes=6.0,  # 5.5 min for 10 min of caps: the VQ-VAE's cap shrinks, and its 2 epochs still fit
+        reserve_minutes=0.5,
     )
     summary = run_pipeline(
         DataConfig(root=str(tiny_oasis), image_size=64),
@@ -53,6 +59,14 @@ def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict
         vqvae_model=tiny.model,
     )
     assert list(summary)[0] == "verdict"
+    budget = summary["time_budget"]
+    assert list(budget["stages"]) == ["VQ-VAE", "sharpening", "prior"] and budget["total_minutes"] == 6.0
+    vq_cap = budget["stages"]["VQ-VAE"]["given_minutes"]["vqvae"]
+    assert 2.5 < vq_cap < 3.0 and any("VQ-VAE training got 5" in w for w in summary["warnings"])
+    vq_run = yaml.safe_load((tmp_path / "run" / "vqvae" / "config.yaml").read_text())
+    assert vq_run["config"]["trainer"]["max_minutes"] == pytest.approx(
+        vq_cap, abs=0.01
+    )  # the trainer got the shrunk cap
     sharpened = tmp_path / "run" / "sharpen" / "vqvae.safetensors"
     assert summary["sharpen"]["schedule_completed"] and summary["reconstruction_test"]["weights"] == str(sharpened)
     assert summary["prior"]["schedule_completed"] is False and summary["vqvae"]["schedule_completed"] is True
@@ -81,3 +95,39 @@ def test_recipe_training_the_prior_level_by_level_refuses_a_one_level_vqvae_befo
             vqvae_model=VQVAEConfig(top_downsample=0),
         )
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_time_budget_shrinks_the_caps_only_when_earlier_stages_ran_late(monkeypatch: pytest.MonkeyPatch):
+    clock = FakeClock()
+    monkeypatch.setattr("brainvq.pipeline.time.time", clock)
+    budget = TimeBudget(15.0, 5.0, start=clock.now - 60)  # the dataset took 1 min
+    assert budget.caps("VQ-VAE", {"vqvae": 4.0}, later_minutes=4.5) == {"vqvae": 4.0}  # 9 min left for 8.5
+    clock.now += 6 * 60  # the VQ-VAE stage and its evaluation took 6 min: 7 min used, 3 left before the reserve
+    given = budget.caps("prior", {"prior_top": 1.5, "prior": 4.5})
+    assert given == pytest.approx({"prior_top": 0.75, "prior": 2.25})  # both phases scaled alike
+    assert budget.stages["prior"]["given_minutes"] == {"prior_top": 0.75, "prior": 2.25}
+    assert budget.stages["VQ-VAE"]["given_minutes"] == {"vqvae": 4.0}
+    assert len(budget.warnings) == 1 and "prior training got 50% of its planned time cap" in budget.warnings[0]
+    clock.now += 7 * 60  # 14 min in all: inside the budget
+    assert budget.finish()["took_minutes"] == pytest.approx(14.0) and len(budget.warnings) == 1
+    clock.now += 2 * 60
+    assert budget.finish()["took_minutes"] == pytest.approx(16.0)
+    assert "the run took 16.0 min, over its 15-minute budget" in budget.warnings[-1]
+
+
+def test_time_budget_keeps_a_floor_and_is_off_without_a_total(monkeypatch: pytest.MonkeyPatch):
+    clock = FakeClock()
+    monkeypatch.setattr("brainvq.pipeline.time.time", clock)
+    late = TimeBudget(15.0, 5.0, start=clock.now - 14 * 60)  # nothing left: each stage keeps 10 %
+    assert late.caps("prior", {"prior": 4.0}) == pytest.approx({"prior": 0.4})
+    free = TimeBudget(None, 0.0, start=clock.now - 10 * 3600)
+    assert free.caps("prior", {"prior": 4.0}) == {"prior": 4.0} and not free.warnings
+    assert free.finish()["total_minutes"] is None and not free.warnings

@@ -20,7 +20,7 @@ TINY = StandInConfig(n_train_cases=2, n_val_cases=1, n_test_cases=1, slices_per_
 @pytest.fixture(scope="module")
 def tiny_standin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("standin")
-    make_standin_dataset(root, TINY, progress=False)
+    make_standin_dataset(root, TINY, progress=False, workers=2)
     return root
 
 
@@ -58,10 +58,13 @@ def test_masks_and_brain_placement(tiny_standin: Path):
 
 
 def test_deterministic_and_seed_dependent(tiny_standin: Path, tmp_path: Path):
+    """The same bytes in every file whether cases are built in one process or in several."""
     again = tmp_path / "again"
-    make_standin_dataset(again, TINY, progress=False)
+    make_standin_dataset(again, TINY, progress=False, workers=1)  # the fixture: 2 processes
+    files = sorted(p.relative_to(tiny_standin) for p in tiny_standin.rglob("*.png"))
+    assert len(files) == 2 * 4 * 5
+    assert all((again / f).read_bytes() == (tiny_standin / f).read_bytes() for f in files)
     rel = "keras_png_slices_data/keras_png_slices_train/case_002_slice_2.nii.png"
-    assert (again / rel).read_bytes() == (tiny_standin / rel).read_bytes()
     other = tmp_path / "other"
     cfg = StandInConfig(**{**TINY.__dict__, "seed": 4})
     make_standin_dataset(other, cfg, progress=False)

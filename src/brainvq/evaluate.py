@@ -182,10 +182,11 @@ def evaluate_generation(
     """Sample ``n_samples`` slices at positions spread like the test split and measure how many
     are brain-shaped, next to the same statistic on the real test slices.
 
-    Unless ``skip_metrics``, also runs the generation metrics of
-    :mod:`brainvq.metrics.generation` (two-sample test, Fréchet distance, memorisation,
-    diversity, tissue realism), each with its real-data baseline. The default of 256 samples
-    puts the two-sample test's standard error at 0.022 (0.06 at 32 per side); the summary's
+    Unless ``skip_metrics``, also runs the power-checked judges of :mod:`brainvq.judges` (if
+    ``judges``) and the metrics of :mod:`brainvq.metrics.generation` (Fréchet distance in
+    position-regressor features, memorisation, diversity, tissue realism), each with its
+    real-data baseline. The default of 256 samples puts the two-sample classifier's standard
+    error at 0.022 (0.06 at 32 per side); the summary's
     ``timings`` says how long sampling and the metrics took.
     """
     from brainvq.metrics.shape import AreaModel, brain_shape_check

@@ -1,10 +1,10 @@
 """How realistic, novel and diverse generated slices are, each next to a real-data baseline.
 
 Inception-based FID needs downloaded weights and suits natural photos, not MRI, so every judge
-here is trained by the project itself on real slices, for a task other than generation:
+here is trained by the project itself on real slices, for a task other than generation. The
+two-sample classifier and the acceptance judges are in :mod:`brainvq.judges` (power-checked);
+these are the further metrics:
 
-- classifier two-sample test (C2ST): a small CNN learns real-vs-generated on one half, is scored
-  on the other half (0.5 = indistinguishable); baseline: validation-vs-test real slices;
 - Fréchet distance between features of a slice-position regressor (not the VQ-VAE encoder);
   baseline: validation-vs-test with the same number of images;
 - memorisation: highest SSIM of each generated slice to any training slice; baseline: the same
@@ -39,10 +39,9 @@ class GenerationMetricsConfig:
     seed: int = 0
     max_train_images: int = 2048  # random training subset the judges learn from
     batch_size: int = 32
-    feature_work_size: int = 64  # the position regressor / C2ST classifier see 64x64 copies
+    feature_work_size: int = 64  # the position regressor sees 64x64 copies
     feature_dim: int = 32
     position_steps: int = 400
-    c2st_steps: int = 150
     segmenter_work_size: int = 64
     segmenter_steps: int = 300
     memorisation_candidates: int = 16  # full-resolution SSIM on the k most correlated training slices
@@ -142,55 +141,6 @@ def train_position_regressor(
         progress=progress,
     )
     return model
-
-
-# --- classifier two-sample test ----------------------------------------------------------------
-
-
-def classifier_two_sample_test(
-    real: torch.Tensor, other: torch.Tensor, cfg: GenerationMetricsConfig, progress: bool = False
-) -> dict[str, float]:
-    """Accuracy of a CNN telling ``real`` from ``other`` on held-out halves (0.5 = indistinguishable).
-
-    Both sets are cut to the same size n and split in halves; the classifier trains on one half of
-    each and is scored on the other, then the halves swap (two folds, accuracy averaged over all n+n
-    held-out predictions). ``stderr`` is the binomial standard error at accuracy 0.5.
-    """
-    rng = np.random.default_rng(cfg.seed)
-    n = min(len(real), len(other))
-    if n < 4:
-        return {
-            "accuracy": float("nan"),
-            "n_per_side": n,
-            "stderr": float("nan"),
-            "note": "fewer than 4 images per side",
-        }
-    a = real[torch.from_numpy(rng.permutation(len(real))[:n])]
-    b = other[torch.from_numpy(rng.permutation(len(other))[:n])]
-    half = n // 2
-    folds = [(slice(0, half), slice(half, n)), (slice(half, n), slice(0, half))]
-    correct = total = 0
-    for k, (tr, te) in enumerate(folds):
-        x = torch.cat([a[tr], b[tr]])
-        y = torch.cat([torch.zeros(len(a[tr])), torch.ones(len(b[tr]))])[:, None]
-        model = SliceCNN(outputs=1, work_size=cfg.feature_work_size, feature_dim=cfg.feature_dim)
-        fit(
-            model,
-            x,
-            y,
-            F.binary_cross_entropy_with_logits,
-            steps=cfg.c2st_steps,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed + 1 + k,
-            desc="two-sample classifier",
-            progress=progress,
-        )
-        with torch.no_grad():
-            pred_a = model(a[te]).squeeze(1) > 0
-            pred_b = model(b[te]).squeeze(1) > 0
-        correct += int((~pred_a).sum() + pred_b.sum())
-        total += len(pred_a) + len(pred_b)
-    return {"accuracy": correct / total, "n_per_side": n, "stderr": float(np.sqrt(0.25 / total))}
 
 
 # --- memorisation ------------------------------------------------------------------------------
@@ -387,14 +337,6 @@ def generation_metrics(
         frechet["generated_position_mae"] = float(np.abs(pred_fake - np.asarray(fake_positions)).mean())
     t = lap("frechet_s", t)
 
-    c2st = {
-        "generated_vs_test": classifier_two_sample_test(test_small, fake_small, cfg, progress),
-        "validation_vs_test": classifier_two_sample_test(
-            test_small, val_small[torch.from_numpy(val_pick)], cfg, progress
-        ),
-    }
-    t = lap("c2st_s", t)
-
     gen_near, gen_idx = nearest_training_ssim(fake, train, cfg.memorisation_candidates, progress=progress)
     real_near, _ = nearest_training_ssim(test_full, train, cfg.memorisation_candidates, progress=progress)
     copies = np.flatnonzero(gen_near >= cfg.near_copy_ssim)
@@ -419,7 +361,6 @@ def generation_metrics(
     result = {
         "config": asdict(cfg),
         "frechet_position_features": frechet,
-        "c2st": c2st,
         "memorisation": memorisation,
         "diversity": diversity,
     }

@@ -189,14 +189,8 @@ def judges_html(judged: dict) -> str:
 
 def _metric_table(m: dict) -> str:
     """Rows of (metric, generated, real baseline, what the baseline is) from ``generation_metrics`` output."""
-    fd, c2, mem, div = m["frechet_position_features"], m["c2st"], m["memorisation"], m["diversity"]
+    fd, mem, div = m["frechet_position_features"], m["memorisation"], m["diversity"]
     rows = [
-        (
-            "two-sample classifier accuracy (0.5 = indistinguishable)",
-            c2["generated_vs_test"]["accuracy"],
-            c2["validation_vs_test"]["accuracy"],
-            "validation vs test",
-        ),
         (
             "Fréchet distance, position-regressor features",
             fd["generated_vs_test"],

@@ -169,7 +169,7 @@ def schedule_report(
     if not done:
         report["warning"] = (
             f"{what} training was cut short after {trainer.global_step} of {planned} steps "
-            f"({epochs_run:g} of {cfg.epochs} epochs) by {cap} {cfg.max_minutes}; "
+            f"({epochs_run:g} of {cfg.epochs} epochs) by {cap} {cfg.max_minutes:g}; "
             "quality is below what the planned schedule would reach"
         )
         log.warning(report["warning"])

@@ -124,3 +124,20 @@ def test_evaluate_prior_defaults_to_at_least_256_samples_but_demo_stays_small(mo
 
     assert build_parser().parse_args(["demo"]).samples is None  # flags left out keep the demo recipe's
     assert get_recipe("demo").samples <= 64  # the demo keeps its own small number
+
+
+def test_total_minutes_flag_sets_or_turns_off_the_recipes_time_budget(monkeypatch: pytest.MonkeyPatch, tmp_path):
+    import brainvq.data.standin
+    import brainvq.pipeline
+    from brainvq.cli import cmd_demo, cmd_pipeline
+
+    seen: list = []
+    monkeypatch.setattr(brainvq.pipeline, "run_pipeline", lambda data, out, recipe, **k: seen.append(recipe) or {})
+    monkeypatch.setattr(brainvq.data.standin, "make_standin_dataset", lambda *a, **k: None)
+    demo = ["demo", "--out", str(tmp_path), "--data-dir", str(tmp_path)]
+    cmd_demo(build_parser().parse_args(demo))
+    cmd_demo(build_parser().parse_args([*demo, "--total-minutes", "20"]))
+    cmd_pipeline(build_parser().parse_args(["pipeline", "--data", str(tmp_path), "--total-minutes", "0"]))
+    assert [r.total_minutes for r in seen] == [15.0, 20.0, None]  # the recipe's, given, off
+    with pytest.raises(ConfigError, match="--total-minutes must be >= 0"):
+        cmd_pipeline(build_parser().parse_args(["pipeline", "--data", str(tmp_path), "--total-minutes", "-1"]))

@@ -104,6 +104,21 @@ def _data_config(a: argparse.Namespace):
     )
 
 
+TOTAL_HELP = (
+    "wall budget of the whole run in minutes, dataset included: training caps shrink when earlier "
+    "stages ran late (0: no budget; default: the recipe's)"
+)
+
+
+def _total_budget(a: argparse.Namespace) -> dict:
+    """``{"total_minutes": ...}`` when ``--total-minutes`` was given (0 turns the budget off)."""
+    if a.total_minutes is None:
+        return {}
+    if a.total_minutes < 0:
+        raise ConfigError(f"--total-minutes must be >= 0, got {a.total_minutes}")
+    return {"total_minutes": a.total_minutes or None}
+
+
 def _given(a: argparse.Namespace, **fields: str) -> dict:
     """``{field: a.<flag>}`` for the flags the user gave (flags left out default to None,
     so the config dataclasses stay the one place that holds defaults)."""
@@ -288,6 +303,7 @@ def cmd_demo(a: argparse.Namespace) -> dict:
             samples="samples",
             precision="precision",
         ),
+        **_total_budget(a),
     )
     make_standin_dataset(Path(a.data_dir), StandInConfig(seed=a.seed), progress=not a.no_progress)
     timings = {"dataset_s": round(time.time() - t0, 1)}
@@ -306,7 +322,9 @@ def cmd_pipeline(a: argparse.Namespace) -> dict:
     from brainvq.pipeline import get_recipe, run_pipeline
 
     recipe = dataclasses.replace(
-        get_recipe(a.recipe), **_given(a, samples="samples", precision="precision", accelerator="accelerator")
+        get_recipe(a.recipe),
+        **_given(a, samples="samples", precision="precision", accelerator="accelerator"),
+        **_total_budget(a),
     )
     return run_pipeline(_data_config(a), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress)
 
@@ -591,6 +609,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prior-epochs", type=_positive_int)
     g.add_argument("--prior-minutes", type=_positive_float)
     g.add_argument("--samples", type=_positive_int)
+    g.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
     g.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -606,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", type=_positive_int, help="generated slices to judge (default: the recipe's)")
     p.add_argument("--precision", help="default: the recipe's (fp32 on CPU, bf16-mixed on GPU)")
     p.add_argument("--accelerator", help="default: the recipe's")
+    p.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_pipeline)
     return parser

@@ -11,6 +11,7 @@ import yaml
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.pipeline import RECIPES, Recipe, TimeBudget, get_recipe, run_pipeline
+from tests.test_untested_paths import _Clock
 
 
 def test_demo_recipe_budgets_leave_room_within_15_minutes_in_fp32():
@@ -97,16 +98,8 @@ def test_recipe_training_the_prior_level_by_level_refuses_a_one_level_vqvae_befo
     assert not (tmp_path / "out").exists()  # nothing trained, nothing written
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_time_budget_shrinks_the_caps_only_when_earlier_stages_ran_late(monkeypatch: pytest.MonkeyPatch):
-    clock = FakeClock()
+    clock = _Clock()
     monkeypatch.setattr("brainvq.pipeline.time.time", clock)
     budget = TimeBudget(15.0, 5.0, start=clock.now - 60)  # the dataset took 1 min
     assert budget.caps("VQ-VAE", {"vqvae": 4.0}, later_minutes=4.5) == {"vqvae": 4.0}  # 9 min left for 8.5
@@ -124,7 +117,7 @@ def test_time_budget_shrinks_the_caps_only_when_earlier_stages_ran_late(monkeypa
 
 
 def test_time_budget_keeps_a_floor_and_is_off_without_a_total(monkeypatch: pytest.MonkeyPatch):
-    clock = FakeClock()
+    clock = _Clock()
     monkeypatch.setattr("brainvq.pipeline.time.time", clock)
     late = TimeBudget(15.0, 5.0, start=clock.now - 14 * 60)  # nothing left: each stage keeps 10 %
     assert late.caps("prior", {"prior": 4.0}) == pytest.approx({"prior": 0.4})

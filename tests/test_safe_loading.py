@@ -116,3 +116,30 @@ def test_train_prior_resume_and_code_cache_refuse_the_payload(tiny_oasis: Path, 
     assert not marker.exists()
     # the bad code cache was rebuilt (not unpickled) before the resume was refused
     assert torch.load(out / "codes" / "codes_train_flip.pt", weights_only=True)["codes"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_written_files_get_the_mode_a_plain_write_gives_under_the_umask(tmp_path: Path, umask: int):
+    """safetensors and torch.save create their temporary files 0o600; the renamed file must not
+    keep that, or a lab group sharing a run folder cannot read the weights."""
+    import os
+
+    from brainvq.models.vqvae import VQVAEConfig
+    from brainvq.train.common import write_json
+
+    old = os.umask(umask)
+    try:
+        weights = save_weights(VQVAE(VQVAEConfig(image_size=32, downsample=4)), tmp_path / "v.safetensors", "vqvae", {})
+        summary = write_json(tmp_path / "s.json", {"a": 1})
+        AtomicCheckpointIO().save_checkpoint({"x": torch.zeros(1)}, tmp_path / "last.ckpt")
+        plain = tmp_path / "plain"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    expected = plain.stat().st_mode & 0o777
+    assert expected == 0o666 & ~umask
+    for path in (weights, summary, tmp_path / "last.ckpt"):
+        assert path.stat().st_mode & 0o777 == expected, path
+    os.chmod(weights, 0o640)  # an existing file keeps its own mode when rewritten, as with open(..., "w")
+    save_weights(VQVAE(VQVAEConfig(image_size=32, downsample=4)), weights, "vqvae", {})
+    assert weights.stat().st_mode & 0o777 == 0o640

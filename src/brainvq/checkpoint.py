@@ -28,13 +28,25 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _plain_write_mode(path: Path) -> int:
+    """The permissions a plain ``open(path, "w")`` would leave: an existing file's own, else
+    0o666 less the process's umask (libraries such as safetensors create files 0o600)."""
+    if path.exists():
+        return path.stat().st_mode & 0o7777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file;
+    the file gets the permissions a plain write would give it under the user's umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(path)
     try:
         write(tmp)
+        os.chmod(tmp, _plain_write_mode(path))
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -316,3 +316,26 @@ def test_evaluate_anomaly_cli(models, tmp_path: Path, capsys: pytest.CaptureFixt
     html = anomaly_section(out)
     assert "AUPRC" in html and "data:image/png;base64" in html
     assert anomaly_section(tmp_path / "nothing") == ""
+
+
+def test_positions_from_file_names_need_the_whole_run_of_a_case(tmp_path: Path):
+    """Slices 10-13 of a 26-slice case are not positions 0.77-1.00: without --position or
+    --slices-per-case such inputs stop with one line; with it they get index / 25."""
+    from PIL import Image
+
+    from brainvq.anomaly.command import load_inputs
+    from brainvq.data.errors import DataError
+    from brainvq.data.slices import positions_from_indices
+
+    for i in range(10, 14):
+        Image.fromarray(np.full((32, 32), 40 * (i - 9), np.uint8)).save(tmp_path / f"case_001_slice_{i}.nii.png")
+    with pytest.raises(DataError, match="start at index 10, not 0.*give --position, or --slices-per-case N"):
+        load_inputs(tmp_path, 32, None)
+    _, names, positions = load_inputs(tmp_path, 32, None, slices_per_case=26)
+    assert [int(n.split("_")[3].split(".")[0]) for n in names] == [10, 11, 12, 13]
+    assert positions == pytest.approx(np.arange(10, 14) / 25)
+    with pytest.raises(DataError, match="slice 13 is past the 12 slices per case"):
+        load_inputs(tmp_path, 32, None, slices_per_case=12)
+    # a case from slice 0 with a gap keeps index / last index, as the training data does
+    cases = np.array([1, 1, 1, 2, 2])
+    assert positions_from_indices(cases, np.array([0, 2, 4, 0, 1])) == pytest.approx([0, 0.5, 1, 0, 1])

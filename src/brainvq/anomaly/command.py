@@ -25,13 +25,14 @@ DEFAULT_MAP_THRESHOLD = 0.1  # contour level of the smoothed residual when no ca
 
 
 def load_inputs(
-    path: str | Path, size: int, position: float | None
+    path: str | Path, size: int, position: float | None, slices_per_case: int | None = None
 ) -> tuple[torch.Tensor, list[str], np.ndarray | None]:
     """Images (N,1,size,size) in [0,1], their names and slice positions (None when unknown).
 
     Positions come from ``position`` for every image, or else from OASIS names
-    (``case_XXX_slice_Y``), normalised per case like the training data: index / highest
-    index of that case among the inputs, so each case needs several of its slices.
+    (``case_XXX_slice_Y``) like the training data: index / last index of the case, which is
+    ``slices_per_case - 1`` when given, else the highest index among the inputs; then each case
+    must hold its slices from slice_0 on (:func:`~brainvq.data.slices.positions_from_indices`).
     """
     path = Path(path)
     if path.is_file():
@@ -53,10 +54,16 @@ def load_inputs(
         return torch.from_numpy(images)[:, None], names, None
     case_ids = np.array([p[0] for p in parsed])
     slice_idx = np.array([p[1] for p in parsed])
-    return torch.from_numpy(images)[:, None], names, _checked_positions(case_ids, slice_idx, names)
+    positions = _checked_positions(case_ids, slice_idx, names, slices_per_case)
+    return torch.from_numpy(images)[:, None], names, positions
 
 
-def _checked_positions(case_ids: np.ndarray, slice_idx: np.ndarray, names: list[str]) -> np.ndarray:
+def _checked_positions(
+    case_ids: np.ndarray, slice_idx: np.ndarray, names: list[str], slices_per_case: int | None
+) -> np.ndarray:
+    hint = "give --position, or --slices-per-case N for cases of N slices"
+    if slices_per_case is not None:
+        return positions_from_indices(case_ids, slice_idx, slices_per_case, hint)
     for case in np.unique(case_ids):
         if (case_ids == case).sum() < 2:
             first = names[int(np.flatnonzero(case_ids == case)[0])]
@@ -64,7 +71,7 @@ def _checked_positions(case_ids: np.ndarray, slice_idx: np.ndarray, names: list[
                 f"{first}: missing slice position (only one slice of case {case}, so its position in the "
                 "volume is unknown); give --position"
             )
-    return positions_from_indices(case_ids, slice_idx)
+    return positions_from_indices(case_ids, slice_idx, hint=hint)
 
 
 def resolve_threshold(
@@ -117,6 +124,7 @@ def anomaly_command(
     out_dir: str | Path,
     *,
     position: float | None = None,
+    slices_per_case: int | None = None,
     threshold: str | None = None,
     calibrate_on: str | None = None,
     config: AnomalyConfig | None = None,
@@ -128,7 +136,7 @@ def anomaly_command(
     cfg = config or AnomalyConfig()
     t0 = time.time()
     vqvae, prior = api.load(vqvae_path, prior_path)
-    images, names, positions = load_inputs(input_path, api.image_size(vqvae), position)
+    images, names, positions = load_inputs(input_path, api.image_size(vqvae), position, slices_per_case)
     if api.is_conditional(prior) and positions is None:
         raise DataError(
             f"{input_path}: missing slice positions (file names do not follow case_XXX_slice_Y); give --position"

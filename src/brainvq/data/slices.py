@@ -67,11 +67,36 @@ def position_bins(positions: np.ndarray, n_bins: int) -> np.ndarray:
     return np.clip((np.asarray(positions) * n_bins).astype(int), 0, n_bins - 1)
 
 
-def positions_from_indices(case_ids: np.ndarray, slice_indices: np.ndarray) -> np.ndarray:
-    """Normalise slice indices to [0, 1] within each case (index / max index of that case)."""
+def positions_from_indices(
+    case_ids: np.ndarray,
+    slice_indices: np.ndarray,
+    slices_per_case: int | None = None,
+    hint: str = "a case's slice files must run from slice_0 to its last slice",
+) -> np.ndarray:
+    """Normalise slice indices to [0, 1] within each case.
+
+    The rule: position = index / last index of the case, where the last index is
+    ``slices_per_case - 1`` when given, else the highest index present. Without
+    ``slices_per_case`` a case must hold the full run 0..N (gaps are allowed, a late start is
+    not): slices 10-13 of a 26-slice case would otherwise be read as 0.77-1.00 instead of
+    0.40-0.52, so such a case stops with a DataError that ends with ``hint``."""
+    from brainvq.data.errors import DataError
+
+    slice_indices = np.asarray(slice_indices)
     positions = np.zeros(len(case_ids), dtype=np.float32)
     for case in np.unique(case_ids):
         sel = case_ids == case
-        top = slice_indices[sel].max()
-        positions[sel] = slice_indices[sel] / top if top > 0 else 0.5
+        idx = slice_indices[sel]
+        if slices_per_case is not None:
+            if idx.max() >= slices_per_case:
+                raise DataError(f"case {case}: slice {idx.max()} is past the {slices_per_case} slices per case given")
+            top = slices_per_case - 1
+        else:
+            if idx.min() > 0:
+                raise DataError(
+                    f"case {case}: its slices start at index {idx.min()}, not 0, so their positions in the volume "
+                    f"are unknown; {hint}"
+                )
+            top = idx.max()
+        positions[sel] = idx / top if top > 0 else 0.5
     return positions

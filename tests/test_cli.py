@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -134,10 +135,37 @@ def test_total_minutes_flag_sets_or_turns_off_the_recipes_time_budget(monkeypatc
     seen: list = []
     monkeypatch.setattr(brainvq.pipeline, "run_pipeline", lambda data, out, recipe, **k: seen.append(recipe) or {})
     monkeypatch.setattr(brainvq.data.standin, "make_standin_dataset", lambda *a, **k: None)
-    demo = ["demo", "--out", str(tmp_path), "--data-dir", str(tmp_path)]
+    demo = ["demo", "--out", str(tmp_path), "--data-dir", str(tmp_path), "--pretrained", "none"]
     cmd_demo(build_parser().parse_args(demo))
     cmd_demo(build_parser().parse_args([*demo, "--total-minutes", "20"]))
     cmd_pipeline(build_parser().parse_args(["pipeline", "--data", str(tmp_path), "--total-minutes", "0"]))
     assert [r.total_minutes for r in seen] == [15.0, 20.0, None]  # the recipe's, given, off
     with pytest.raises(ConfigError, match="--total-minutes must be >= 0"):
         cmd_pipeline(build_parser().parse_args(["pipeline", "--data", str(tmp_path), "--total-minutes", "-1"]))
+
+
+def test_pretrained_flag_gives_the_shipped_weights_to_every_command_that_takes_weights(monkeypatch, tmp_path) -> None:
+    import brainvq.anomaly.benchmark
+    import brainvq.anomaly.command
+    import brainvq.evaluate as ev
+    import brainvq.sample.generate
+    from brainvq.cli import main
+    from brainvq.pretrained import pretrained_paths
+
+    shipped = pretrained_paths("oasis1")
+    seen: dict = {}
+    monkeypatch.setattr(ev, "evaluate_vqvae", lambda w, data, out, **k: seen.update(evaluate=(w, out)) or {})
+    monkeypatch.setattr(ev, "evaluate_generation", lambda v, p, data, out, **k: seen.update(generation=(v, p)) or {})
+    monkeypatch.setattr(brainvq.sample.generate, "sample_command", lambda v, p, out, **k: seen.update(sample=(v, p)))
+    monkeypatch.setattr(brainvq.anomaly.command, "anomaly_command", lambda v, p, *a, **k: seen.update(anomaly=(v, p)))
+    monkeypatch.setattr(
+        brainvq.anomaly.benchmark, "evaluate_anomaly", lambda v, p, *a, **k: seen.update(benchmark=(v, p))
+    )
+    assert main(["evaluate", "--pretrained", "oasis1", "--data", str(tmp_path)]) == 0
+    assert seen["evaluate"] == (shipped[0], Path("runs/evaluate-oasis1")) and seen["generation"] == shipped
+    assert main(["sample", "--pretrained", "oasis1"]) == 0 and seen["sample"] == shipped
+    assert main(["anomaly", "--pretrained", "oasis1", "--input", "x.png"]) == 0 and seen["anomaly"] == shipped
+    assert main(["evaluate-anomaly", "--pretrained", "oasis1"]) == 0 and seen["benchmark"] == shipped
+    assert main(["anomaly", "--input", "x.png"]) == 0  # without the flag: the run folder's defaults
+    assert seen["anomaly"] == (Path("runs/vqvae/vqvae.safetensors"), Path("runs/prior/prior.safetensors"))
+    assert main(["evaluate", "--pretrained", "oasis1", "--prior", "p.safetensors"]) == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.checkpoint import load_prior
+from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_prior, load_vqvae, read_metadata
 from brainvq.cli import main
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
@@ -54,7 +54,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
 
 
 def test_prior_outputs(trained: tuple[Path, Path, Path]):
-    _, _, prior_dir = trained
+    _, vq, prior_dir = trained
     for name in (
         "prior.safetensors",
         "config.yaml",
@@ -64,6 +64,8 @@ def test_prior_outputs(trained: tuple[Path, Path, Path]):
     ):
         assert (prior_dir / name).is_file(), name
     model = load_prior(prior_dir / "prior.safetensors")
+    fingerprint = read_metadata(prior_dir / "prior.safetensors")[VQVAE_FINGERPRINT]  # which VQ-VAE's codes
+    assert fingerprint == codebook_fingerprint(load_vqvae(vq))
     bottom, top = model.bottom.config, model.top.config  # the tiny VQ-VAE has two levels
     assert bottom.grid_size == 16 and bottom.num_codes == 16  # taken from the VQ-VAE
     assert (top.grid_size, top.num_codes, bottom.top_grid, bottom.top_codes) == (4, 16, 4, 16)

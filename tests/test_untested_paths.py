@@ -203,6 +203,37 @@ def test_prior_for_another_vqvae_is_rejected(tmp_path: Path):
     assert load_models(vq, ok)[1].config.num_codes == 16
 
 
+def test_prior_that_learned_another_vqvaes_codes_stops_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture):
+    """Same architecture, other codebooks: the codes mean something else, so the pair stops with
+    one line; --allow-mismatched-pair samples anyway and says so in the summary. A decoder
+    fine-tuned on the same codes keeps the fingerprint."""
+    from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_vqvae
+    from brainvq.sample.generate import load_models
+
+    vq = _vqvae_file(tmp_path / "vqvae.safetensors", seed=0, top_downsample=0)
+    other = _vqvae_file(tmp_path / "other.safetensors", seed=1, top_downsample=0)
+    cfg = PixelCNNConfig(num_codes=16, grid_size=16, **TINY_PRIOR)
+    mark = {VQVAE_FINGERPRINT: codebook_fingerprint(load_vqvae(vq))}
+    prior = save_weights(GatedPixelCNN(cfg), tmp_path / "prior.safetensors", "prior", cfg.to_dict(), mark)
+    assert load_models(vq, prior)[1].pair_warning is None
+    with pytest.raises(ConfigError, match="learned the codes of another VQ-VAE.*--allow-mismatched-pair"):
+        load_models(other, prior)
+    argv = ["sample", "--vqvae", str(other), "--prior", str(prior), "--n", "1", "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert main([*argv, "--out", str(tmp_path / "s"), "--allow-mismatched-pair"]) == 0
+    summary = json.loads((tmp_path / "s" / "sample_summary.json").read_text())
+    assert "another VQ-VAE" in summary["warnings"][0]
+    sharpened = load_vqvae(vq)
+    with torch.no_grad():
+        for p in sharpened.decoder.parameters():
+            p.add_(0.1)
+    sharp = save_weights(sharpened, tmp_path / "sharp.safetensors", "vqvae", sharpened.config.to_dict())
+    assert load_models(sharp, prior)[1].pair_warning is None
+    unmarked = save_weights(GatedPixelCNN(cfg), tmp_path / "old.safetensors", "prior", cfg.to_dict())
+    assert load_models(other, unmarked)[1].pair_warning is None  # priors saved before the fingerprint load
+
+
 def test_complete_checks_its_arguments():
     torch.manual_seed(0)
     model = GatedPixelCNN(PixelCNNConfig(num_codes=12, grid_size=8, **TINY_PRIOR)).eval()
@@ -324,6 +355,11 @@ def test_demo_with_tiny_settings_then_report(tmp_path: Path, monkeypatch: pytest
     argv = ["demo", "--out", str(out), "--data-dir", str(tmp_path / "standin"), "--samples", "4", "--no-progress"]
     assert main([*argv, "--vqvae-epochs", "1", "--prior-epochs", "1"]) == 0
     summary = json.loads((out / "demo_summary.json").read_text())
+    assert list(summary)[:3] == ["pretrained_model", "trained_here", "verdict"]  # opens with the shipped model
+    shown = summary["pretrained_model"]
+    assert shown["model"] == "oasis1" and len(shown["positions"]) == 10
+    assert (out / "pretrained" / "samples.png").is_file() and (out / "pretrained" / "completions.png").is_file()
+    assert "pretrained_s" in summary["timings"]
     assert "synthetic stand-in, not OASIS" in summary["data"]
     assert summary["prior"]["epochs_run"] == 1
     assert summary["generation"]["generated"]["n"] == 4
@@ -339,5 +375,6 @@ def test_demo_with_tiny_settings_then_report(tmp_path: Path, monkeypatch: pytest
     page = (tmp_path / "page.html").read_text()
     ssim = json.loads((out / "vqvae" / "eval_metrics.json").read_text())["ssim_mean"]
     assert f"<td>ssim_mean</td><td>{ssim:.4g}</td>" in page
-    assert "Wall time" in page and page.count("data:image/png;base64,") >= 6
+    assert "Wall time" in page and page.count("data:image/png;base64,") >= 8
+    assert page.index("The pretrained oasis1 model") < page.index("Verdict (what follows is what about 15 minutes")
     assert main(["report", str(tmp_path / "nowhere")]) == 2

@@ -7,6 +7,7 @@ weights_only=True)``. Every failure is a :class:`CheckpointError` with a one-lin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -78,10 +79,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def save_weights(model: nn.Module, path: str | Path, kind: str, config: dict) -> Path:
-    """Write ``model``'s state dict, ``kind`` and ``config`` to a safetensors file (atomically)."""
+#: a prior's metadata key for :func:`codebook_fingerprint` of the VQ-VAE whose codes it learned
+VQVAE_FINGERPRINT = "vqvae_codebooks"
+
+
+def codebook_fingerprint(vqvae: nn.Module) -> str:
+    """A short hash of a VQ-VAE's codebooks: what its codes mean. Fine-tuning the decoder
+    (``brainvq sharpen``) keeps it; another training run gives another."""
+    digest = hashlib.sha256()
+    for key, value in sorted(vqvae.state_dict().items()):
+        if key.endswith("codebook"):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def save_weights(
+    model: nn.Module, path: str | Path, kind: str, config: dict, extra: dict[str, str] | None = None
+) -> Path:
+    """Write ``model``'s state dict, ``kind``, ``config`` and ``extra`` metadata (strings) to a
+    safetensors file (atomically)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    meta = {"kind": kind, "config": json.dumps(config), "format": "brainvq-1"}
+    meta = {**(extra or {}), "kind": kind, "config": json.dumps(config), "format": "brainvq-1"}
     atomic_write(Path(path), lambda tmp: save_file(state, str(tmp), metadata=meta))
     return Path(path)
 
@@ -108,6 +127,17 @@ def read_weights(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
     except (KeyError, json.JSONDecodeError):
         raise CheckpointError(f"{path}: missing or broken architecture config in metadata") from None
     return state, config
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors weights file ({} for a training checkpoint or a file
+    without any); the file must already have been read by :func:`read_weights`."""
+    if Path(path).suffix in (".ckpt", ".pt", ".pth"):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return dict(fh.metadata() or {})
 
 
 def _read_lightning(path: Path, kind: str) -> tuple[dict[str, torch.Tensor], dict]:

@@ -92,6 +92,37 @@ def _add_anomaly_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true")
 
 
+def _add_model_args(p: argparse.ArgumentParser, run: str = "runs") -> None:
+    """--vqvae / --prior weights, or --pretrained NAME for the weights shipped in the package."""
+    from brainvq.pretrained import PRETRAINED
+
+    p.add_argument("--vqvae", help=f"VQ-VAE weights (default {run}/vqvae/vqvae.safetensors)")
+    p.add_argument("--prior", help=f"prior weights (default {run}/prior/prior.safetensors)")
+    p.add_argument(
+        "--pretrained",
+        choices=sorted(PRETRAINED),
+        help="use the weights shipped in the package (no training, no network) instead of --vqvae/--prior",
+    )
+    p.add_argument("--allow-mismatched-pair", action="store_true", help=MISMATCH_HELP)
+
+
+def _model_paths(a: argparse.Namespace, run: str = "runs") -> tuple[Path, Path]:
+    """The (VQ-VAE, prior) weights the command uses: --pretrained's (hash-checked) or the given ones."""
+    if a.pretrained:
+        if a.vqvae or a.prior:
+            raise ConfigError("give either --pretrained or --vqvae/--prior, not both")
+        from brainvq.pretrained import pretrained_paths
+
+        return pretrained_paths(a.pretrained)
+    return (
+        Path(a.vqvae or f"{run}/vqvae/vqvae.safetensors"),
+        Path(a.prior or f"{run}/prior/prior.safetensors"),
+    )
+
+
+MISMATCH_HELP = "use a prior with a VQ-VAE other than the one whose codes it learned (warned in the summary)"
+
+
 def _data_config(a: argparse.Namespace):
     from brainvq.data.sources import DataConfig
 
@@ -195,18 +226,30 @@ def cmd_train_vqvae(a: argparse.Namespace) -> dict:
     return train_vqvae(_vqvae_train_config(a), resume=a.resume)
 
 
+def _evaluate_weights(a: argparse.Namespace) -> tuple[Path, str | Path | None, Path]:
+    """(VQ-VAE weights, prior weights or None, output folder) of ``brainvq evaluate``."""
+    if a.pretrained:
+        if a.weights or a.prior:
+            raise ConfigError("give either --pretrained or --weights/--prior, not both")
+        from brainvq.pretrained import pretrained_paths
+
+        weights, prior = pretrained_paths(a.pretrained)
+        return weights, prior, Path(a.out or f"runs/evaluate-{a.pretrained}")
+    weights = Path(a.weights or Path(a.run) / "vqvae.safetensors")
+    return weights, a.prior, Path(a.out or weights.parent)
+
+
 def cmd_evaluate(a: argparse.Namespace) -> dict:
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
 
-    weights = Path(a.weights or Path(a.run) / "vqvae.safetensors")
-    out = Path(a.out or weights.parent)
+    weights, prior, out = _evaluate_weights(a)
     prog = not a.no_progress
     result = evaluate_vqvae(weights, _data_config(a), out, split=a.split, progress=prog)
-    if not a.prior:
+    if not prior:
         return result
     generation = evaluate_generation(
         weights,
-        a.prior,
+        prior,
         _data_config(a),
         out,
         **_given(a, n_samples="samples"),
@@ -214,6 +257,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict:
         seed=a.seed,
         progress=prog,
         skip_metrics=a.no_generation_metrics,
+        allow_mismatch=a.allow_mismatched_pair,
     )
     return {"reconstruction": result, "generation": generation}
 
@@ -274,14 +318,14 @@ def cmd_sample(a: argparse.Namespace) -> dict:
     from brainvq.sample.generate import sample_command
 
     return sample_command(
-        a.vqvae,
-        a.prior,
+        *_model_paths(a),
         a.out,
         n=a.n,
         position=a.position,
         temperature=a.temperature,
         seed=a.seed,
         progress=not a.no_progress,
+        allow_mismatch=a.allow_mismatched_pair,
     )
 
 
@@ -305,8 +349,19 @@ def cmd_demo(a: argparse.Namespace) -> dict:
         ),
         **_total_budget(a),
     )
+    opening, timings = {}, {}
+    if a.pretrained != "none":  # what a trained model draws, first: seconds, no data needed
+        from brainvq.pretrained.showcase import showcase
+
+        shown = showcase(a.pretrained, Path(a.out) / "pretrained", seed=a.seed)
+        print(f"brainvq demo: the pretrained {a.pretrained} model's slices: {shown['samples']}", file=sys.stderr)
+        opening = {
+            "pretrained_model": shown,
+            "trained_here": "what follows is what about 15 minutes of training on synthetic stand-in data gives",
+        }
+        timings["pretrained_s"] = round(time.time() - t0, 1)
     make_standin_dataset(Path(a.data_dir), StandInConfig(seed=a.seed), progress=not a.no_progress)
-    timings = {"dataset_s": round(time.time() - t0, 1)}
+    timings["dataset_s"] = round(time.time() - t0 - sum(timings.values()), 1)
     return run_pipeline(
         DataConfig(root=a.data_dir),
         Path(a.out),
@@ -315,6 +370,7 @@ def cmd_demo(a: argparse.Namespace) -> dict:
         progress=not a.no_progress,
         timings=timings,
         data_note=f"{a.data_dir} (synthetic stand-in, not OASIS)",
+        opening=opening,
     )
 
 
@@ -372,17 +428,18 @@ def cmd_anomaly(a: argparse.Namespace) -> dict:
     from brainvq.anomaly.command import anomaly_command
 
     return anomaly_command(
-        a.vqvae,
-        a.prior,
+        *_model_paths(a),
         a.input,
         a.out,
         position=a.position,
+        slices_per_case=a.slices_per_case,
         threshold=a.threshold,
         calibrate_on=a.calibrate_on,
         config=_anomaly_config(a),
         map_threshold=a.map_threshold,
         figures=not a.no_figures,
         progress=not a.no_progress,
+        allow_mismatch=a.allow_mismatched_pair,
     )
 
 
@@ -397,11 +454,20 @@ def cmd_evaluate_anomaly(a: argparse.Namespace) -> dict:
         subjects_csv=a.subjects,
         anomaly=_anomaly_config(a),
     )
-    return evaluate_anomaly(a.vqvae, a.prior, _data_config(a), a.out, cfg, progress=not a.no_progress)
+    return evaluate_anomaly(
+        *_model_paths(a),
+        _data_config(a),
+        a.out,
+        cfg,
+        progress=not a.no_progress,
+        allow_mismatch=a.allow_mismatched_pair,
+    )
 
 
 # --- parser --------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    from brainvq.pretrained import PRETRAINED
+
     parser = argparse.ArgumentParser(prog="brainvq", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="show library warnings and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -460,6 +526,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--prior",
         help="prior weights: also sample and measure generated slices (brain-shape check)",
     )
+    p.add_argument(
+        "--pretrained",
+        choices=sorted(PRETRAINED),
+        help="evaluate the VQ-VAE and prior shipped in the package (output default runs/evaluate-NAME)",
+    )
+    p.add_argument("--allow-mismatched-pair", action="store_true", help=MISMATCH_HELP)
     p.add_argument(
         "--samples", type=_positive_int, help="number of generated slices to evaluate (default 256; the demo uses 32)"
     )
@@ -531,8 +603,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sharpen)
 
     p = sub.add_parser("sample", help="generate new slices: PNG grid, individual PNGs and code maps")
-    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
-    p.add_argument("--prior", default="runs/prior/prior.safetensors")
+    _add_model_args(p)
     p.add_argument("--out", default="runs/samples")
     p.add_argument("--n", type=int, default=16, help="number of slices")
     p.add_argument(
@@ -562,12 +633,16 @@ def build_parser() -> argparse.ArgumentParser:
         "anomaly",
         help="anomaly maps: flag codes the prior finds unlikely, restore them, outline the difference",
     )
-    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
-    p.add_argument("--prior", default="runs/prior/prior.safetensors")
+    _add_model_args(p)
     p.add_argument("--input", required=True, help="a slice image or a folder of them")
     p.add_argument("--out", default="runs/anomaly")
     p.add_argument(
         "--position", type=float, help="axial slice position in [0,1] for every input (default: from OASIS names)"
+    )
+    p.add_argument(
+        "--slices-per-case",
+        type=_positive_int,
+        help="slices in each input's whole case: position = index / (N - 1) (default: the inputs must run from slice_0)",
     )
     p.add_argument(
         "--threshold", help="per-code NLL threshold: a number or a threshold.json (e.g. from evaluate-anomaly)"
@@ -583,8 +658,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark: synthetic lesions in real test slices, restoration vs reconstruction residual",
     )
     _add_data_args(p)
-    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
-    p.add_argument("--prior", default="runs/prior/prior.safetensors")
+    _add_model_args(p)
     p.add_argument("--out", default="runs/anomaly_eval")
     p.add_argument("--lesioned", type=_positive_int, default=200, help="lesioned slices per lesion seed")
     p.add_argument("--lesion-seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -603,6 +677,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data-dir", default="data/standin")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pretrained",
+        choices=(*sorted(PRETRAINED), "none"),
+        default="oasis1",
+        help="first show what this shipped model draws (default oasis1; none: skip)",
+    )
     g = p.add_argument_group("budgets (flags left out keep the demo recipe's, see brainvq.pipeline.RECIPES)")
     g.add_argument("--vqvae-epochs", type=_positive_int)
     g.add_argument("--vqvae-minutes", type=_positive_float)

@@ -178,6 +178,7 @@ def evaluate_generation(
     metrics: GenerationMetricsConfig | None = None,
     skip_metrics: bool = False,
     judges: bool = True,
+    allow_mismatch: bool = False,
 ) -> dict:
     """Sample ``n_samples`` slices at positions spread like the test split and measure how many
     are brain-shaped, next to the same statistic on the real test slices.
@@ -193,7 +194,7 @@ def evaluate_generation(
     from brainvq.sample.generate import completion_figure, generate, load_models, save_generated
 
     out = Path(out_dir)
-    vqvae, prior = load_models(vqvae_path, prior_path)
+    vqvae, prior = load_models(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
     train = _split_with_masks(data, "train", progress, warn=not skip_metrics)
     test = _split_with_masks(data, "test", progress, warn=False)
     area_model = AreaModel.fit(train.images, train.positions)
@@ -222,6 +223,7 @@ def evaluate_generation(
         "temperature": temperature,
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
+        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
     }
     val = None if skip_metrics else _split_with_masks(data, "validate", progress, warn=False)
     if judges and not skip_metrics:  # the judges whose power `brainvq check-judges` measures

@@ -71,7 +71,7 @@ RECIPES: dict[str, Recipe] = {
         vqvae_minutes=13.0,
         prior_epochs=4,  # the bottom level's: its 20-min cap ends it at about 3.4 (AVX-512) or 2 (AVX2) on 2 cores
         prior_minutes=20.0,
-        prior_top_epochs=8,  # the top level alone first (README, "Training the two levels in turn")
+        prior_top_epochs=8,  # the top level alone first (docs/experiments/2026-11-26-prior-levels-in-turn.md)
         prior_top_minutes=17.0,
         samples=256,
         total_minutes=60.0,
@@ -163,11 +163,14 @@ def run_pipeline(
     timings: dict[str, float] | None = None,
     vqvae_model: VQVAEConfig | None = None,
     data_note: str | None = None,
+    opening: dict | None = None,
 ) -> dict:
     """Train both models on ``data`` within ``recipe``'s budgets, evaluate, judge samples, write the report.
 
-    ``vqvae_model``: the VQ-VAE architecture (default :class:`VQVAEConfig`'s); ``data_note``: what
-    the summary says the data is (default its path)."""
+    ``timings``: seconds already spent on stages before this call (the demo's pretrained showcase
+    and dataset), counted in the time budget; ``vqvae_model``: the VQ-VAE architecture (default
+    :class:`VQVAEConfig`'s); ``data_note``: what the summary says the data is (default its path);
+    ``opening``: what the summary opens with, before the verdict (the demo's pretrained model)."""
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
     from brainvq.report.html import build_report
     from brainvq.train.prior import PriorTrainConfig, train_prior
@@ -177,9 +180,10 @@ def run_pipeline(
     out = Path(out)
     # before any training: a recipe whose prior trains level by level needs a two-level VQ-VAE
     PriorTrainConfig(top_epochs=recipe.prior_top_epochs).phases(vqvae_model or VQVAEConfig())
-    timings = timings if timings is not None else {}
+    timings = dict(timings or {})
+    before_s = sum(timings.values())
     t0 = t = time.time()
-    budget = TimeBudget(recipe.total_minutes, recipe.reserve_minutes, t0 - timings.get("dataset_s", 0.0))
+    budget = TimeBudget(recipe.total_minutes, recipe.reserve_minutes, t0 - before_s)
     prior_caps = {"prior": recipe.prior_minutes}
     if recipe.prior_top_epochs is not None and recipe.prior_top_minutes is not None:
         prior_caps = {"prior_top": recipe.prior_top_minutes, **prior_caps}
@@ -239,7 +243,7 @@ def run_pipeline(
         judges=recipe.judges,
     )
     lap("generation_s")
-    timings["total_s"] = round(time.time() - t0, 1) + sum(v for k, v in timings.items() if k == "dataset_s")
+    timings["total_s"] = round(time.time() - t0 + before_s, 1)
     budget_record = budget.finish()
     warnings = [s["warning"] for s in (vq, sharp, prior) if s.get("warning")] + budget.warnings
     summary = {
@@ -279,7 +283,7 @@ def run_pipeline(
         "timings": timings,
         "time_budget": budget_record,
     }
-    summary = {"verdict": verdict_lines(summary), **summary}  # the answer first, the details after
+    summary = {**(opening or {}), "verdict": verdict_lines(summary), **summary}  # the answer first, the details after
     write_json(out / "demo_summary.json", summary)
     summary["report"] = str(build_report(out))
     return summary

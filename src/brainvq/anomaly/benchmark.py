@@ -109,6 +109,7 @@ def evaluate_anomaly(
     cfg: BenchmarkConfig | None = None,
     *,
     progress: bool = True,
+    allow_mismatch: bool = False,
 ) -> dict:
     """Threshold on the validation split, then clean and lesioned slices of ``cfg.split``
     scored by restoration and by the reconstruction-residual baseline in the same run."""
@@ -118,7 +119,7 @@ def evaluate_anomaly(
         raise ConfigError("need n_lesioned >= 2 and at least one lesion seed")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vqvae, prior = api.load(vqvae_path, prior_path)
+    vqvae, prior = api.load(vqvae_path, prior_path, allow_mismatch)
     data = DataConfig(**{**asdict(data), "image_size": api.image_size(vqvae)})
     val = load_split(data, "validate", progress=progress)
     val_pos = torch.from_numpy(np.asarray(val.positions))
@@ -229,6 +230,7 @@ def evaluate_anomaly(
         "config": {"benchmark": {k: v for k, v in asdict(cfg).items() if k not in ("anomaly", "lesion")}},
         "anomaly_config": acfg.to_dict(),
         "lesion_config": cfg.lesion.to_dict(),
+        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
     }
     write_json(out / "threshold.json", {**result["threshold"], "vqvae": str(vqvae_path), "prior": str(prior_path)})
     write_csv(rows, out / "scores.csv")

@@ -131,11 +131,12 @@ def anomaly_command(
     map_threshold: float | None = None,
     figures: bool = True,
     progress: bool = True,
+    allow_mismatch: bool = False,
 ) -> dict:
     """What ``brainvq anomaly`` does; returns the summary written to ``anomaly_summary.json``."""
     cfg = config or AnomalyConfig()
     t0 = time.time()
-    vqvae, prior = api.load(vqvae_path, prior_path)
+    vqvae, prior = api.load(vqvae_path, prior_path, allow_mismatch)
     images, names, positions = load_inputs(input_path, api.image_size(vqvae), position, slices_per_case)
     if api.is_conditional(prior) and positions is None:
         raise DataError(
@@ -194,6 +195,7 @@ def anomaly_command(
         "seconds_per_slice_detect": round(t_detect / len(names), 3),
         "scores_csv": str(out / "scores.csv"),
         "top_scores": sorted(rows, key=lambda r: -r["score"])[:5],
+        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
     }
     write_json(out / "anomaly_summary.json", summary)
     return summary

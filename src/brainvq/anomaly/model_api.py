@@ -23,9 +23,10 @@ from brainvq.sample.sampler import sample_cached
 Models = tuple[VQVAE, Prior]
 
 
-def load(vqvae_path: str | Path, prior_path: str | Path) -> Models:
-    """Both models, checked to belong together (ConfigError / CheckpointError otherwise)."""
-    return load_models(vqvae_path, prior_path)
+def load(vqvae_path: str | Path, prior_path: str | Path, allow_mismatch: bool = False) -> Models:
+    """Both models, checked to belong together (ConfigError / CheckpointError otherwise; a
+    mismatch allowed by ``allow_mismatch`` is kept as ``prior.pair_warning``)."""
+    return load_models(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
 
 
 def device(vqvae: VQVAE) -> torch.device:

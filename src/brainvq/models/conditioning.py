@@ -4,8 +4,8 @@ intensity scale.
 The intensity scale of a slice is the 95th percentile of its brain intensities (pixels above
 :data:`BRAIN_THRESHOLD` of the [0, 1] range). Real OASIS-1 slices differ in overall brightness
 from subject to subject; a top-level prior that has to infer it from the codes it has drawn so
-far drew the two hemispheres at different brightness (README, "Conditioning the prior on the
-intensity scale"). A prior conditioned on it is told the scale up front: from the image itself when an
+far drew the two hemispheres at different brightness (docs/experiments/
+2026-11-26-prior-intensity-scale.md). A prior conditioned on it is told the scale up front: from the image itself when an
 image is scored or completed, and drawn from :class:`ScaleDistribution` (the training slices'
 scales at that slice position) when a new slice is sampled.
 

@@ -13,7 +13,7 @@ bound as much by memory traffic of the elementwise ops (ReLU, residual adds and 
 gradients) as by convolution FLOPs, so every extra 32-channel 64x64 activation costs time. On
 the stand-in this trained to higher SSIM per second than wider variants. The stem and decoder
 residual blocks are kept although dropping either trains faster to the same SSIM: the prior
-then drew brain-shaped slices far less often (see the README).
+then drew brain-shaped slices far less often (docs/design.md).
 """
 
 from __future__ import annotations

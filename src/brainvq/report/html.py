@@ -70,6 +70,21 @@ def _run_parts(run: Path, name: str) -> tuple[list[str], list[str]]:
     return config, curves
 
 
+def _pretrained_section(folder: Path) -> str:
+    """The demo's opening: what the shipped pretrained model draws (``pretrained/showcase.json``)."""
+    shown = _load_json(folder / "showcase.json")
+    if not shown:
+        return ""
+    parts = [f"<p>{html.escape(shown.get('about', ''))}; model card: {html.escape(shown.get('model_card', ''))}</p>"]
+    for fig, alt in (
+        ("samples.png", f"slices drawn by the pretrained {shown.get('model')} model at 5 positions"),
+        ("completions.png", "completions: upper half kept, lower half drawn again by the prior"),
+    ):
+        if (folder / fig).is_file():
+            parts.append(_img(folder / fig, alt))
+    return _section(f"The pretrained {shown.get('model')} model (no training, {shown.get('seconds')} s)", parts)
+
+
 def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Collect a demo-style run folder (``vqvae/``, ``prior/``, ``generation/``) into one HTML file."""
     run = Path(run_dir)
@@ -101,7 +116,9 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         answer.append(
             _img(gen / "samples" / "real_vs_generated.png", "real (top rows) and generated slices, same positions")
         )
-    sections.append(_section("Verdict", answer))
+    sections.append(_pretrained_section(run / "pretrained"))
+    trained_here = summary.get("trained_here")
+    sections.append(_section(f"Verdict ({trained_here})" if trained_here else "Verdict", answer))
     if gm and gm.get("judges"):
         sections.append(_section("Judges (generated vs real test)", [judges_html(gm["judges"])]))
     sections.append(_section("Training curves", curve_parts))

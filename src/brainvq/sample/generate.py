@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from brainvq.checkpoint import load_prior, load_vqvae
+from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_prior, load_vqvae, read_metadata
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError
 from brainvq.data.slices import SliceSet
@@ -55,11 +56,37 @@ def check_pair(vqvae: VQVAE, prior: Prior, prior_path: str | Path = "prior") -> 
             )
 
 
-def load_models(vqvae_path: str | Path, prior_path: str | Path) -> tuple[VQVAE, Prior]:
-    """Load both models and check that the prior was trained on this VQ-VAE's code grids."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+def check_fingerprint(vqvae: VQVAE, prior_path: str | Path, allow_mismatch: bool = False) -> str | None:
+    """Stop with a ConfigError when the prior recorded the codebooks of another VQ-VAE than this
+    one (its codes would mean something else, and samples or anomaly maps would be silently
+    wrong); with ``allow_mismatch``, warn and return the warning instead. Priors saved before the
+    fingerprint existed are not checked."""
+    recorded = read_metadata(prior_path).get(VQVAE_FINGERPRINT)
+    if recorded is None or recorded == codebook_fingerprint(vqvae):
+        return None
+    message = (
+        f"{prior_path}: this prior learned the codes of another VQ-VAE (codebooks {recorded}, this VQ-VAE's "
+        f"{codebook_fingerprint(vqvae)})"
+    )
+    if not allow_mismatch:
+        raise ConfigError(f"{message}; use the VQ-VAE it was trained on, or --allow-mismatched-pair")
+    warnings.warn(message, stacklevel=2)
+    return message
+
+
+def load_models(
+    vqvae_path: str | Path,
+    prior_path: str | Path,
+    device: str | torch.device | None = None,
+    allow_mismatch: bool = False,
+) -> tuple[VQVAE, Prior]:
+    """Load both models (on the GPU when there is one, unless ``device``) and check that the
+    prior was trained on this VQ-VAE's codes (:func:`check_pair`, :func:`check_fingerprint`;
+    a mismatch allowed by ``allow_mismatch`` is kept as ``prior.pair_warning``)."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     vqvae, prior = load_vqvae(vqvae_path, device), load_prior(prior_path, device)
     check_pair(vqvae, prior, prior_path)
+    prior.pair_warning = check_fingerprint(vqvae, prior_path, allow_mismatch)
     return vqvae, prior
 
 
@@ -149,6 +176,31 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
 
 
 @torch.no_grad()
+def complete_lower_half(
+    vqvae: VQVAE,
+    prior: Prior,
+    x: torch.Tensor,
+    positions: np.ndarray,
+    *,
+    seed: int = 0,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slices ``x`` (B,1,H,W) with the lower half of their code grids drawn again by the prior:
+    ``(kept upper half, completed slice)``, both decoded, on the CPU."""
+    x = x.to(next(vqvae.parameters()).device)
+    top, codes = vqvae.encode_levels(x)
+    cond = conditions_for(prior, torch.from_numpy(np.asarray(positions, np.float32)), images=x)
+    gen = torch.Generator().manual_seed(seed)
+    if top is None:
+        done_top, done = None, complete(prior, codes, cond, generator=gen, temperature=temperature)
+    else:  # complete the top grid's lower half first, then draw the whole bottom grid given it
+        done_top = complete(prior.top, top, cond, generator=gen, temperature=temperature)
+        done = sample_cached(prior.bottom, len(x), cond, temperature, gen, top=done_top)
+    kept = vqvae.decode(codes, top).cpu()
+    kept[:, :, kept.shape[-2] // 2 :] = 0
+    return kept, vqvae.decode(done, done_top).cpu()
+
+
 def completion_figure(
     vqvae: VQVAE,
     prior: Prior,
@@ -162,22 +214,11 @@ def completion_figure(
     """Real slices, their top-half-kept code grids completed by the prior, decoded side by side."""
     idx = np.linspace(len(data) * 0.2, len(data) * 0.8, n).astype(int)
     sub = data.subset(idx)
-    x = as_tensor(sub).to(next(vqvae.parameters()).device)
-    top, codes = vqvae.encode_levels(x)
-    cond = conditions_for(prior, torch.from_numpy(np.asarray(sub.positions, np.float32)), images=x)
-    gen = torch.Generator().manual_seed(seed)
-    if top is None:
-        done_top, done = None, complete(prior, codes, cond, generator=gen, temperature=temperature)
-    else:  # complete the top grid's lower half first, then draw the whole bottom grid given it
-        done_top = complete(prior.top, top, cond, generator=gen, temperature=temperature)
-        done = sample_cached(prior.bottom, len(x), cond, temperature, gen, top=done_top)
-    before, after = vqvae.decode(codes, top).cpu(), vqvae.decode(done, done_top).cpu()
-    masked = before.clone()
-    masked[:, :, before.shape[-2] // 2 :] = 0
-    rows = torch.cat([x.cpu(), masked, after])
+    x = as_tensor(sub)
+    kept, after = complete_lower_half(vqvae, prior, x, sub.positions, seed=seed, temperature=temperature)
     titles = [f"real pos {p:.2f}" for p in sub.positions] + ["kept top half"] * n + ["completed"] * n
     return figures.image_grid(
-        rows,
+        torch.cat([x, kept, after]),
         out_path,
         ncols=n,
         titles=titles,
@@ -195,6 +236,7 @@ def sample_command(
     temperature: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    allow_mismatch: bool = False,
 ) -> dict:
     """What ``brainvq sample`` does: N samples (near ``position`` or spread over the axial range)."""
     if n < 1:
@@ -203,7 +245,7 @@ def sample_command(
         raise ConfigError(f"--temperature must be > 0, got {temperature}")
     if position is not None and not 0 <= position <= 1:
         raise ConfigError(f"--position must be in [0, 1], got {position}")
-    vqvae, prior = load_models(vqvae_path, prior_path)
+    vqvae, prior = load_models(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
     positions = np.full(n, position, np.float32) if position is not None else spread_positions(n)
     gen = generate(
         vqvae,
@@ -223,6 +265,7 @@ def sample_command(
         "positions": gen.positions.tolist(),
         **({"intensity_scales": gen.scales.tolist()} if gen.scales is not None else {}),
         **out,
+        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
     }
     write_json(Path(out_dir) / "sample_summary.json", summary)
     return summary

@@ -15,7 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from brainvq.checkpoint import atomic_write, load_vqvae, save_weights
+from brainvq.checkpoint import VQVAE_FINGERPRINT, atomic_write, codebook_fingerprint, load_vqvae, save_weights
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import CheckpointError, ConfigError
 from brainvq.data.sources import DataConfig, load_split
@@ -51,8 +51,8 @@ class PriorTrainConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: PixelCNNConfig = dataclasses.field(default_factory=PixelCNNConfig)  # a single-level VQ-VAE's prior
     # a two-level VQ-VAE's priors (code counts and grids are filled in from the VQ-VAE)
-    # the top level is also conditioned on the slice's intensity scale (README, "Conditioning the
-    # prior on the intensity scale"); the bottom level and a single-level prior are not (not measured)
+    # the top level is also conditioned on the slice's intensity scale; the bottom level and a
+    # single-level prior are not (not measured): docs/experiments/2026-11-26-prior-intensity-scale.md
     top_model: PixelCNNConfig = dataclasses.field(
         default_factory=lambda: PixelCNNConfig(hidden=64, n_layers=8, kernel_size=5, scale_conditional=True)
     )
@@ -63,13 +63,13 @@ class PriorTrainConfig:
     out_dir: str = "runs/prior"
     flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
     # which weights to keep: "last" (the end of the schedule) or "best" (each level at its lowest
-    # validation bits). "last" because the lowest-bits top level drew worse anatomy (README, "Which
-    # epoch of the prior to keep"): its validation bits rise from epoch ~6 while its samples improve.
+    # validation bits). "last" because the lowest-bits top level drew worse anatomy (docs/experiments/
+    # 2026-11-26-prior-which-epoch-to-keep.md): its validation bits rise from epoch ~6 while its samples improve.
     keep: str = "last"
     # a two-level prior's top level trained on its own first, for this many epochs (capped at
     # top_max_minutes; trainer.max_minutes caps the bottom level), then the bottom level with
     # ``trainer``; None: both levels together. The top level decides the anatomy and costs about a
-    # quarter of a joint step (README, "Training the two levels in turn")
+    # quarter of a joint step (docs/experiments/2026-11-26-prior-levels-in-turn.md)
     top_epochs: int | None = None
     top_max_minutes: float | None = None
 
@@ -410,7 +410,9 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     out = Path(cfg.out_dir)
     if not Path(cfg.vqvae).is_file():
         raise CheckpointError(f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)")
-    vq_cfg = load_vqvae(cfg.vqvae).config
+    vqvae = load_vqvae(cfg.vqvae)
+    vq_cfg, fingerprint = vqvae.config, {VQVAE_FINGERPRINT: codebook_fingerprint(vqvae)}
+    del vqvae  # the code cache loads it again, on the GPU when there is one, only if it must encode
     phases = cfg.phases(vq_cfg)
     if len(phases) > 1 and names_checkpoint(resume):
         raise ConfigError(
@@ -443,7 +445,9 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     if trainer.is_global_zero:
         bits = code_set_bits(module.model, test)
         summary.update(
-            weights=str(save_weights(module.model, out / "prior.safetensors", "prior", to_plain(model_cfg))),
+            weights=str(
+                save_weights(module.model, out / "prior.safetensors", "prior", to_plain(model_cfg), fingerprint)
+            ),
             **{f"test_{k}": v for k, v in bits.items()},
         )
         write_json(out / "train_summary.json", summary)

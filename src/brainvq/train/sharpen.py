@@ -48,7 +48,7 @@ class SharpenConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=2, batch_size=16, lr=2e-4))
     out_dir: str = "runs/sharpen"
     flip: bool = True
-    # Defaults: the best of four settings measured on the OASIS-1 subset (README, "Sharpening")
+    # Defaults: the best of four settings measured on the OASIS-1 subset (docs/experiments/2026-11-26-sharpen-decoder.md)
     adversarial_weight: float = 1.0  # multiplies the adaptive weight
     adversarial_start: int = 50  # batches of discriminator-only training before the decoder sees it
     disc_channels: int = 32

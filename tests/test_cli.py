@@ -42,7 +42,7 @@ def test_train_vqvae_config_from_an_older_run_keeps_its_architecture(tmp_path) -
     a hand-written config that leaves them out gets today's defaults."""
     import yaml
 
-    from brainvq.train.common import to_plain
+    from brainvq.io import to_plain
 
     old = to_plain(VQVAETrainConfig())
     for key in ("stem_res_blocks", "res_bottleneck", "encoder_res_blocks", "decoder_res_blocks"):

@@ -124,8 +124,8 @@ def test_written_files_get_the_mode_a_plain_write_gives_under_the_umask(tmp_path
     keep that, or a lab group sharing a run folder cannot read the weights."""
     import os
 
+    from brainvq.io import write_json
     from brainvq.models.vqvae import VQVAEConfig
-    from brainvq.train.common import write_json
 
     old = os.umask(umask)
     try:

@@ -158,7 +158,7 @@ def test_stale_temp_files_of_killed_writers_are_removed(tmp_path: Path):
     import subprocess
     import sys
 
-    from brainvq.checkpoint import remove_stale_temp_files
+    from brainvq.io import remove_stale_temp_files
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".best.ckpt.{int(dead.stdout)}.tmp"

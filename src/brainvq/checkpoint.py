@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -20,64 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from brainvq.data.errors import CheckpointError
-
-# atomic_write's temporary file: ".<name>.<writer pid>.tmp" beside the target
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.tmp$")
-
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _plain_write_mode(path: Path) -> int:
-    """The permissions a plain ``open(path, "w")`` would leave: an existing file's own, else
-    0o666 less the process's umask (libraries such as safetensors create files 0o600)."""
-    if path.exists():
-        return path.stat().st_mode & 0o7777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file;
-    the file gets the permissions a plain write would give it under the user's umask."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        write(tmp)
-        os.chmod(tmp, _plain_write_mode(path))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temporary files left in ``folder`` by an :func:`atomic_write` whose process was
-    killed (SIGKILL cannot be caught); files of writers still running are kept."""
-    removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
-        match = _TEMP_NAME.match(tmp.name)
-        if not match or _alive(int(match["pid"])):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
+from brainvq.io import atomic_write
 
 #: a prior's metadata key for :func:`codebook_fingerprint` of the VQ-VAE whose codes it learned
 VQVAE_FINGERPRINT = "vqvae_codebooks"

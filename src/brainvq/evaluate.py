@@ -14,10 +14,10 @@ from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import DataError
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.io import write_json
 from brainvq.metrics.generation import GenerationMetricsConfig, generation_metrics
 from brainvq.metrics.reconstruction import reconstruct
 from brainvq.report import figures
-from brainvq.train.common import write_json
 
 
 def _split_with_masks(data: DataConfig, split: str, progress: bool, warn: bool) -> SliceSet:

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.io import write_json
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.report.verdict import verdict_lines
-from brainvq.train.common import write_json
 
 
 @dataclasses.dataclass

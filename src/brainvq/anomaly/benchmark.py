@@ -24,7 +24,7 @@ from brainvq.anomaly.scoring import AnomalyConfig
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError, DataError
 from brainvq.data.sources import DataConfig, load_split
-from brainvq.train.common import write_json
+from brainvq.io import write_json
 
 METHODS = {"restoration": ("anomaly_map", "score"), "baseline": ("baseline_map", "baseline_score")}
 

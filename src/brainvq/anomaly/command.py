@@ -19,7 +19,7 @@ from brainvq.data.images import IMAGE_SUFFIXES, list_image_files, read_gray
 from brainvq.data.oasis import parse_slice_name
 from brainvq.data.slices import positions_from_indices
 from brainvq.data.sources import DataConfig, load_split
-from brainvq.train.common import write_json
+from brainvq.io import write_json
 
 DEFAULT_MAP_THRESHOLD = 0.1  # contour level of the smoothed residual when no calibrated one is stored
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainvq.io import write_json
 from brainvq.pretrained import get_pretrained, load_pretrained
 from brainvq.report import figures
 from brainvq.sample.generate import complete_lower_half, generate, save_generated
-from brainvq.train.common import write_json
 
 SHOWCASE_POSITIONS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from brainvq.checkpoint import atomic_write  # noqa: E402
+from brainvq.io import atomic_write  # noqa: E402
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from brainvq.checkpoint import atomic_write
 from brainvq.data.errors import ConfigError
+from brainvq.io import atomic_write
 from brainvq.report import figures
 from brainvq.report.verdict import verdict_lines
 

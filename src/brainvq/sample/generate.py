@@ -15,11 +15,11 @@ from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_pri
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError
 from brainvq.data.slices import SliceSet
+from brainvq.io import write_json
 from brainvq.models.hierarchical import Prior, conditions_for, is_hierarchical
 from brainvq.models.vqvae import VQVAE
 from brainvq.report import figures
 from brainvq.sample.sampler import complete, sample_cached, sample_levels
-from brainvq.train.common import write_json
 
 
 @dataclass

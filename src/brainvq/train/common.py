@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -20,8 +19,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMPr
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from brainvq.checkpoint import atomic_write, remove_stale_temp_files
 from brainvq.data.errors import ConfigError
+from brainvq.io import atomic_write, remove_stale_temp_files, to_plain
 from brainvq.runtime import keep_freed_memory
 
 log = logging.getLogger(__name__)
@@ -59,19 +58,6 @@ class TrainerConfig:
             raise ConfigError(f"unknown precision {self.precision!r}")
 
 
-def to_plain(obj: Any) -> Any:
-    """Dataclasses/paths -> plain dicts/strings (what YAML, JSON and weights-only pickles hold)."""
-    if dataclasses.is_dataclass(obj):
-        return {k: to_plain(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def write_run_config(out_dir: Path, config: Any, name: str = "config.yaml") -> Path:
     """Record the full config (with seed) and the environment beside the run's outputs."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,12 +72,6 @@ def write_run_config(out_dir: Path, config: Any, name: str = "config.yaml") -> P
     }
     path = out_dir / name
     atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(doc, sort_keys=False)))
-    return path
-
-
-def write_json(path: Path, data: dict) -> Path:
-    """Atomically write ``data`` as indented JSON."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(to_plain(data), indent=2)))
     return path
 
 

@@ -15,10 +15,11 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from brainvq.checkpoint import VQVAE_FINGERPRINT, atomic_write, codebook_fingerprint, load_vqvae, save_weights
+from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_vqvae, save_weights
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import CheckpointError, ConfigError
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.io import atomic_write, to_plain, write_json
 from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
 from brainvq.models.hierarchical import (
     HierarchicalPriorConfig,
@@ -37,8 +38,6 @@ from brainvq.train.common import (
     restore_best,
     resume_path,
     schedule_report,
-    to_plain,
-    write_json,
     write_run_config,
 )
 

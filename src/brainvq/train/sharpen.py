@@ -24,6 +24,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from brainvq.checkpoint import load_vqvae, save_weights
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.io import to_plain, write_json
 from brainvq.models.discriminator import PatchDiscriminator
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.train.common import (
@@ -32,8 +33,6 @@ from brainvq.train.common import (
     restore_best,
     resume_path,
     schedule_report,
-    to_plain,
-    write_json,
     write_run_config,
 )
 from brainvq.train.vqvae import slice_loaders

@@ -15,6 +15,7 @@ from torchmetrics.functional.image import structural_similarity_index_measure as
 from brainvq.checkpoint import save_weights
 from brainvq.data.dataset import SliceDataset
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.io import to_plain, write_json
 from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
 from brainvq.train.common import (
     LRSchedule,
@@ -23,8 +24,6 @@ from brainvq.train.common import (
     restore_best,
     resume_path,
     schedule_report,
-    to_plain,
-    write_json,
     write_run_config,
 )
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from brainvq.data.errors import ConfigError
@@ -73,7 +74,7 @@ def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict
     assert summary["prior"]["schedule_completed"] is False and summary["vqvae"]["schedule_completed"] is True
     assert any("prior training was cut short" in w for w in summary["warnings"])
     assert summary["verdict"][0].startswith("WARNING: prior training was cut short")
-    saved = json.loads((tmp_path / "run" / "demo_summary.json").read_text())
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["verdict"] == summary["verdict"]
     page = (tmp_path / "run" / "report.html").read_text()
     assert page.index("Verdict") < page.index("Training curves") < page.index("Configuration")
@@ -124,3 +125,79 @@ def test_time_budget_keeps_a_floor_and_is_off_without_a_total(monkeypatch: pytes
     free = TimeBudget(None, 0.0, start=clock.now - 10 * 3600)
     assert free.caps("prior", {"prior": 4.0}) == {"prior": 4.0} and not free.warnings
     assert free.finish()["total_minutes"] is None and not free.warnings
+
+
+_TINY_RUN = """
+import sys
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+from brainvq.data.sources import DataConfig
+from brainvq.pipeline import Recipe, run_pipeline
+from tests.test_train_vqvae import tiny_cfg
+
+root, out = sys.argv[1], Path(sys.argv[2])
+recipe = Recipe("tiny", vqvae_epochs=2, vqvae_minutes=30, prior_epochs=12, prior_minutes=30, samples=2,
+                prior_batch_size=4, judges=False)
+run_pipeline(DataConfig(root=root, image_size=64), out, recipe, progress=False,
+             vqvae_model=tiny_cfg(Path(root), out / "unused").model)
+"""
+
+
+def _tiny_run(root: Path, out: Path, kill_when: Path | None = None) -> int:
+    """The tiny pipeline in a fresh process (one thread); SIGKILLed once ``kill_when`` exists."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-c", _TINY_RUN, str(root), str(out)], cwd=repo, env=os.environ.copy())
+    while kill_when is not None and proc.poll() is None:
+        if kill_when.is_file():
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    return proc.wait(timeout=600)
+
+
+def test_a_killed_pipeline_continues_where_it_stopped(tiny_oasis: Path, tmp_path: Path):
+    """SIGKILL during the prior's training, then the same command again: the VQ-VAE is reused,
+    the prior resumes from its last checkpoint, and the weights equal an uninterrupted run's."""
+    from safetensors.torch import load_file
+
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    assert _tiny_run(tiny_oasis, killed, kill_when=killed / "prior" / "checkpoints" / "last.ckpt") == -9
+    stages = json.loads((killed / "stages.json").read_text())["stages"]
+    assert stages["vqvae"]["status"] == "done" and stages["prior"]["status"] == "started"
+    assert not (killed / "prior" / "prior.safetensors").exists()
+    vq_written = (killed / "vqvae" / "vqvae.safetensors").stat().st_mtime_ns
+    assert _tiny_run(tiny_oasis, killed) == 0
+    assert (killed / "vqvae" / "vqvae.safetensors").stat().st_mtime_ns == vq_written  # not trained again
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["timings"]["vqvae_s"] == 0.0 and summary["timings"]["prior_s"] > 0
+    assert summary["prior"]["epochs_run"] == 12 and summary["time_budget"]["carried_minutes"] > 0
+    assert _tiny_run(tiny_oasis, whole) == 0
+    for name in ("vqvae/vqvae.safetensors", "prior/prior.safetensors"):
+        resumed, straight = load_file(killed / name), load_file(whole / name)
+        assert resumed.keys() == straight.keys()
+        assert all(torch.equal(resumed[k], straight[k]) for k in straight), name
+
+
+def test_the_stage_ledger_reuses_resumes_or_redoes_a_stage(tmp_path: Path):
+    from brainvq.runs import StageLedger
+
+    ledger = StageLedger.open(tmp_path / "stages.json")
+    assert ledger.plan("vqvae", {"epochs": 2}) == "fresh"
+    ledger.record("vqvae", {"epochs": 2}, 10.0)
+    assert StageLedger.open(tmp_path / "stages.json").plan("vqvae", {"epochs": 2}) == "resume"
+    ledger.record("vqvae", {"epochs": 2}, 20.0, {"epochs_run": 2})
+    again = StageLedger.open(tmp_path / "stages.json")
+    assert again.spent_s == 20.0 and again.plan("vqvae", {"epochs": 2}) == "reuse"
+    assert again.result("vqvae") == {"epochs_run": 2}
+    assert again.plan("vqvae", {"epochs": 3}) == "fresh"
+    assert again.notes == ["redoing vqvae: its configuration changed (epochs)"]
+    assert StageLedger.open(tmp_path / "stages.json", fresh=True).plan("vqvae", {"epochs": 2}) == "fresh"

@@ -354,7 +354,7 @@ def test_demo_with_tiny_settings_then_report(tmp_path: Path, monkeypatch: pytest
     out = tmp_path / "demo"
     argv = ["demo", "--out", str(out), "--data-dir", str(tmp_path / "standin"), "--samples", "4", "--no-progress"]
     assert main([*argv, "--vqvae-epochs", "1", "--prior-epochs", "1"]) == 0
-    summary = json.loads((out / "demo_summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert list(summary)[:3] == ["pretrained_model", "trained_here", "verdict"]  # opens with the shipped model
     shown = summary["pretrained_model"]
     assert shown["model"] == "oasis1" and len(shown["positions"]) == 10

@@ -120,6 +120,10 @@ def _model_paths(a: argparse.Namespace, run: str = "runs") -> tuple[Path, Path]:
     )
 
 
+FRESH_HELP = (
+    "start over; without it a rerun on the same --out continues: finished stages with the same configuration "
+    "are reused and an interrupted training stage resumes from its last checkpoint"
+)
 MISMATCH_HELP = "use a prior with a VQ-VAE other than the one whose codes it learned (warned in the summary)"
 
 
@@ -371,6 +375,7 @@ def cmd_demo(a: argparse.Namespace) -> dict:
         timings=timings,
         data_note=f"{a.data_dir} (synthetic stand-in, not OASIS)",
         opening=opening,
+        fresh=a.fresh,
     )
 
 
@@ -382,7 +387,7 @@ def cmd_pipeline(a: argparse.Namespace) -> dict:
         **_given(a, samples="samples", precision="precision", accelerator="accelerator"),
         **_total_budget(a),
     )
-    return run_pipeline(_data_config(a), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress)
+    return run_pipeline(_data_config(a), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress, fresh=a.fresh)
 
 
 def cmd_check_judges(a: argparse.Namespace) -> dict:
@@ -691,6 +696,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--samples", type=_positive_int)
     g.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
     g.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed")
+    p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
 
@@ -706,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", help="default: the recipe's (fp32 on CPU, bf16-mixed on GPU)")
     p.add_argument("--accelerator", help="default: the recipe's")
     p.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
+    p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_pipeline)
     return parser

@@ -22,6 +22,7 @@ from brainvq.data.sources import DataConfig
 from brainvq.io import write_json
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.report.verdict import verdict_lines
+from brainvq.runs import RunLayout, StageLedger, config_key
 
 
 @dataclasses.dataclass
@@ -153,6 +154,119 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+@dataclasses.dataclass
+class _Run:
+    """What every stage of one pipeline run shares."""
+
+    data: DataConfig
+    layout: RunLayout
+    recipe: Recipe
+    loop: dict  # the trainers' accelerator, precision, seed and progress flag
+    budget: TimeBudget
+    ledger: StageLedger
+    clock_start: float  # time.time() at the run's start, earlier attempts' time included
+    timings: dict[str, float]
+    keys: dict[str, str] = dataclasses.field(default_factory=dict)  # each stage's config key
+
+    def stage(self, name: str, config: dict, work) -> dict:
+        """Run ``work(resume)`` for stage ``name`` unless it finished before with ``config``
+        (then its recorded result is returned); record start and result in the ledger."""
+        config = {**config, "after": [self.keys[k] for k in sorted(self.keys)]}  # every stage before it
+        plan = self.ledger.plan(name, config)
+        self.keys[name] = config_key(config)
+        if plan == "reuse":
+            self.timings[f"{name}_s"] = 0.0
+            return self.ledger.result(name)
+        t = time.time()
+        self.ledger.record(name, config, t - self.clock_start)
+        result = work(plan == "resume")
+        self.timings[f"{name}_s"] = round(time.time() - t, 1)
+        self.ledger.record(name, config, time.time() - self.clock_start, result)
+        return result
+
+    def trainer(self, base, epochs: int, minutes: float | None, **more):
+        return dataclasses.replace(base, epochs=epochs, max_minutes=minutes, **self.loop, **more)
+
+
+def _prior_caps(recipe: Recipe) -> dict[str, float]:
+    if recipe.prior_top_epochs is not None and recipe.prior_top_minutes is not None:
+        return {"prior_top": recipe.prior_top_minutes, "prior": recipe.prior_minutes}
+    return {"prior": recipe.prior_minutes}
+
+
+def _sharpen_caps(recipe: Recipe) -> dict[str, float]:
+    return {"sharpen": recipe.sharpen_minutes} if recipe.sharpen_epochs and recipe.sharpen_minutes else {}
+
+
+def _vqvae_stage(run: _Run, model: VQVAEConfig | None) -> dict:
+    from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
+
+    r = run.recipe
+    cfg = VQVAETrainConfig(data=run.data, out_dir=str(run.layout.vqvae_dir))
+    if model is not None:
+        cfg.model = model
+    later = sum(_sharpen_caps(r).values()) + sum(_prior_caps(r).values())
+
+    def work(resume: bool) -> dict:
+        minutes = run.budget.caps("VQ-VAE", {"vqvae": r.vqvae_minutes}, later)["vqvae"]
+        cfg.trainer = run.trainer(cfg.trainer, r.vqvae_epochs, minutes)
+        return train_vqvae(cfg, resume=resume)
+
+    config = {"data": run.data, "model": cfg.model, "epochs": r.vqvae_epochs, "seed": run.loop["seed"], **_budget(r)}
+    return run.stage("vqvae", config, work)
+
+
+def _sharpen_stage(run: _Run) -> dict:
+    from brainvq.train.sharpen import SharpenConfig, train_sharpen
+
+    r = run.recipe
+    cfg = SharpenConfig(vqvae=str(run.layout.vqvae_weights), data=run.data, out_dir=str(run.layout.sharpen_dir))
+
+    def work(resume: bool) -> dict:
+        minutes = run.budget.caps("sharpening", _sharpen_caps(r), sum(_prior_caps(r).values())).get("sharpen")
+        cfg.trainer = run.trainer(cfg.trainer, r.sharpen_epochs, minutes)
+        return train_sharpen(cfg, resume=resume)
+
+    return run.stage("sharpen", {"epochs": r.sharpen_epochs, "minutes": r.sharpen_minutes}, work)
+
+
+def _prior_stage(run: _Run, vq_weights: Path) -> dict:
+    from brainvq.train.prior import PriorTrainConfig, train_prior
+
+    r = run.recipe
+    cfg = PriorTrainConfig(vqvae=str(vq_weights), data=run.data, out_dir=str(run.layout.prior_dir), flip=r.prior_flip)
+    cfg.top_epochs = r.prior_top_epochs
+
+    def work(resume: bool) -> dict:
+        given = run.budget.caps("prior", _prior_caps(r))
+        cfg.top_max_minutes = given.get("prior_top")
+        cfg.trainer = run.trainer(cfg.trainer, r.prior_epochs, given["prior"], batch_size=r.prior_batch_size)
+        return train_prior(cfg, resume=resume)
+
+    keys = ("prior_epochs", "prior_minutes", "prior_top_epochs", "prior_top_minutes", "prior_batch_size", "prior_flip")
+    return run.stage("prior", {k: getattr(r, k) for k in keys}, work)
+
+
+def _budget(r: Recipe) -> dict:
+    """What shapes every training stage's caps (a changed total redoes the stages it shapes)."""
+    return {k: getattr(r, k) for k in ("vqvae_minutes", "total_minutes", "reserve_minutes", "accelerator", "precision")}
+
+
+PRIOR_KEYS = (
+    "test_bits_per_code",
+    "test_bits_per_image",
+    "test_top_bits_per_code",
+    "test_bottom_bits_per_code",
+    "epochs_run",
+    "planned_epochs",
+    "schedule_completed",
+    "kept",
+    "top_best_epoch",
+    "bottom_best_epoch",
+    "top_level",
+)
+
+
 def run_pipeline(
     data: DataConfig,
     out: Path,
@@ -164,85 +278,51 @@ def run_pipeline(
     vqvae_model: VQVAEConfig | None = None,
     data_note: str | None = None,
     opening: dict | None = None,
+    fresh: bool = False,
 ) -> dict:
     """Train both models on ``data`` within ``recipe``'s budgets, evaluate, judge samples, write the report.
 
-    ``timings``: seconds already spent on stages before this call (the demo's pretrained showcase
-    and dataset), counted in the time budget; ``vqvae_model``: the VQ-VAE architecture (default
-    :class:`VQVAEConfig`'s); ``data_note``: what the summary says the data is (default its path);
-    ``opening``: what the summary opens with, before the verdict (the demo's pretrained model)."""
+    Rerun on the same ``out`` folder, it continues: stages that finished with the same
+    configuration are reused, an interrupted training stage resumes from its last checkpoint and
+    the time budget counts the time already spent (:class:`~brainvq.runs.StageLedger`);
+    ``fresh`` starts over. ``timings``: seconds spent before this call (the demo's pretrained
+    showcase and dataset), counted in the time budget; ``vqvae_model``: the VQ-VAE architecture
+    (default :class:`VQVAEConfig`'s); ``data_note``: what the summary says the data is (default
+    its path); ``opening``: what the summary opens with, before the verdict."""
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
     from brainvq.report.html import build_report
-    from brainvq.train.prior import PriorTrainConfig, train_prior
-    from brainvq.train.sharpen import SharpenConfig, train_sharpen
-    from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
+    from brainvq.train.prior import PriorTrainConfig
 
-    out = Path(out)
+    layout = RunLayout(out)
     # before any training: a recipe whose prior trains level by level needs a two-level VQ-VAE
     PriorTrainConfig(top_epochs=recipe.prior_top_epochs).phases(vqvae_model or VQVAEConfig())
+    ledger = StageLedger.open(layout.stages, fresh)
     timings = dict(timings or {})
     before_s = sum(timings.values())
-    t0 = t = time.time()
-    budget = TimeBudget(recipe.total_minutes, recipe.reserve_minutes, t0 - before_s)
-    prior_caps = {"prior": recipe.prior_minutes}
-    if recipe.prior_top_epochs is not None and recipe.prior_top_minutes is not None:
-        prior_caps = {"prior_top": recipe.prior_top_minutes, **prior_caps}
-    sharpen_caps = {"sharpen": recipe.sharpen_minutes} if recipe.sharpen_epochs and recipe.sharpen_minutes else {}
-
-    def lap(name: str) -> None:
-        nonlocal t
-        timings[name] = round(time.time() - t, 1)
-        t = time.time()
-
-    hw = {"accelerator": recipe.accelerator, "precision": recipe.precision, "seed": seed, "progress": progress}
-    vq_cfg = VQVAETrainConfig(data=data, out_dir=str(out / "vqvae"))
-    if vqvae_model is not None:
-        vq_cfg.model = vqvae_model
-    later = sum(sharpen_caps.values()) + sum(prior_caps.values())
-    vq_minutes = budget.caps("VQ-VAE", {"vqvae": recipe.vqvae_minutes}, later)["vqvae"]
-    vq_cfg.trainer = dataclasses.replace(vq_cfg.trainer, epochs=recipe.vqvae_epochs, max_minutes=vq_minutes, **hw)
-    vq = train_vqvae(vq_cfg)
-    lap("vqvae_train_s")
-    vq_weights = out / "vqvae" / "vqvae.safetensors"
-    sharp: dict = {}
-    if recipe.sharpen_epochs:  # same codes, sharper decoder: evaluated, used by the prior and generation
-        sh_cfg = SharpenConfig(vqvae=str(vq_weights), data=data, out_dir=str(out / "sharpen"))
-        sh_minutes = budget.caps("sharpening", sharpen_caps, sum(prior_caps.values())).get("sharpen")
-        sh_cfg.trainer = dataclasses.replace(sh_cfg.trainer, epochs=recipe.sharpen_epochs, max_minutes=sh_minutes, **hw)
-        sharp = train_sharpen(sh_cfg)
-        vq_weights = out / "sharpen" / "vqvae.safetensors"
-        lap("sharpen_s")
-    ev = evaluate_vqvae(vq_weights, data, out / "vqvae", progress=progress)
-    lap("evaluate_s")
-    prior_given = budget.caps("prior", prior_caps)
-    prior_cfg = PriorTrainConfig(
-        vqvae=str(vq_weights),
-        data=data,
-        out_dir=str(out / "prior"),
-        flip=recipe.prior_flip,
-        top_epochs=recipe.prior_top_epochs,
-        top_max_minutes=prior_given.get("prior_top"),
+    t0 = time.time()
+    start = t0 - before_s - ledger.spent_s
+    loop = {"accelerator": recipe.accelerator, "precision": recipe.precision, "seed": seed, "progress": progress}
+    budget = TimeBudget(recipe.total_minutes, recipe.reserve_minutes, start)
+    run = _Run(data, layout, recipe, loop, budget, ledger, start, timings)
+    vq = _vqvae_stage(run, vqvae_model)
+    sharp = _sharpen_stage(run) if recipe.sharpen_epochs else {}
+    vq_weights = layout.sharpen_weights if sharp else layout.vqvae_weights  # same codes, sharper decoder
+    ev = run.stage("evaluate", {}, lambda _: evaluate_vqvae(vq_weights, data, layout.vqvae_dir, progress=progress))
+    prior = _prior_stage(run, vq_weights)
+    gen = run.stage(
+        "generation",
+        {"samples": recipe.samples, "judges": recipe.judges, "seed": seed},
+        lambda _: evaluate_generation(
+            vq_weights,
+            layout.prior_weights,
+            data,
+            layout.generation_dir,
+            n_samples=recipe.samples,
+            seed=seed,
+            progress=progress,
+            judges=recipe.judges,
+        ),
     )
-    prior_cfg.trainer = dataclasses.replace(
-        prior_cfg.trainer,
-        epochs=recipe.prior_epochs,
-        max_minutes=prior_given["prior"],
-        batch_size=recipe.prior_batch_size,
-        **hw,
-    )
-    prior = train_prior(prior_cfg)
-    lap("prior_train_s")
-    gen = evaluate_generation(
-        vq_weights,
-        out / "prior" / "prior.safetensors",
-        data,
-        out / "generation",
-        n_samples=recipe.samples,
-        seed=seed,
-        progress=progress,
-        judges=recipe.judges,
-    )
-    lap("generation_s")
     timings["total_s"] = round(time.time() - t0 + before_s, 1)
     budget_record = budget.finish()
     warnings = [s["warning"] for s in (vq, sharp, prior) if s.get("warning")] + budget.warnings
@@ -250,40 +330,19 @@ def run_pipeline(
         "data": data_note or str(data.root),
         "recipe": dataclasses.asdict(recipe),
         "warnings": warnings,
+        "resumed": ledger.notes or None,
         "reconstruction_test": ev,
         "vqvae": {k: vq.get(k) for k in ("best_val_ssim", "epochs_run", "planned_epochs", "schedule_completed")},
-        **(
-            {
-                "sharpen": {
-                    k: sharp.get(k)
-                    for k in ("best_val_detail_gap", "epochs_run", "planned_epochs", "schedule_completed")
-                }
-            }
-            if sharp
-            else {}
-        ),
-        "prior": {
-            k: prior.get(k)
-            for k in (
-                "test_bits_per_code",
-                "test_bits_per_image",
-                "test_top_bits_per_code",
-                "test_bottom_bits_per_code",
-                "epochs_run",
-                "planned_epochs",
-                "schedule_completed",
-                "kept",
-                "top_best_epoch",
-                "bottom_best_epoch",
-                "top_level",
-            )
-            if k in prior
-        },
+        **({"sharpen": {k: sharp.get(k) for k in SHARPEN_KEYS}} if sharp else {}),
+        "prior": {k: prior.get(k) for k in PRIOR_KEYS if k in prior},
         "generation": gen,
         "timings": timings,
-        "time_budget": budget_record,
+        "time_budget": {**budget_record, "carried_minutes": round(ledger.spent_s / 60, 2)},
     }
     summary = {**(opening or {}), "verdict": verdict_lines(summary), **summary}  # the answer first, the details after
-    write_json(out / "demo_summary.json", summary)
+    write_json(layout.summary, summary)
     summary["report"] = str(build_report(out))
     return summary
+
+
+SHARPEN_KEYS = ("best_val_detail_gap", "epochs_run", "planned_epochs", "schedule_completed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -268,9 +267,3 @@ def _figures(
             truth=masks[k],
             title=f"{names[k]}: baseline (reconstruction residual), score {res.baseline_score[k]:.3f}",
         )
-
-
-def load_results(folder: str | Path) -> dict | None:
-    """``anomaly_results.json`` of an evaluate-anomaly folder, or None."""
-    p = Path(folder) / "anomaly_results.json"
-    return json.loads(p.read_text()) if p.is_file() else None

@@ -14,6 +14,7 @@ from brainvq.data.errors import ConfigError
 from brainvq.io import atomic_write
 from brainvq.report import figures
 from brainvq.report.verdict import verdict_lines
+from brainvq.runs import RunLayout
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -87,17 +88,18 @@ def _pretrained_section(folder: Path) -> str:
 
 def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Collect a demo-style run folder (``vqvae/``, ``prior/``, ``generation/``) into one HTML file."""
-    run = Path(run_dir)
+    layout = RunLayout(run_dir)
+    run = layout.root
     if not run.is_dir():
         raise ConfigError(f"{run}: run folder not found")
-    vq, prior, gen = run / "vqvae", run / "prior", run / "generation"
-    if not (vq / "eval_metrics.json").is_file():
+    vq, prior, gen = layout.vqvae_dir, layout.prior_dir, layout.generation_dir
+    if not layout.vqvae_eval.is_file():
         raise ConfigError(f"{run}: no vqvae/eval_metrics.json (run `brainvq demo` or `brainvq evaluate` first)")
     sections: list[str] = []
-    summary = _load_json(run / "demo_summary.json") or {}
-    data_note = summary.get("data") or (_load_json(vq / "eval_metrics.json") or {}).get("data", "")
+    summary = layout.read_summary()
+    data_note = summary.get("data") or (_load_json(layout.vqvae_eval) or {}).get("data", "")
     config_parts, curve_parts = [], []
-    pr = _load_json(prior / "train_summary.json")
+    pr = _load_json(layout.prior_summary)
     # prior/top: the top level of a two-level prior trained on its own first (PriorTrainConfig.top_epochs)
     runs = [
         (vq, "vqvae"),
@@ -108,15 +110,13 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         c, k = _run_parts(folder, name)
         config_parts += c
         curve_parts += k
-    ev = _load_json(vq / "eval_metrics.json") or {}
-    gm = _load_json(gen / "generation_metrics.json")
+    ev = _load_json(layout.vqvae_eval) or {}
+    gm = _load_json(layout.generation_metrics)
     lines = verdict_lines({"reconstruction_test": ev, **summary}, gm or {})
     answer = ["<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"]
-    if (gen / "samples" / "real_vs_generated.png").is_file():
-        answer.append(
-            _img(gen / "samples" / "real_vs_generated.png", "real (top rows) and generated slices, same positions")
-        )
-    sections.append(_pretrained_section(run / "pretrained"))
+    if layout.real_vs_generated.is_file():
+        answer.append(_img(layout.real_vs_generated, "real (top rows) and generated slices, same positions"))
+    sections.append(_pretrained_section(layout.pretrained_dir))
     trained_here = summary.get("trained_here")
     sections.append(_section(f"Verdict ({trained_here})" if trained_here else "Verdict", answer))
     if gm and gm.get("judges"):
@@ -173,7 +173,7 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         f"<style>{_CSS}</style></head><body><h1>brainvq report: {html.escape(str(run))}</h1>"
         f"<p class='note'>Data: {html.escape(str(data_note))}</p>{''.join(sections)}</body></html>"
     )
-    out = Path(out_path) if out_path else run / "report.html"
+    out = Path(out_path) if out_path else layout.report
     atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out
 
@@ -285,9 +285,7 @@ def judge_table_html(rows: list[dict]) -> str:
 
 def anomaly_section(folder: str | Path) -> str:
     """HTML for an ``evaluate-anomaly`` results folder (metrics table and overlays), or "" when absent."""
-    from brainvq.anomaly.benchmark import load_results
-
-    res = load_results(folder)
+    res = _load_json(Path(folder) / "anomaly_results.json")
     if res is None:
         return ""
     names = {"auprc": "pixel AUPRC", "best_dice": "best Dice", "image_auroc": "image AUROC"}

@@ -11,7 +11,7 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
     """Plain-text lines: reconstruction, prior, generated slices per judge (with the real
     validation-vs-test value beside each), and every warning (e.g. training cut short).
 
-    ``summary`` is a run summary (``demo_summary.json``); ``generation`` defaults to its
+    ``summary`` is a run summary (``summary.json``); ``generation`` defaults to its
     ``generation`` entry (``generation/generation_metrics.json``)."""
     lines: list[str] = []
     lines += [f"WARNING: {w}" for w in summary.get("warnings", [])]

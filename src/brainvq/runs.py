@@ -1,0 +1,140 @@
+"""A run folder: the names of its files (:class:`RunLayout`) and the record of its stages that
+lets a killed run continue (:class:`StageLedger`)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from brainvq.io import to_plain, write_json
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Every file of a ``demo`` / ``pipeline`` run folder that the pipeline, the report and the
+    CLI name, in one place."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def vqvae_dir(self) -> Path:
+        return self.root / "vqvae"
+
+    @property
+    def vqvae_weights(self) -> Path:
+        return self.vqvae_dir / "vqvae.safetensors"
+
+    @property
+    def vqvae_eval(self) -> Path:
+        return self.vqvae_dir / "eval_metrics.json"
+
+    @property
+    def sharpen_dir(self) -> Path:
+        return self.root / "sharpen"
+
+    @property
+    def sharpen_weights(self) -> Path:
+        return self.sharpen_dir / "vqvae.safetensors"
+
+    @property
+    def prior_dir(self) -> Path:
+        return self.root / "prior"
+
+    @property
+    def prior_weights(self) -> Path:
+        return self.prior_dir / "prior.safetensors"
+
+    @property
+    def prior_summary(self) -> Path:
+        return self.prior_dir / "train_summary.json"
+
+    @property
+    def generation_dir(self) -> Path:
+        return self.root / "generation"
+
+    @property
+    def generation_metrics(self) -> Path:
+        return self.generation_dir / "generation_metrics.json"
+
+    @property
+    def real_vs_generated(self) -> Path:
+        return self.generation_dir / "samples" / "real_vs_generated.png"
+
+    @property
+    def pretrained_dir(self) -> Path:
+        return self.root / "pretrained"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def stages(self) -> Path:
+        return self.root / "stages.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    def read_summary(self) -> dict:
+        """The run summary ({} when there is none); folders written before 0.3 call it demo_summary.json."""
+        for path in (self.summary, self.root / "demo_summary.json"):
+            if path.is_file():
+                return json.loads(path.read_text())
+        return {}
+
+
+def config_key(config: dict) -> str:
+    """A short hash of a stage's configuration (plain values)."""
+    return hashlib.sha256(json.dumps(to_plain(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class StageLedger:
+    """What each stage of a run was configured with and whether it finished (``stages.json``).
+
+    A rerun of the same command on the same folder reuses every stage that finished with the
+    same configuration, resumes the one that was interrupted from its last checkpoint, and redoes
+    a stage whose configuration changed (and so every stage after it, whose configuration holds
+    the key of the one before), saying why in :attr:`notes`. ``spent_s`` is the run's time up to
+    the last record, which a rerun's time budget counts as already spent."""
+
+    path: Path
+    stages: dict[str, dict] = field(default_factory=dict)
+    spent_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, path: Path, fresh: bool = False) -> StageLedger:
+        if fresh or not Path(path).is_file():
+            return cls(Path(path))
+        doc = json.loads(Path(path).read_text())
+        return cls(Path(path), doc.get("stages", {}), float(doc.get("spent_s", 0.0)))
+
+    def plan(self, name: str, config: dict) -> str:
+        """ "reuse" (finished with this configuration), "resume" (interrupted with it) or "fresh"."""
+        record = self.stages.get(name)
+        if record is None:
+            return "fresh"
+        if record["key"] != config_key(config):
+            changed = sorted(
+                k for k in {*config, *record["config"]} if record["config"].get(k) != to_plain(config.get(k))
+            )
+            self.notes.append(f"redoing {name}: its configuration changed ({', '.join(changed)})")
+            return "fresh"
+        return "reuse" if record["status"] == "done" else "resume"
+
+    def result(self, name: str) -> dict:
+        return self.stages[name]["result"]
+
+    def record(self, name: str, config: dict, spent_s: float, result: dict | None = None) -> None:
+        """Write down that ``name`` started (``result`` None) or finished with ``result``."""
+        status = "started" if result is None else "done"
+        self.stages[name] = {"key": config_key(config), "config": to_plain(config), "status": status, "result": result}
+        self.spent_s = spent_s
+        write_json(self.path, {"stages": self.stages, "spent_s": round(spent_s, 1)})

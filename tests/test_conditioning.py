@@ -19,7 +19,8 @@ from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConf
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.sample.generate import generate
 from brainvq.sample.sampler import complete, sample_cached, sample_naive
-from brainvq.train.prior import CodeSet, prior_bits
+from brainvq.train.codes import CodeSet
+from brainvq.train.prior import prior_bits
 from tests.causality import assert_causal, random_positions
 from tests.test_hierarchy import GRID, TOP_GRID, TOP_K, K, sharpen, tiny_vqvae
 

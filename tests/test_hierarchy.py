@@ -22,13 +22,12 @@ from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
 from brainvq.sample.generate import check_pair, generate
 from brainvq.sample.sampler import sample_cached, sample_levels, sample_naive
+from brainvq.train.codes import CodeSet
+from brainvq.train.keep import BestPerLevel, keep_weights
 from brainvq.train.prior import (
-    BestPerLevel,
-    CodeSet,
     PriorModule,
     PriorTrainConfig,
     code_set_bits,
-    keep_weights,
     prior_bits,
 )
 from tests.causality import assert_causal, random_positions

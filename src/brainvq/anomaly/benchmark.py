@@ -22,6 +22,7 @@ from brainvq.anomaly.restore import AnomalyResult, calibrate, detect
 from brainvq.anomaly.scoring import AnomalyConfig
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError, DataError
+from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import write_json
 
@@ -100,6 +101,104 @@ def _cdr_auroc(scores: np.ndarray, case_ids: np.ndarray, cdr: dict[int, float]) 
     return out
 
 
+@dataclass
+class _Bench:
+    """What every part of one benchmark run shares."""
+
+    vqvae: object
+    prior: object
+    threshold: object  # restore.Threshold, calibrated on the validation split
+    cfg: BenchmarkConfig
+    data: DataConfig
+    test: SliceSet
+    images: torch.Tensor  # (N,1,H,W) the split's slices
+    positions: torch.Tensor  # (N,)
+    clean_idx: np.ndarray  # the clean slices scored
+    out: Path
+    progress: bool
+
+    def detect(self, images: torch.Tensor, positions: torch.Tensor) -> AnomalyResult:
+        return detect(
+            self.vqvae, self.prior, images, positions, self.threshold, self.cfg.anomaly, progress=self.progress
+        )
+
+    def row(self, i: int, seed: int | str, res: AnomalyResult, k: int, **extra) -> dict:
+        return {
+            "split": self.cfg.split,
+            "name": self.test.names[i],
+            "case": int(self.test.case_ids[i]),
+            "seed": seed,
+            "lesioned": int(seed != ""),
+            "score": float(res.score[k]),
+            "baseline_score": float(res.baseline_score[k]),
+            **extra,
+        }
+
+
+def _calibrated(vqvae, prior, data: DataConfig, cfg: BenchmarkConfig, out: Path, progress: bool) -> tuple[_Bench, int]:
+    """The threshold from the validation split, and the split to score; (bench, validation slices)."""
+    val = load_split(data, "validate", progress=progress)
+    val_pos = torch.from_numpy(np.asarray(val.positions))
+    acfg = cfg.anomaly
+    threshold = calibrate(vqvae, prior, as_tensor(val), val_pos, acfg.quantile, top_quantile=acfg.top_quantile)
+    test = load_split(data, cfg.split, progress=progress)
+    clean_idx = np.arange(len(test))
+    if cfg.max_clean is not None and cfg.max_clean < len(test):
+        clean_idx = np.sort(np.random.default_rng(0).choice(len(test), cfg.max_clean, replace=False))
+    images, positions = as_tensor(test), torch.from_numpy(np.asarray(test.positions, np.float32))
+    return _Bench(vqvae, prior, threshold, cfg, data, test, images, positions, clean_idx, out, progress), len(val)
+
+
+def _lesions(bench: _Bench, seed: int, clean: AnomalyResult, per_seed: dict, rows: list) -> tuple[float | None, float]:
+    """One lesion seed: lesioned slices scored by both methods, their pixel and image metrics
+    appended to ``per_seed``, rows to ``rows``; (best-Dice level of the restoration map, seconds)."""
+    cfg, test = bench.cfg, bench.test
+    rng = np.random.default_rng(1000 + seed)
+    pick = np.sort(rng.choice(bench.clean_idx, cfg.n_lesioned, replace=cfg.n_lesioned > len(bench.clean_idx)))
+    images, masks, params = lesion_set(bench.images[pick, 0].numpy(), seed, cfg.lesion)
+    names = [test.names[i] for i in pick]
+    np.savez_compressed(bench.out / f"lesions_seed{seed}.npz", index=pick, names=np.array(names), masks=masks)
+    t = time.time()
+    les = bench.detect(torch.from_numpy(images)[:, None], bench.positions[pick])
+    seconds = time.time() - t
+    truth = torch.from_numpy(masks)[:, None]
+    ref = {int(i): k for k, i in enumerate(bench.clean_idx)}
+    level = None
+    for method, (map_field, score_field) in METHODS.items():
+        pm = pixel_metrics(getattr(les, map_field), truth, les.brain)
+        neg = getattr(clean, score_field)[[ref[int(i)] for i in pick if int(i) in ref]]
+        pm["image_auroc"] = image_auroc(getattr(les, score_field), neg)
+        for k, v in pm.items():
+            per_seed[method].setdefault(k, []).append(v)
+        if method == "restoration":
+            level = pm["best_dice_threshold"]
+    rows += [bench.row(i, seed, les, k, **params[k]) for k, i in enumerate(pick)]
+    if seed == cfg.seeds[0]:
+        _figures(les, images, masks, names, bench.out, cfg.n_figures, level)
+    return level, seconds
+
+
+def _cdr(bench: _Bench, clean: AnomalyResult) -> dict:
+    """AUROC of CDR >= 1 against CDR 0 from the clean slices' scores (and other splits')."""
+    cfg = bench.cfg
+    if not cfg.subjects_csv:
+        return {"skipped": "no subjects file given"}
+    cdr = read_cdr(cfg.subjects_csv)
+    scores = {m: [getattr(clean, f).numpy()] for m, (_, f) in METHODS.items()}
+    cases = [bench.test.case_ids[bench.clean_idx]]
+    for split in cfg.cdr_splits:
+        if split == cfg.split:
+            continue
+        extra = load_split(bench.data, split, progress=bench.progress)
+        res = bench.detect(as_tensor(extra), torch.from_numpy(np.asarray(extra.positions, np.float32)))
+        for m, (_, f) in METHODS.items():
+            scores[m].append(getattr(res, f).numpy())
+        cases.append(extra.case_ids)
+    case_ids = np.concatenate(cases)
+    result = {m: _cdr_auroc(np.concatenate(s), case_ids, cdr) for m, s in scores.items()}
+    return {**result, "splits": sorted({cfg.split, *cfg.cdr_splits})}
+
+
 def evaluate_anomaly(
     vqvae_path: str | Path,
     prior_path: str | Path,
@@ -113,118 +212,41 @@ def evaluate_anomaly(
     """Threshold on the validation split, then clean and lesioned slices of ``cfg.split``
     scored by restoration and by the reconstruction-residual baseline in the same run."""
     cfg = cfg or BenchmarkConfig()
-    acfg = cfg.anomaly
     if cfg.n_lesioned < 2 or not cfg.seeds:
         raise ConfigError("need n_lesioned >= 2 and at least one lesion seed")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     vqvae, prior = api.load(vqvae_path, prior_path, allow_mismatch)
     data = DataConfig(**{**asdict(data), "image_size": api.image_size(vqvae)})
-    val = load_split(data, "validate", progress=progress)
-    val_pos = torch.from_numpy(np.asarray(val.positions))
-    threshold = calibrate(vqvae, prior, as_tensor(val), val_pos, acfg.quantile, top_quantile=acfg.top_quantile)
-    test = load_split(data, cfg.split, progress=progress)
-    rng = np.random.default_rng(0)
-    clean_idx = np.arange(len(test))
-    if cfg.max_clean is not None and cfg.max_clean < len(test):
-        clean_idx = np.sort(rng.choice(len(test), cfg.max_clean, replace=False))
-    x_all, pos_all = as_tensor(test), torch.from_numpy(np.asarray(test.positions, np.float32))
-
+    bench, n_val = _calibrated(vqvae, prior, data, cfg, out, progress)
     t0 = time.time()
-    clean = detect(vqvae, prior, x_all[clean_idx], pos_all[clean_idx], threshold, acfg, progress=progress)
-    per_slice = (time.time() - t0) / len(clean_idx)
-    rows = [
-        {
-            "split": cfg.split,
-            "name": test.names[i],
-            "case": int(test.case_ids[i]),
-            "seed": "",
-            "lesioned": 0,
-            "score": float(clean.score[k]),
-            "baseline_score": float(clean.baseline_score[k]),
-        }
-        for k, i in enumerate(clean_idx)
-    ]
+    clean = bench.detect(bench.images[bench.clean_idx], bench.positions[bench.clean_idx])
+    per_slice = (time.time() - t0) / len(bench.clean_idx)
+    rows = [bench.row(i, "", clean, k) for k, i in enumerate(bench.clean_idx)]
     per_seed: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
-    map_threshold = None
-    seconds_lesioned = 0.0
-    for seed in cfg.seeds:
-        srng = np.random.default_rng(1000 + seed)
-        pick = np.sort(srng.choice(clean_idx, cfg.n_lesioned, replace=cfg.n_lesioned > len(clean_idx)))
-        images, masks, params = lesion_set(x_all[pick, 0].numpy(), seed, cfg.lesion)
-        np.savez_compressed(
-            out / f"lesions_seed{seed}.npz", index=pick, names=np.array([test.names[i] for i in pick]), masks=masks
-        )
-        t1 = time.time()
-        les = detect(vqvae, prior, torch.from_numpy(images)[:, None], pos_all[pick], threshold, acfg, progress=progress)
-        seconds_lesioned += time.time() - t1
-        truth = torch.from_numpy(masks)[:, None]
-        ref = {int(i): k for k, i in enumerate(clean_idx)}
-        for method, (map_field, score_field) in METHODS.items():
-            pm = pixel_metrics(getattr(les, map_field), truth, les.brain)
-            neg = getattr(clean, score_field)[[ref[int(i)] for i in pick if int(i) in ref]]
-            pm["image_auroc"] = image_auroc(getattr(les, score_field), neg)
-            for k, v in pm.items():
-                per_seed[method].setdefault(k, []).append(v)
-            if method == "restoration" and map_threshold is None:
-                map_threshold = pm["best_dice_threshold"]
-        for k, i in enumerate(pick):
-            rows.append(
-                {
-                    "split": cfg.split,
-                    "name": test.names[i],
-                    "case": int(test.case_ids[i]),
-                    "seed": seed,
-                    "lesioned": 1,
-                    "score": float(les.score[k]),
-                    "baseline_score": float(les.baseline_score[k]),
-                    **params[k],
-                }
-            )
-        if seed == cfg.seeds[0]:
-            _figures(les, images, masks, [test.names[i] for i in pick], out, cfg.n_figures, map_threshold)
-    metrics = {m: {k: _spread(v) for k, v in d.items()} for m, d in per_seed.items()}
-
-    cdr_result: dict = {"skipped": "no subjects file given"}
-    if cfg.subjects_csv:
-        cdr = read_cdr(cfg.subjects_csv)
-        scores = {m: [getattr(clean, f).numpy()] for m, (_, f) in METHODS.items()}
-        cases = [test.case_ids[clean_idx]]
-        for split in cfg.cdr_splits:
-            if split == cfg.split:
-                continue
-            extra = load_split(data, split, progress=progress)
-            pos = torch.from_numpy(np.asarray(extra.positions, np.float32))
-            res = detect(vqvae, prior, as_tensor(extra), pos, threshold, acfg, progress=progress)
-            for m, (_, f) in METHODS.items():
-                scores[m].append(getattr(res, f).numpy())
-            cases.append(extra.case_ids)
-        case_ids = np.concatenate(cases)
-        cdr_result = {m: _cdr_auroc(np.concatenate(s), case_ids, cdr) for m, s in scores.items()}
-        cdr_result["splits"] = sorted({cfg.split, *cfg.cdr_splits})
-
-    n_les = cfg.n_lesioned * len(cfg.seeds)
+    levels, seconds = zip(*(_lesions(bench, seed, clean, per_seed, rows) for seed in cfg.seeds), strict=True)
+    acfg = cfg.anomaly
     result = {
         "vqvae": str(vqvae_path),
         "prior": str(prior_path),
         "data": data.root,
         "split": cfg.split,
-        "n_clean": int(len(clean_idx)),
+        "n_clean": int(len(bench.clean_idx)),
         "n_lesioned_per_seed": cfg.n_lesioned,
         "seeds": list(cfg.seeds),
         "threshold": {
-            **threshold.to_dict(),
+            **bench.threshold.to_dict(),
             "quantile": acfg.quantile,
-            "top_quantile": acfg.top_quantile if threshold.top is not None else None,
+            "top_quantile": acfg.top_quantile if bench.threshold.top is not None else None,
             "split": "validate",
-            "n_slices": len(val),
-            "map_threshold": map_threshold,
+            "n_slices": n_val,
+            "map_threshold": levels[0],
             "map_threshold_note": "best-Dice level of the restoration map on the first seed's lesioned slices",
         },
-        "metrics": metrics,
-        "cdr_ge1_vs_cdr0": cdr_result,
+        "metrics": {m: {k: _spread(v) for k, v in d.items()} for m, d in per_seed.items()},
+        "cdr_ge1_vs_cdr0": _cdr(bench, clean),
         "seconds_per_slice": round(per_slice, 3),
-        "seconds_per_slice_lesioned": round(seconds_lesioned / n_les, 3),
+        "seconds_per_slice_lesioned": round(sum(seconds) / (cfg.n_lesioned * len(cfg.seeds)), 3),
         "device": str(api.device(vqvae)),
         "config": {"benchmark": {k: v for k, v in asdict(cfg).items() if k not in ("anomaly", "lesion")}},
         "anomaly_config": acfg.to_dict(),

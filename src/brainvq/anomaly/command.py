@@ -117,6 +117,40 @@ def resolve_threshold(
     }
 
 
+def _per_image(
+    res, images: torch.Tensor, names: list[str], positions: np.ndarray | None, level: float, figures: Path | None
+) -> list[dict]:
+    """One scores.csv row per input; with ``figures`` (the output folder) its restoration, map and overlay."""
+    rows = []
+    for i, name in enumerate(names):
+        stem = name.split(".")[0]
+        amap = res.anomaly_map[i, 0].numpy()
+        rows.append(
+            {
+                "name": name,
+                "position": "" if positions is None else round(float(positions[i]), 4),
+                "score": round(float(res.score[i]), 6),
+                "baseline_score": round(float(res.baseline_score[i]), 6),
+                "max_code_nll": round(float(res.nll[i].max()), 4),
+                "flagged_codes": int(res.flagged[i].sum()),
+                "flagged_top_codes": int(res.top_flagged[i].sum()),
+                "anomalous_pixels": int((amap > level).sum()),
+            }
+        )
+        if figures is not None:
+            save_png(res.restoration[i, 0].numpy(), figures / "restorations" / f"{stem}.png")
+            save_png(amap, figures / "maps" / f"{stem}.png", vmax=max(2 * level, 1e-6))
+            overlay_figure(
+                images[i, 0].numpy(),
+                res.restoration[i, 0].numpy(),
+                amap,
+                figures / "overlays" / f"{stem}.png",
+                map_threshold=level,
+                title=f"{name}: score {res.score[i]:.3f}",
+            )
+    return rows
+
+
 def anomaly_command(
     vqvae_path: str | Path,
     prior_path: str | Path,
@@ -154,33 +188,7 @@ def anomaly_command(
     t_detect = time.time() - t1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, name in enumerate(names):
-        stem = name.split(".")[0]
-        amap = res.anomaly_map[i, 0].numpy()
-        rows.append(
-            {
-                "name": name,
-                "position": "" if positions is None else round(float(positions[i]), 4),
-                "score": round(float(res.score[i]), 6),
-                "baseline_score": round(float(res.baseline_score[i]), 6),
-                "max_code_nll": round(float(res.nll[i].max()), 4),
-                "flagged_codes": int(res.flagged[i].sum()),
-                "flagged_top_codes": int(res.top_flagged[i].sum()),
-                "anomalous_pixels": int((amap > level).sum()),
-            }
-        )
-        if figures:
-            save_png(res.restoration[i, 0].numpy(), out / "restorations" / f"{stem}.png")
-            save_png(amap, out / "maps" / f"{stem}.png", vmax=max(2 * level, 1e-6))
-            overlay_figure(
-                images[i, 0].numpy(),
-                res.restoration[i, 0].numpy(),
-                amap,
-                out / "overlays" / f"{stem}.png",
-                map_threshold=level,
-                title=f"{name}: score {res.score[i]:.3f}",
-            )
+    rows = _per_image(res, images, names, positions, level, out if figures else None)
     write_csv(rows, out / "scores.csv")
     np.savez_compressed(out / "maps.npz", names=np.array(names), anomaly=res.anomaly_map[:, 0].half().numpy())
     write_json(out / "threshold.json", {**thr, "map_threshold": level})

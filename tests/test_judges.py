@@ -8,21 +8,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 from PIL import Image
 from scipy import ndimage
 
 from brainvq.judges import badsets
-from brainvq.judges.check import REAL, check_judges, make_sets
-from brainvq.judges.power import DESIGNED_TO_REJECT, JUDGES, JudgeConfig
-from brainvq.judges.twosample import classifier_two_sample, group_folds
-from brainvq.metrics.anatomy import (
+from brainvq.judges.anatomy import (
     brain_mask,
     fit_tissue_thresholds,
     intensity_tissue_fractions,
     symmetry_score,
     ventricle_fraction,
 )
+from brainvq.judges.check import REAL, check_judges, make_sets
+from brainvq.judges.features import FeatureConfig
+from brainvq.judges.power import DESIGNED_TO_REJECT, JUDGES, JudgeConfig, fit_judges
+from brainvq.judges.shape import AreaModel
+from brainvq.judges.twosample import classifier_two_sample, frechet, group_folds
 
 
 def brain(size: int, position: float, rng: np.random.Generator, ventricles: float = 1.0) -> np.ndarray:
@@ -188,10 +191,39 @@ def test_grouped_classifier_separates_shifted_features_and_not_equal_ones():
     assert shifted["stderr"] >= 0 and len(shifted["fold_accuracies"]) == 4
 
 
+def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
+    """The textbook formula with a general matrix square root, as an independent check."""
+    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(ca @ cb)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(root)))
+
+
+def test_frechet_distance_matches_the_textbook_formula():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
+    b = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.7
+    assert frechet(a, b) == pytest.approx(reference_frechet(a, b), rel=1e-6)
+    assert frechet(a, a) == pytest.approx(0.0, abs=1e-6)
+    shifted = a + np.array([3.0, 0, 0, 0, 0])  # same covariance: distance = squared mean shift
+    assert frechet(a, shifted) == pytest.approx(9.0, rel=1e-6)
+
+
 # --- the power check ---------------------------------------------------------------------------
 
 
-FAST = functools.partial(JudgeConfig, n=24, folds=3, position_steps=40, max_train_images=96)
+FAST = functools.partial(JudgeConfig, n=24, folds=3, features=FeatureConfig(steps=40), max_train_images=96)
+
+
+def test_fit_judges_takes_a_fitted_area_model_or_fits_its_own():
+    rng = np.random.default_rng(9)
+    pos = np.linspace(0, 1, 12)
+    x = _stack([brain(64, p, rng) for p in pos])
+    given = AreaModel.fit(x, pos)
+    cfg = FAST(features=FeatureConfig(steps=2))
+    assert fit_judges(x, pos, cfg, area_model=given).area_model is given
+    own = fit_judges(x, pos, cfg).area_model
+    np.testing.assert_allclose(own.lows, given.lows)  # the same slices here, so the same areas
+    np.testing.assert_allclose(own.highs, given.highs)
 
 
 def _load(root: Path):

@@ -136,7 +136,7 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
                 "--out",
                 str(ev),
                 "--no-progress",
-                "--no-generation-metrics",  # the judges are covered by test_report and test_metrics_generation
+                "--no-generation-metrics",  # the judges are covered by test_report and test_judges_generation
             ]
         )
         == 0

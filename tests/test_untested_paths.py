@@ -318,7 +318,7 @@ def test_demo_with_tiny_settings_then_report(tmp_path: Path, monkeypatch: pytest
     then ``brainvq report`` on the run folder it wrote."""
     from brainvq.data import sources, standin
     from brainvq.train import prior, vqvae
-    from tests.test_metrics_generation import FAST
+    from tests.test_judges_generation import FAST
 
     @dataclasses.dataclass
     class TinyStandIn(standin.StandInConfig):

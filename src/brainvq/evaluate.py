@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,9 +16,13 @@ from brainvq.data.errors import DataError
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import write_json
-from brainvq.metrics.generation import GenerationMetricsConfig, generation_metrics
+from brainvq.judges.generation import GenerationMetricsConfig, generation_metrics
 from brainvq.metrics.reconstruction import reconstruct
 from brainvq.report import figures
+
+if TYPE_CHECKING:
+    from brainvq.judges.shape import AreaModel
+    from brainvq.sample.generate import Generated
 
 
 def _split_with_masks(data: DataConfig, split: str, progress: bool, warn: bool) -> SliceSet:
@@ -39,12 +44,17 @@ def judge_samples(
     test: SliceSet,
     seed: int = 0,
     progress: bool = False,
-) -> dict:
+    area_model: AreaModel | None = None,
+) -> tuple[dict, np.ndarray]:
     """The judges on generated slices twice: against real test slices (``judges``: the acceptance
     test), and against the VQ-VAE's own reconstructions of test slices, with reconstructed
     validation slices as the floor (``judges_vs_reconstructions``). The second separates what the
     prior gets wrong from what the decoder renders differently: no prior can do better than
-    decoding real slices' codes."""
+    decoding real slices' codes.
+
+    Also returns the positions the judges took the slices to be at: ``positions``, or for an
+    unconditional prior (NaN positions) their position regressor's estimates. ``area_model``: the
+    brain-shape check's, when already fitted on the training slices."""
     from brainvq.judges.power import (
         JudgeConfig,
         fit_judges,
@@ -52,10 +62,9 @@ def judge_samples(
         judge_generated,
         judge_generated_on_splits,
     )
-    from brainvq.metrics.reconstruction import reconstruct
 
     cfg = JudgeConfig(seed=seed)
-    fitted = fit_judges(as_tensor(train), np.asarray(train.positions), cfg, progress)
+    fitted = fit_judges(as_tensor(train), np.asarray(train.positions), cfg, progress, area_model)
     cand = generated_profile(fitted, images, positions)  # once, for both comparisons
     out = {"judges": judge_generated_on_splits(images, positions, train, val, test, cfg, fitted, progress, cand)}
     rng = np.random.default_rng(seed + 1)
@@ -67,7 +76,48 @@ def judge_samples(
         return rec, np.asarray(sub.positions), np.asarray(sub.case_ids)
 
     out["judges_vs_reconstructions"] = judge_generated(cand, fitted, decoded(test), decoded(val))
-    return out
+    return out, cand.positions
+
+
+def measure_samples(
+    gen: Generated,
+    drawn_positions: np.ndarray,
+    vqvae,
+    splits: tuple[SliceSet, SliceSet, SliceSet],
+    area_model: AreaModel,
+    cfg: GenerationMetricsConfig,
+    out: Path,
+    *,
+    judges: bool = True,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[dict, dict[str, float]]:
+    """The judges (if ``judges``) and the generation metrics of generated slices ``gen`` against
+    ``splits`` (train, validation, test), and how long each took. The tissue table places each
+    slice at the position it was conditioned on; for an unconditional prior at the judges'
+    position estimate, or without the judges at ``drawn_positions`` (drawn from the test split)."""
+    train, val, test = splits
+    summary: dict = {}
+    timings: dict[str, float] = {}
+    unconditional = np.isnan(np.asarray(gen.positions, float)).any()
+    positions, source = gen.positions, "conditioned"
+    if unconditional:
+        positions, source = drawn_positions, "drawn from the test split (unconditional prior, judges not run)"
+    if judges:  # the judges whose power `brainvq check-judges` measures
+        t = time.time()
+        judged, estimated = judge_samples(
+            gen.images, gen.positions, vqvae, train, val, test, seed, progress, area_model
+        )
+        summary.update(judged)
+        timings["judges_s"] = round(time.time() - t, 1)
+        if unconditional:
+            positions, source = estimated, "estimated by the judges' position regressor (unconditional prior)"
+    t = time.time()
+    m = generation_metrics(gen.images, positions, train, val, test, cfg, progress, source)
+    summary["metrics"] = m
+    summary["metric_figures"] = [str(p) for p in figures.generation_metric_figures(m, out / "figures")]
+    timings["metrics_s"] = round(time.time() - t, 1)
+    return summary, timings
 
 
 def real_vs_generated_figure(
@@ -184,20 +234,19 @@ def evaluate_generation(
     are brain-shaped, next to the same statistic on the real test slices.
 
     Unless ``skip_metrics``, also runs the power-checked judges of :mod:`brainvq.judges` (if
-    ``judges``) and the metrics of :mod:`brainvq.metrics.generation` (Fréchet distance in
-    position-regressor features, memorisation, diversity, tissue realism), each with its
-    real-data baseline. The default of 256 samples puts the two-sample classifier's standard
-    error at 0.022 (0.06 at 32 per side); the summary's
+    ``judges``) and the metrics of :mod:`brainvq.judges.generation` (memorisation, diversity,
+    tissue realism), each with its real-data baseline. The default of 256 samples puts the
+    two-sample classifier's standard error at 0.022 (0.06 at 32 per side); the summary's
     ``timings`` says how long sampling and the metrics took.
     """
-    from brainvq.metrics.shape import AreaModel, brain_shape_check
+    from brainvq.judges.shape import AreaModel, brain_shape_check
     from brainvq.sample.generate import completion_figure, generate, load_models, save_generated
 
     out = Path(out_dir)
     vqvae, prior = load_models(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
     train = _split_with_masks(data, "train", progress, warn=not skip_metrics)
     test = _split_with_masks(data, "test", progress, warn=False)
-    area_model = AreaModel.fit(train.images, train.positions)
+    area_model = AreaModel.fit(train.images, train.positions)  # once: the shape check here and the judges'
     rng = np.random.default_rng(seed)
     t0 = time.time()
     positions = np.sort(rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test)))
@@ -225,19 +274,14 @@ def evaluate_generation(
         "real_test": real.to_dict(),
         **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
     }
-    val = None if skip_metrics else _split_with_masks(data, "validate", progress, warn=False)
-    if judges and not skip_metrics:  # the judges whose power `brainvq check-judges` measures
-        t1 = time.time()
-        summary.update(judge_samples(gen.images, gen.positions, vqvae, train, val, test, seed, progress))
-        timings["judges_s"] = round(time.time() - t1, 1)
     if not skip_metrics:
-        t1 = time.time()
-        m = generation_metrics(  # gen.positions is NaN for an unconditional prior
-            gen.images, gen.positions, train, val, test, metrics or GenerationMetricsConfig(seed=seed), progress
+        val = _split_with_masks(data, "validate", progress, warn=False)
+        cfg = metrics or GenerationMetricsConfig(seed=seed)
+        measured, took = measure_samples(
+            gen, gen_pos, vqvae, (train, val, test), area_model, cfg, out, judges=judges, seed=seed, progress=progress
         )
-        summary["metrics"] = m
-        summary["metric_figures"] = [str(p) for p in figures.generation_metric_figures(m, out / "figures")]
-        timings["metrics_s"] = round(time.time() - t1, 1)
+        summary.update(measured)
+        timings.update(took)
     summary["timings"] = {**timings, "total_s": round(time.time() - t0, 1)}
     write_json(out / "generation_metrics.json", summary)
     return summary

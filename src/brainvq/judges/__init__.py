@@ -1,1 +1,2 @@
-"""Judges of generated slices with a proven power: known-bad image sets, the judge x set table."""
+"""Everything that judges generated slices: the power-checked judges, the known-bad image sets and
+the judge x set table, and the memorisation, diversity and tissue-realism metrics."""

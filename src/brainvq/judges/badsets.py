@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from brainvq.metrics.anatomy import as_numpy_images, brain_mask
+from brainvq.judges.anatomy import as_numpy_images, brain_mask
 
 #: set name -> what it is (the table's row labels).
 BAD_SETS: dict[str, str] = {

@@ -4,7 +4,7 @@ The feature vector of a slice (with the position it claims to be at) concatenate
 - image statistics at full resolution: brain area, brain-intensity quantiles, background mean and
   spread, fine-detail energy at four scales, mean gradient magnitude;
 - anatomy: symmetry scores, ventricle fraction, intensity tissue fractions
-  (:mod:`brainvq.metrics.anatomy`);
+  (:mod:`brainvq.judges.anatomy`);
 - the penultimate features of a slice-position regressor trained on real training slices;
 - position terms: the stated position and its gap to the regressor's estimate (signed and absolute),
   so that a slice that does not look like its stated position stands out.
@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
-from brainvq.metrics.anatomy import (
+from brainvq.judges.anatomy import (
     SYMMETRY_NAMES,
     AnatomyConfig,
     as_numpy_images,
@@ -28,8 +29,19 @@ from brainvq.metrics.anatomy import (
     symmetry_scores,
     ventricle_fraction,
 )
-from brainvq.metrics.generation import GenerationMetricsConfig, downsample, train_position_regressor
+from brainvq.judges.fitting import downsample, fit
 from brainvq.models.auxnets import SliceCNN
+
+
+@dataclass
+class FeatureConfig:
+    """The slice-position regressor whose penultimate layer gives the learned features."""
+
+    work_size: int = 64  # the regressor sees 64x64 copies
+    feature_dim: int = 32
+    steps: int = 600
+    batch_size: int = 32
+
 
 STAT_NAMES: tuple[str, ...] = (
     "area",
@@ -113,20 +125,40 @@ class FeatureExtractor:
         return np.clip((raw - self.mean) / self.std, -clip, clip)
 
 
+def train_position_regressor(
+    train: torch.Tensor, positions: np.ndarray, cfg: FeatureConfig, seed: int = 0, progress: bool = False
+) -> SliceCNN:
+    """A :class:`SliceCNN` that predicts the normalised slice position of (downsampled) real slices."""
+    model = SliceCNN(outputs=1, work_size=cfg.work_size, feature_dim=cfg.feature_dim)
+    target = torch.as_tensor(np.asarray(positions), dtype=torch.float32)[:, None]
+    fit(
+        model,
+        train,
+        target,
+        lambda out, y: F.mse_loss(torch.sigmoid(out), y),
+        steps=cfg.steps,
+        batch_size=cfg.batch_size,
+        seed=seed,
+        desc="position regressor",
+        progress=progress,
+    )
+    return model
+
+
 def fit_feature_extractor(
     train_images: torch.Tensor,
     train_positions: np.ndarray,
-    metrics_cfg: GenerationMetricsConfig,
+    cfg: FeatureConfig | None = None,
     anatomy: AnatomyConfig | None = None,
     scale_images: int = 512,
     seed: int = 0,
     progress: bool = False,
 ) -> FeatureExtractor:
     """Train the position regressor on ``train_images`` and fit thresholds and scaling on them."""
-    anatomy = anatomy or AnatomyConfig()
+    cfg, anatomy = cfg or FeatureConfig(), anatomy or AnatomyConfig()
     rng = np.random.default_rng(seed)
-    small = downsample(train_images, metrics_cfg.feature_work_size)
-    regressor = train_position_regressor(small, np.asarray(train_positions), metrics_cfg, progress).eval()
+    small = downsample(train_images, cfg.work_size)
+    regressor = train_position_regressor(small, np.asarray(train_positions), cfg, seed, progress).eval()
     pick = np.sort(rng.permutation(len(train_images))[: min(scale_images, len(train_images))])
     sub = train_images[torch.from_numpy(pick)]
     thresholds = fit_tissue_thresholds(sub[:128], anatomy)

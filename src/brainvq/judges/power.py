@@ -19,12 +19,11 @@ import torch
 
 from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
+from brainvq.judges.anatomy import AnatomyConfig, binned_difference, symmetry_range_check
 from brainvq.judges.breakdown import feature_breakdown
-from brainvq.judges.features import FeatureExtractor, fit_feature_extractor
+from brainvq.judges.features import FeatureConfig, FeatureExtractor, fit_feature_extractor
+from brainvq.judges.shape import AreaModel, brain_shape_check
 from brainvq.judges.twosample import classifier_two_sample, frechet
-from brainvq.metrics.anatomy import AnatomyConfig, binned_difference, symmetry_range_check
-from brainvq.metrics.generation import GenerationMetricsConfig
-from brainvq.metrics.shape import AreaModel, brain_shape_check
 
 JUDGES: dict[str, str] = {
     "c2st": "two-sample classifier accuracy (subject-grouped folds)",
@@ -60,7 +59,7 @@ class JudgeConfig:
     fd_max_ratio: float = 3.0
     shape_min_fraction: float = 0.9
     max_train_images: int = 2048
-    position_steps: int = 600
+    features: FeatureConfig = field(default_factory=FeatureConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
 
 
@@ -96,16 +95,21 @@ class FittedJudges:
 
 
 def fit_judges(
-    train_images: torch.Tensor, train_positions: np.ndarray, cfg: JudgeConfig, progress: bool = False
+    train_images: torch.Tensor,
+    train_positions: np.ndarray,
+    cfg: JudgeConfig,
+    progress: bool = False,
+    area_model: AreaModel | None = None,
 ) -> FittedJudges:
-    """Train the feature network and fit thresholds on (a random subset of) real training slices."""
+    """Train the feature network and fit thresholds on (a random subset of) real training slices.
+    ``area_model``: the brain-shape check's plausible areas when already fitted on the training
+    slices (else fitted here on the same subset)."""
     t0 = time.time()
     rng = np.random.default_rng(cfg.seed)
     pick = np.sort(rng.permutation(len(train_images))[: cfg.max_train_images])
     images, positions = train_images[torch.from_numpy(pick)].float(), np.asarray(train_positions)[pick]
-    mcfg = GenerationMetricsConfig(seed=cfg.seed, position_steps=cfg.position_steps)
-    fx = fit_feature_extractor(images, positions, mcfg, cfg.anatomy, seed=cfg.seed, progress=progress)
-    area = AreaModel.fit(images, positions)
+    fx = fit_feature_extractor(images, positions, cfg.features, cfg.anatomy, seed=cfg.seed, progress=progress)
+    area = area_model if area_model is not None else AreaModel.fit(images, positions)
     return FittedJudges(fx, area, cfg, round(time.time() - t0, 1))
 
 

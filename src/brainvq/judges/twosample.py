@@ -5,8 +5,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from brainvq.metrics.generation import frechet_distance
-
 
 def group_folds(groups_a: np.ndarray, groups_b: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fold ids (0..k-1) for the images of two sets such that all images of one group (subject)
@@ -93,5 +91,12 @@ def classifier_two_sample(
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to (scaled) feature rows ``a`` and ``b``."""
-    return frechet_distance(a, b)
+    """Fréchet distance between Gaussians fitted to (scaled) feature rows ``a`` (n,d) and ``b`` (m,d)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = np.linalg.eigh(cov_a)  # tr sqrt(A B) = tr sqrt(A^1/2 B A^1/2), symmetric and PSD
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    mid = root_a @ cov_b @ root_a
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((mid + mid.T) / 2), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * tr_sqrt)

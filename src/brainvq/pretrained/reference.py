@@ -1,10 +1,10 @@
 """A shipped model's quality floor, checkable without the data it was trained on.
 
 ``reference.json`` beside the weights holds per-slice statistics of the real slices (never the
-slices): the plausible brain area per position bin (:class:`~brainvq.metrics.shape.AreaModel`,
+slices): the plausible brain area per position bin (:class:`~brainvq.judges.shape.AreaModel`,
 from the training split), and the ventricle fraction and position of every test slice (the
 reference) and validation slice (the real baseline). :func:`quality_floor` applies the
-brain-shape check and the ventricle judge (:func:`~brainvq.metrics.anatomy.binned_difference`,
+brain-shape check and the ventricle judge (:func:`~brainvq.judges.anatomy.binned_difference`,
 as in :mod:`brainvq.judges.power`) to generated slices against them.
 """
 
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from brainvq.data.sources import DataConfig, load_split
-from brainvq.metrics.anatomy import AnatomyConfig, binned_difference, per_image, ventricle_fraction
-from brainvq.metrics.shape import AreaModel, brain_shape_check
+from brainvq.judges.anatomy import AnatomyConfig, binned_difference, per_image, ventricle_fraction
+from brainvq.judges.shape import AreaModel, brain_shape_check
 
 
 def ventricle_fractions(images) -> np.ndarray:

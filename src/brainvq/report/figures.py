@@ -151,7 +151,7 @@ def training_curves(metrics_csv: Path, path: Path, keys: Sequence[str] | None = 
 
 
 def generation_metric_figures(metrics: dict, out_dir: Path) -> list[Path]:
-    """Plots of :func:`brainvq.metrics.generation.generation_metrics` output: nearest-training-slice
+    """Plots of :func:`brainvq.judges.generation.generation_metrics` output: nearest-training-slice
     SSIM histograms and tissue fractions per slice position, generated vs real test."""
     out_dir = Path(out_dir)
     paths = []

@@ -206,20 +206,8 @@ def judges_html(judged: dict) -> str:
 
 def _metric_table(m: dict) -> str:
     """Rows of (metric, generated, real baseline, what the baseline is) from ``generation_metrics`` output."""
-    fd, mem, div = m["frechet_position_features"], m["memorisation"], m["diversity"]
+    mem, div = m["memorisation"], m["diversity"]
     rows = [
-        (
-            "Fréchet distance, position-regressor features",
-            fd["generated_vs_test"],
-            fd["validation_vs_test"],
-            "validation vs test, same n",
-        ),
-        (
-            "position regressor MAE (asked-for vs predicted position)",
-            fd.get("generated_position_mae", "n/a"),
-            fd["feature_net_test_mae"],
-            "real test slices",
-        ),
         (
             "mean highest SSIM to a training slice",
             mem["generated"]["mean"],

@@ -1,17 +1,17 @@
-"""Generation metrics: each judge must tell apart what differs and not what does not."""
+"""Generation metrics (memorisation, diversity, tissue): each must tell apart what differs and not what does not."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-import scipy.linalg
 import torch
 
 from brainvq.data.slices import SliceSet
-from brainvq.metrics.generation import (
+from brainvq.judges.generation import (
     GenerationMetricsConfig,
     fractions_by_position,
-    frechet_distance,
     generation_metrics,
     mean_pairwise_similarity,
     nearest_training_ssim,
@@ -20,8 +20,6 @@ from brainvq.metrics.generation import (
 from tests.conftest import blob_slice
 
 FAST = GenerationMetricsConfig(
-    feature_work_size=32,
-    position_steps=60,
     segmenter_work_size=64,
     segmenter_steps=120,
     diversity_pairs=32,
@@ -51,23 +49,6 @@ def make_slices(n_cases: int, n_slices: int = 8, size: int = 64, seed: int = 0, 
 
 def as_float(s: SliceSet) -> torch.Tensor:
     return torch.from_numpy(np.array(s.images)).float().div(255)[:, None]
-
-
-def reference_frechet(a: np.ndarray, b: np.ndarray) -> float:
-    """The textbook formula with a general matrix square root, as an independent check."""
-    ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = scipy.linalg.sqrtm(ca @ cb)
-    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * np.real(root)))
-
-
-def test_frechet_distance_matches_the_textbook_formula():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(400, 5)) @ rng.normal(size=(5, 5))
-    b = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.7
-    assert frechet_distance(a, b) == pytest.approx(reference_frechet(a, b), rel=1e-6)
-    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    shifted = a + np.array([3.0, 0, 0, 0, 0])  # same covariance: distance = squared mean shift
-    assert frechet_distance(a, shifted) == pytest.approx(9.0, rel=1e-6)
 
 
 def test_nearest_training_ssim_finds_copies():
@@ -108,16 +89,36 @@ def test_generation_metrics_flags_copies_and_reports_baselines():
     )
     fake = as_float(train.subset(np.arange(0, 16)))  # a "generator" that memorised training slices
     m = generation_metrics(fake, train.positions[:16], train, val, test, FAST, progress=False)
+    assert list(m) == ["config", "memorisation", "diversity", "tissue", "timings"]  # no legacy Fréchet distance
     assert len(m["memorisation"]["near_copies"]) == 16
     assert m["memorisation"]["generated"]["mean"] > m["memorisation"]["real_test"]["mean"]
     tissue = m["tissue"]
     assert tissue["segmenter_on_test"]["pixel_accuracy"] > 0.8  # the judge learned the masks
     assert np.array(tissue["real_test"]).shape == (FAST.position_bins, 3)
     assert tissue["generated_vs_test_mean_abs_diff"] < 0.2  # copies of real slices have real tissue mix
+    assert tissue["generated_positions"] == "conditioned"
 
     no_masks = SliceSet(**{**train.__dict__, "masks": None})
     inverted = 1 - fake[:8]  # an obviously different set: bright background, dark brain
     m2 = generation_metrics(inverted, None, no_masks, val, test, FAST, progress=False)
-    assert "skipped" in m2["tissue"] and "generated_position_mae" not in m2["frechet_position_features"]
-    fd, fd_copies = m2["frechet_position_features"], m["frechet_position_features"]
-    assert fd["generated_vs_test"] > max(10 * fd["validation_vs_test"], 2 * fd_copies["generated_vs_test"])
+    assert "skipped" in m2["tissue"] and "tissue_s" not in m2["timings"]
+
+
+def test_unconditional_samples_need_positions_for_the_tissue_table(tmp_path: Path):
+    from brainvq.evaluate import measure_samples
+    from brainvq.sample.generate import Generated
+
+    train, val, test = (
+        make_slices(3, seed=5),
+        make_slices(2, seed=6, first_case=10),
+        make_slices(2, seed=7, first_case=441),
+    )
+    fake = as_float(train.subset(np.arange(8)))
+    with pytest.raises(ValueError, match="position"):  # before any training
+        generation_metrics(fake, np.full(8, np.nan), train, val, test, FAST, progress=False)
+    gen = Generated(torch.zeros(8, 4, 4, dtype=torch.long), fake, np.full(8, np.nan, np.float32))
+    drawn = np.asarray(test.positions[:8])
+    summary, took = measure_samples(gen, drawn, None, (train, val, test), None, FAST, tmp_path, judges=False)
+    assert "judges" not in summary and set(took) == {"metrics_s"}  # without the judges: the drawn positions
+    assert summary["metrics"]["tissue"]["generated_positions"].startswith("drawn from the test split")
+    assert all(Path(f).is_file() for f in summary["metric_figures"])

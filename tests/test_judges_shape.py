@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from brainvq.metrics.shape import AreaModel, ShapeThresholds, brain_shape_check
+from brainvq.judges.shape import AreaModel, ShapeThresholds, brain_shape_check
 
 
 def ellipse(ry: float, rx: float, size: int = 128, cy: float = 64, cx: float = 64) -> np.ndarray:

@@ -10,7 +10,8 @@ import torch
 
 from brainvq.checkpoint import load_vqvae, save_weights
 from brainvq.data.errors import CheckpointError, ConfigError
-from brainvq.models.vqvae import VQVAE, BaselineVQVAE, ResBlock, VQVAEConfig
+from brainvq.models.blocks import ResBlock
+from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
 
 
 def small(**kw) -> VQVAEConfig:
@@ -175,7 +176,7 @@ def test_stale_temp_files_of_killed_writers_are_removed(tmp_path: Path):
 def test_space_to_depth_and_back_match_pixel_shuffles(channels_last: bool, c: int, r: int):
     import torch.nn.functional as F
 
-    from brainvq.models.vqvae import DepthToSpace, SpaceToDepth
+    from brainvq.models.blocks import DepthToSpace, SpaceToDepth
 
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = torch.randn(2, c, 8 * r, 4 * r).contiguous(memory_format=fmt).requires_grad_(True)

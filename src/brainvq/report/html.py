@@ -86,80 +86,108 @@ def _pretrained_section(folder: Path) -> str:
     return _section(f"The pretrained {shown.get('model')} model (no training, {shown.get('seconds')} s)", parts)
 
 
+def _training_parts(layout: RunLayout, pr: dict | None) -> tuple[list[str], list[str]]:
+    """(config parts, curve parts) of the run's training folders."""
+    # prior/top: the top level of a two-level prior trained on its own first (PriorTrainConfig.top_epochs)
+    runs = [
+        (layout.vqvae_dir, "vqvae"),
+        *([(layout.prior_dir / "top", "prior_top_level")] if pr and "top_level" in pr else []),
+        (layout.prior_dir, "prior"),
+    ]
+    config_parts, curve_parts = [], []
+    for folder, name in runs:
+        c, k = _run_parts(folder, name)
+        config_parts += c
+        curve_parts += k
+    return config_parts, curve_parts
+
+
+def _figures(folder: Path, figs: tuple[tuple[str, str], ...]) -> list[str]:
+    return [_img(folder / fig, alt) for fig, alt in figs if (folder / fig).is_file()]
+
+
+def _reconstruction_section(layout: RunLayout, ev: dict) -> str:
+    rec = [_table({k: v for k, v in ev.items() if k not in ("figures",)})]
+    rec += _figures(
+        layout.vqvae_dir / "figures",
+        (
+            ("reconstructions.png", "originals vs reconstructions (per-image SSIM)"),
+            ("reconstructions_worst.png", "worst reconstructions"),
+            ("code_maps.png", "code maps"),
+            ("codebook_usage.png", "codebook usage histogram"),
+        ),
+    )
+    return _section("Reconstruction (test split)", rec)
+
+
+def _prior_section(pr: dict | None) -> str:
+    if not pr:
+        return ""
+    rows = {k: v for k, v in pr.items() if "bits" in k or k.startswith("n_") or k == "epochs_run"}
+    if "top_level" in pr:  # trained on its own first; epochs_run above is the bottom level's
+        rows["top level trained first: epochs_run"] = pr["top_level"].get("epochs_run")
+    return _section("Prior", [_table(rows)])
+
+
+def _generation_section(gen: Path, gm: dict | None) -> str:
+    parts: list[str] = []
+    if gm:
+        rows = {f"generated: {k}": v for k, v in gm.get("generated", {}).items()}
+        rows.update({f"real test (baseline): {k}": v for k, v in gm.get("real_test", {}).items()})
+        parts.append(_table(rows))
+        extra = gm.get("metrics")
+        if extra:
+            parts.append("<h3>Generation metrics, each next to its real-data baseline</h3>" + _metric_table(extra))
+            parts += _figures(
+                gen,
+                (
+                    ("figures/memorisation.png", "highest SSIM to a training slice: generated vs real test"),
+                    ("figures/tissue_fractions.png", "tissue fractions per slice position: generated vs real test"),
+                ),
+            )
+    parts += _figures(
+        gen,
+        (
+            ("samples/real_vs_generated.png", "real and generated slices at the same positions"),
+            ("samples/sample_grid.png", "generated slices"),
+            ("samples/sample_code_maps.png", "generated code maps and decodings"),
+            ("figures/completions.png", "completions: top half kept, bottom half sampled"),
+        ),
+    )
+    return _section("Generation", parts)
+
+
 def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Collect a demo-style run folder (``vqvae/``, ``prior/``, ``generation/``) into one HTML file."""
     layout = RunLayout(run_dir)
     run = layout.root
     if not run.is_dir():
         raise ConfigError(f"{run}: run folder not found")
-    vq, prior, gen = layout.vqvae_dir, layout.prior_dir, layout.generation_dir
     if not layout.vqvae_eval.is_file():
         raise ConfigError(f"{run}: no vqvae/eval_metrics.json (run `brainvq demo` or `brainvq evaluate` first)")
-    sections: list[str] = []
     summary = layout.read_summary()
     data_note = summary.get("data") or (_load_json(layout.vqvae_eval) or {}).get("data", "")
-    config_parts, curve_parts = [], []
     pr = _load_json(layout.prior_summary)
-    # prior/top: the top level of a two-level prior trained on its own first (PriorTrainConfig.top_epochs)
-    runs = [
-        (vq, "vqvae"),
-        *([(prior / "top", "prior_top_level")] if pr and "top_level" in pr else []),
-        (prior, "prior"),
-    ]
-    for folder, name in runs:
-        c, k = _run_parts(folder, name)
-        config_parts += c
-        curve_parts += k
+    config_parts, curve_parts = _training_parts(layout, pr)
     ev = _load_json(layout.vqvae_eval) or {}
     gm = _load_json(layout.generation_metrics)
     lines = verdict_lines({"reconstruction_test": ev, **summary}, gm or {})
     answer = ["<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"]
     if layout.real_vs_generated.is_file():
         answer.append(_img(layout.real_vs_generated, "real (top rows) and generated slices, same positions"))
-    sections.append(_pretrained_section(layout.pretrained_dir))
     trained_here = summary.get("trained_here")
-    sections.append(_section(f"Verdict ({trained_here})" if trained_here else "Verdict", answer))
+    sections = [
+        _pretrained_section(layout.pretrained_dir),
+        _section(f"Verdict ({trained_here})" if trained_here else "Verdict", answer),
+    ]
     if gm and gm.get("judges"):
         sections.append(_section("Judges (generated vs real test)", [judges_html(gm["judges"])]))
-    sections.append(_section("Training curves", curve_parts))
-    rec = [_table({k: v for k, v in ev.items() if k not in ("figures",)})]
-    for fig, alt in (
-        ("reconstructions.png", "originals vs reconstructions (per-image SSIM)"),
-        ("reconstructions_worst.png", "worst reconstructions"),
-        ("code_maps.png", "code maps"),
-        ("codebook_usage.png", "codebook usage histogram"),
-    ):
-        if (vq / "figures" / fig).is_file():
-            rec.append(_img(vq / "figures" / fig, alt))
-    sections.append(_section("Reconstruction (test split)", rec))
-    if pr:
-        rows = {k: v for k, v in pr.items() if "bits" in k or k.startswith("n_") or k == "epochs_run"}
-        if "top_level" in pr:  # trained on its own first; epochs_run above is the bottom level's
-            rows["top level trained first: epochs_run"] = pr["top_level"].get("epochs_run")
-        sections.append(_section("Prior", [_table(rows)]))
-    gparts: list[str] = []
-    if gm:
-        rows = {f"generated: {k}": v for k, v in gm.get("generated", {}).items()}
-        rows.update({f"real test (baseline): {k}": v for k, v in gm.get("real_test", {}).items()})
-        gparts.append(_table(rows))
-        extra = gm.get("metrics")
-        if extra:
-            gparts.append("<h3>Generation metrics, each next to its real-data baseline</h3>" + _metric_table(extra))
-            for fig, alt in (
-                ("figures/memorisation.png", "highest SSIM to a training slice: generated vs real test"),
-                ("figures/tissue_fractions.png", "tissue fractions per slice position: generated vs real test"),
-            ):
-                if (gen / fig).is_file():
-                    gparts.append(_img(gen / fig, alt))
-    for fig, alt in (
-        ("samples/real_vs_generated.png", "real and generated slices at the same positions"),
-        ("samples/sample_grid.png", "generated slices"),
-        ("samples/sample_code_maps.png", "generated code maps and decodings"),
-        ("figures/completions.png", "completions: top half kept, bottom half sampled"),
-    ):
-        if (gen / fig).is_file():
-            gparts.append(_img(gen / fig, alt))
-    sections.append(_section("Generation", gparts))
+    sections += [
+        _section("Training curves", curve_parts),
+        _reconstruction_section(layout, ev),
+        _prior_section(pr),
+        _generation_section(layout.generation_dir, gm),
+    ]
     judges = _load_json(run / "judges" / "judge_table.json")
     if judges:
         sections.append(_section("Power check of the judges", [judge_table_html(judges["rows"])]))

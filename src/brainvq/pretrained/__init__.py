@@ -10,7 +10,7 @@ with which command, and how well they do.
 From Python::
 
     from brainvq.pretrained import load_pretrained
-    vqvae, prior = load_pretrained("oasis1")
+    pair = load_pretrained("oasis1")  # a brainvq.models.pair.ModelPair: pair.vqvae, pair.prior
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class PretrainedModel:
 PRETRAINED: dict[str, PretrainedModel] = {
     "oasis1": PretrainedModel(
         "oasis1",
-        vqvae_sha256="",
-        prior_sha256="",
+        vqvae_sha256="7935a006438d55ea430ed7a883c2a4c53deb3a17bc7d1797c3d075ab1a576e19",
+        prior_sha256="7648d56cc6622e2951cf31ba0d5ec90e6f68e4f60db7d412fb45ffad97c991ff",
         summary="two-level VQ-VAE + gated PixelCNN prior trained on the OASIS-1 subset (quality-cpu recipe)",
     ),
 }
@@ -84,7 +84,8 @@ def pretrained_paths(name: str) -> tuple[Path, Path]:
 
 
 def load_pretrained(name: str = "oasis1", device: str | None = None):
-    """The shipped VQ-VAE and prior ``name``, hash-checked and checked to belong together."""
-    from brainvq.sample.generate import load_models
+    """The shipped VQ-VAE and prior ``name`` as a :class:`~brainvq.models.pair.ModelPair`,
+    hash-checked and checked to belong together."""
+    from brainvq.models.pair import ModelPair
 
-    return load_models(*pretrained_paths(name), device=device)
+    return ModelPair.load(*pretrained_paths(name), device=device)

@@ -9,7 +9,7 @@ Reports, for
   ``GatedPixelCNN(PixelCNNConfig())`` over the 64x64 grid,
 
 training code grids (= training images) per second in fp32 (fwd + bwd + AdamW step, the loss of
-``brainvq.train.prior.prior_bits``, random codes and slice positions), FLOPs per training image
+``brainvq.models.levels.prior_bits``, random codes and slice positions), FLOPs per training image
 (forward and backward counted by ``torch.utils.flop_counter.FlopCounterMode``), and the achieved
 GFLOP/s as a fraction of this machine's fp32 matmul GFLOP/s, measured in the same run. The two
 models' steps are interleaved (always stepping the one with the least time so far), so background
@@ -37,38 +37,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling_levels import synthetic_scales  # noqa: E402
 from bench_vqvae import matmul_gflops  # noqa: E402
 
-from brainvq.models.hierarchical import HierarchicalPrior, Prior, conditions_for, is_hierarchical  # noqa: E402
+from brainvq.models.hierarchical import HierarchicalPrior, Prior  # noqa: E402
+from brainvq.models.levels import Codes, conditions_for, prior_bits, prior_levels  # noqa: E402
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig  # noqa: E402
 from brainvq.models.vqvae import VQVAEConfig  # noqa: E402
 from brainvq.runtime import keep_freed_memory  # noqa: E402
-from brainvq.train.prior import PriorTrainConfig, prior_bits, prior_config_for  # noqa: E402
+from brainvq.train.prior import PriorTrainConfig, prior_config_for  # noqa: E402
 
 WARMUP_STEPS = 2  # excluded from images/s (allocator and oneDNN warm-up)
 
 
-def random_batches(prior: Prior, batch: int, count: int, seed: int) -> list[tuple[torch.Tensor, ...]]:
-    """``count`` batches of random (codes, positions[, top codes]) shaped for ``prior``."""
+def random_batches(prior: Prior, batch: int, count: int, seed: int) -> list[tuple[Codes, torch.Tensor]]:
+    """``count`` batches of random (code grids, positions) shaped for ``prior``."""
     g = torch.Generator().manual_seed(seed)
-    bottom = prior.bottom.config if is_hierarchical(prior) else prior.config
+    levels = prior_levels(prior)
+    bottom = levels["bottom"].config
     out = []
     for _ in range(count):
         codes = torch.randint(0, bottom.num_codes, (batch, bottom.grid_size, bottom.grid_size), generator=g)
         pos = conditions_for(prior, torch.rand(batch, generator=g), generator=g)  # + scales if it needs them
-        if is_hierarchical(prior):
-            t = prior.top.config
+        top = None
+        if "top" in levels:
+            t = levels["top"].config
             top = torch.randint(0, t.num_codes, (batch, t.grid_size, t.grid_size), generator=g)
-            out.append((codes, pos, top))
-        else:
-            out.append((codes, pos))
+        out.append((Codes(top, codes), pos))
     return out
 
 
-def loss_of(prior: Prior, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+def loss_of(prior: Prior, batch: tuple[Codes, torch.Tensor]) -> torch.Tensor:
     """The training loss of ``brainvq train-prior`` (nats; both levels' sum for a two-level prior)."""
-    return prior_bits(prior, batch)["loss"] * math.log(2)
+    return prior_bits(prior, *batch)["loss"] * math.log(2)
 
 
-def train_flops_per_image(prior: Prior, batch: tuple[torch.Tensor, ...]) -> float:
+def train_flops_per_image(prior: Prior, batch: tuple[Codes, torch.Tensor]) -> float:
     """FLOPs of forward + backward for one batch, counted op by op, divided by the batch size
     (the optimiser step and elementwise ops are not counted: FlopCounterMode counts matmuls and
     convolutions, which dominate)."""
@@ -82,7 +83,7 @@ def train_flops_per_image(prior: Prior, batch: tuple[torch.Tensor, ...]) -> floa
 class Run:
     """One prior's training state; :meth:`step` runs one timed optimisation step."""
 
-    def __init__(self, prior: Prior, batches: list[tuple[torch.Tensor, ...]], lr: float) -> None:
+    def __init__(self, prior: Prior, batches: list[tuple[Codes, torch.Tensor]], lr: float) -> None:
         self.prior = prior.train()
         self.opt = torch.optim.AdamW(prior.parameters(), lr=lr, weight_decay=1e-5)
         self.batches = batches

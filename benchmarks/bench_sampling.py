@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
-from brainvq.sample.sampler import sample_cached, sample_naive
+from brainvq.models.sampling import sample_cached, sample_naive
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 
 from brainvq.models.conditioning import ScaleDistribution
-from brainvq.models.hierarchical import HierarchicalPrior, conditions_for
+from brainvq.models.hierarchical import HierarchicalPrior
+from brainvq.models.levels import Codes, conditions_for
+from brainvq.models.pair import ModelPair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from brainvq.models.sampling import sample_cached, sample_naive
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.sample.generate import decode_levels
-from brainvq.sample.sampler import sample_cached, sample_naive
 from brainvq.train.prior import PriorTrainConfig, prior_config_for
 
 
@@ -122,13 +123,18 @@ def cached_vs_naive(prior: HierarchicalPrior, n: int, naive_rows: int, seed: int
     }
 
 
+def decode(pair: ModelPair, codes: Codes) -> torch.Tensor:
+    """Decoded slices on the CPU, 32 at a time (as ``brainvq sample`` decodes)."""
+    return pair.decode(codes, chunk=32).cpu()
+
+
 def full_pipeline(prior: HierarchicalPrior, vqvae: VQVAE, batch: int, seed: int) -> dict:
     """Cached top, cached bottom and decoding of ``batch`` slices at spread positions (as ``brainvq generate``)."""
     cond = spread_conditions(prior, batch, seed)
     g = gen(seed)
     t_top, top = timed(sample_cached, prior.top, batch, cond, 1.0, g)
     t_bot, bottom = timed(sample_cached, prior.bottom, batch, cond, 1.0, g, top=top)
-    t_dec, images = timed(decode_levels, vqvae, top, bottom)
+    t_dec, images = timed(decode, ModelPair(vqvae, prior), Codes(top, bottom))
     total = t_top + t_bot + t_dec
     return {
         "batch": batch,

@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from brainvq.anomaly import model_api as api
 from brainvq.anomaly.benchmark import pixel_metrics
 from brainvq.anomaly.lesions import LesionConfig, lesion_set, tissue_masks
 from brainvq.anomaly.restore import calibrate, detect
@@ -21,9 +20,11 @@ from brainvq.cli import main
 from brainvq.data.dataset import as_tensor
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig
+from brainvq.models.levels import Codes, prior_nll, resample_codes, top_to_bottom
+from brainvq.models.pair import ModelPair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from brainvq.models.sampling import sample_naive
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.sample.sampler import sample_naive
 from brainvq.train.common import TrainerConfig
 from brainvq.train.prior import PriorTrainConfig, train_prior
 from brainvq.train.vqvae import train_vqvae
@@ -62,40 +63,46 @@ def _assert_causal(nll_fn, codes: torch.Tensor, k: int, i: int, j: int) -> None:
     assert diff[:, i, j].all() and diff[:, order > i * g + j].any()
 
 
+def _nll(prior, codes: torch.Tensor, cond: torch.Tensor, top: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    return prior_nll(prior, Codes(top, codes), cond)
+
+
 @pytest.mark.parametrize("levels", [1, 2])
 def test_nll_map_shape_and_causality(levels: int):
     prior, codes, top = _tiny(levels)
     cond = torch.tensor([0.3, 0.7])
-    nll = api.code_nll(prior, codes, cond, top)
+    nll = _nll(prior, codes, cond, top)["bottom"]
     assert nll.shape == (2, 8, 8) and (nll > 0).all()
     assert pixel_map(nll, 32).shape == (2, 1, 32, 32)
-    _assert_causal(lambda c: api.code_nll(prior, c, cond, top), codes, 6, 4, 5)
+    _assert_causal(lambda c: _nll(prior, c, cond, top)["bottom"], codes, 6, 4, 5)
     if levels == 1:
-        assert api.top_nll(prior, top, cond) is None
+        assert "top" not in _nll(prior, codes, cond, top)
         return
-    tnll = api.top_nll(prior, top, cond)
+    tnll = _nll(prior, codes, cond, top)["top"]
     assert tnll.shape == (2, 4, 4) and (tnll > 0).all()
-    _assert_causal(lambda t: api.top_nll(prior, t, cond), top, 5, 2, 1)
+    _assert_causal(lambda t: _nll(prior, codes, cond, t)["top"], top, 5, 2, 1)
     # the bottom codes are conditioned on the top grid: those under a changed top code move
     other = top.clone()
     other[:, 3, 3] = (top[:, 3, 3] + 1) % 5
-    assert ((api.code_nll(prior, codes, cond, other) - nll)[:, 6:, 6:].abs() > 1e-6).all()
+    assert ((_nll(prior, codes, cond, other)["bottom"] - nll)[:, 6:, 6:].abs() > 1e-6).all()
 
 
 @pytest.mark.parametrize("levels", [1, 2])
 def test_resampling_changes_only_flagged_codes(levels: int):
     prior, codes, top = _tiny(levels)
     cond = torch.tensor([0.2, 0.9])
-    nll = api.code_nll(prior, codes, cond, top)
+    nll = _nll(prior, codes, cond, top)["bottom"]
     flagged = flag_codes(nll, float(nll.quantile(0.9)), dilate=0)
     assert 0 < flagged.sum() < flagged.numel()
     top_flagged = None
     if levels == 2:
         top_flagged = torch.zeros(2, 4, 4, dtype=torch.bool)
         top_flagged[:, 3, 0] = True  # covers bottom codes (6..7, 0..1)
-    tops, out = api.resample(prior, codes, flagged, cond, 3, torch.Generator().manual_seed(1), 1.0, top, top_flagged)
+    gen = torch.Generator().manual_seed(1)
+    restored = resample_codes(prior, Codes(top, codes), Codes(top_flagged, flagged), cond, 3, gen, 1.0)
+    tops, out = restored.top, restored.bottom
     assert out.shape == (3, 2, 8, 8)
-    redrawn = flagged if levels == 1 else flagged | api.top_to_bottom(top_flagged, 8)
+    redrawn = flagged if levels == 1 else flagged | top_to_bottom(top_flagged, 8)
     assert torch.equal(out[:, ~redrawn], codes[None].expand(3, -1, -1, -1)[:, ~redrawn])
     assert (out[:, redrawn] != codes[redrawn]).any()
     # the cached sampler (which skips rows and columns with nothing to draw) matches the reference one
@@ -133,11 +140,12 @@ def test_detect_restores_nothing_when_nothing_is_flagged(levels: int):
     x = torch.rand(3, 1, 32, 32)
     pos = torch.tensor([0.2, 0.5, 0.8])
     cfg = AnomalyConfig(n_samples=2, erode=0, smooth_sigma=0.0)
-    none = detect(vqvae, prior, x, pos, Thresholds(1e9, 1e9 if levels == 2 else None), cfg)
+    pair = ModelPair(vqvae, prior)
+    none = detect(pair, x, pos, Thresholds(1e9, 1e9 if levels == 2 else None), cfg)
     assert torch.equal(none.restoration, none.reconstruction) and not none.flagged.any()
     assert torch.equal(none.anomaly_map, none.baseline_map)
     assert none.top_nll.shape == ((3, 4, 4) if levels == 2 else (3, 0, 0))
-    every = detect(vqvae, prior, x, pos, Thresholds(-1.0, -1.0 if levels == 2 else None), cfg)
+    every = detect(pair, x, pos, Thresholds(-1.0, -1.0 if levels == 2 else None), cfg)
     assert every.flagged.all() and not torch.equal(every.restoration, every.reconstruction)
     assert every.top_flagged.all() if levels == 2 else every.top_flagged.numel() == 0
 
@@ -203,15 +211,15 @@ def _plant(x: torch.Tensor) -> torch.Tensor:
 
 def test_planted_patch_scores_above_clean_slices(models: tuple[Path, Path, Path]):
     data, vq_path, prior_path = models
-    vqvae, prior = api.load(vq_path, prior_path)
+    pair = ModelPair.load(vq_path, prior_path)
     dc = DataConfig(root=str(data), image_size=64)
     val, test = load_split(dc, "validate", progress=False), load_split(dc, "test", progress=False)
-    thr = calibrate(vqvae, prior, as_tensor(val), torch.from_numpy(val.positions), 0.98, top_quantile=0.98)
+    thr = calibrate(pair, as_tensor(val), torch.from_numpy(val.positions), 0.98, top_quantile=0.98)
     x, pos = as_tensor(test), torch.from_numpy(test.positions)
     cfg = AnomalyConfig(n_samples=2, erode=1, smooth_sigma=1.0)
-    clean = detect(vqvae, prior, x, pos, thr, cfg)
-    planted = detect(vqvae, prior, _plant(x), pos, thr, cfg)
-    assert api.two_level(prior)  # the tiny VQ-VAE of tests.test_train_vqvae has two levels
+    clean = detect(pair, x, pos, thr, cfg)
+    planted = detect(pair, _plant(x), pos, thr, cfg)
+    assert pair.levels == ("top", "bottom")  # the tiny VQ-VAE of tests.test_train_vqvae has two levels
     assert planted.anomaly_map.shape == x.shape and planted.nll.shape == (len(x), 16, 16)
     assert planted.top_nll.shape == (len(x), 4, 4) and planted.top_nll_pixels.shape == x.shape
     assert thr.top is not None and planted.top_nll[:, 1:3, 1:3].mean() > clean.top_nll[:, 1:3, 1:3].mean()
@@ -223,7 +231,7 @@ def test_planted_patch_scores_above_clean_slices(models: tuple[Path, Path, Path]
     inside = planted.anomaly_map[:, 0, 24:40, 24:40].mean()
     assert inside > 2 * planted.anomaly_map[:, 0][planted.brain[:, 0]].mean()
     # same seed, same result
-    again = detect(vqvae, prior, _plant(x), pos, thr, cfg)
+    again = detect(pair, _plant(x), pos, thr, cfg)
     assert torch.equal(again.restoration, planted.restoration)
 
 

@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.anomaly import model_api as api
 from brainvq.checkpoint import load_prior, save_weights
 from brainvq.cli import _prior_train_config, build_parser
 from brainvq.data.errors import ConfigError
 from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
-from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig, conditions_for
+from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig
+from brainvq.models.levels import Codes, conditions_for, prior_bits, prior_nll
+from brainvq.models.pair import ModelPair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from brainvq.models.sampling import complete, sample_cached, sample_naive
 from brainvq.sample.generate import generate
-from brainvq.sample.sampler import complete, sample_cached, sample_naive
 from brainvq.train.codes import CodeSet
-from brainvq.train.prior import prior_bits
 from tests.causality import assert_causal, random_positions
 from tests.test_hierarchy import GRID, TOP_GRID, TOP_K, K, sharpen, tiny_vqvae
 
@@ -112,7 +112,8 @@ def test_a_position_only_prior_ignores_a_scale_column():
     # so code sets that carry scales train and score old-style priors unchanged
     cs = CodeSet(codes, pos, scales=torch.tensor([0.1, 0.9]))
     assert cs.tensors()[1].shape == (2, 2)
-    assert torch.equal(prior_bits(model, cs.tensors())["loss"], prior_bits(model, (codes, pos))["loss"])
+    bits = prior_bits(model, Codes(None, cs.tensors()[0]), cs.tensors()[1])["loss"]
+    assert torch.equal(bits, prior_bits(model, Codes(None, codes), pos)["loss"])
 
 
 @pytest.mark.parametrize("levels", ["top", "all"])
@@ -130,14 +131,14 @@ def test_generate_draws_scales_and_saved_weights_sample_the_same(tmp_path: Path)
     vq = tiny_vqvae()
     prior = scale_hierarchy("top")
     positions = torch.tensor([0.1, 0.2, 0.8, 0.9]).numpy()
-    first = generate(vq, prior, positions, seed=3, progress=False)
+    first = generate(ModelPair(vq, prior), positions, seed=3, progress=False)
     assert first.scales is not None and first.scales.shape == (4,)
     assert (first.scales[:2] < 0.41).all() and (first.scales[2:] > 0.79).all()  # drawn at each position
     path = save_weights(prior, tmp_path / "prior.safetensors", "prior", prior.config.to_dict())
-    again = generate(vq, load_prior(path), positions, seed=3, progress=False)
+    again = generate(ModelPair(vq, load_prior(path)), positions, seed=3, progress=False)
     assert torch.equal(first.codes, again.codes) and torch.equal(first.top, again.top)
     assert (first.scales == again.scales).all()
-    other = generate(vq, prior, positions, seed=4, progress=False)
+    other = generate(ModelPair(vq, prior), positions, seed=4, progress=False)
     assert not (first.scales == other.scales).all()
 
 
@@ -149,14 +150,15 @@ def test_scoring_and_completion_measure_the_scale_on_the_image():
     pos = torch.tensor([0.3, 0.3])
     cond = conditions_for(prior, pos, images=img)
     assert cond[:, 1].tolist() == pytest.approx(intensity_scale(img).tolist())
-    assert torch.equal(api.conditions(prior, pos, img), cond)
+    assert torch.equal(ModelPair(tiny_vqvae(), prior).conditions(pos, img), cond)
     # completion of a top grid with those conditions runs through the cached sampler
     top = torch.randint(0, TOP_K, (2, TOP_GRID, TOP_GRID))
     done = complete(prior.top, top, cond, generator=torch.Generator().manual_seed(0))
     assert torch.equal(done[:, : TOP_GRID // 2], top[:, : TOP_GRID // 2])
     # the anomaly path scores with them: a different scale gives a different top NLL
-    nll = api.top_nll(prior, top, cond)
-    swapped = api.top_nll(prior, top, slice_conditions(pos, cond[:, 1].flip(0)))
+    bottom = torch.randint(0, K, (2, GRID, GRID))
+    nll = prior_nll(prior, Codes(top, bottom), cond)["top"]
+    swapped = prior_nll(prior, Codes(top, bottom), slice_conditions(pos, cond[:, 1].flip(0)))["top"]
     assert not torch.allclose(nll, swapped)
     with pytest.raises(ConfigError, match="images but"):
         conditions_for(prior, pos, images=img[:1])
@@ -208,11 +210,12 @@ def test_anomaly_detection_runs_with_a_scale_conditioned_prior():
     x = torch.zeros(3, 1, 32, 32)
     x[:, :, 6:26, 6:26] = 0.3 + 0.4 * torch.rand(3, 1, 20, 20, generator=g)
     pos = torch.tensor([0.2, 0.5, 0.8])
-    thr = calibrate(vq, prior, x, pos, 0.9, top_quantile=0.9)
-    res = detect(vq, prior, x, pos, thr, AnomalyConfig(n_samples=2, batch_size=2))
+    pair = ModelPair(vq, prior)
+    thr = calibrate(pair, x, pos, 0.9, top_quantile=0.9)
+    res = detect(pair, x, pos, thr, AnomalyConfig(n_samples=2, batch_size=2))
     assert res.flagged.any() and res.score.shape == (3,) and torch.isfinite(res.score).all()
     with pytest.raises(ConfigError, match="positions are required"):
-        detect(vq, prior, x, None, thr, AnomalyConfig(n_samples=2))
+        detect(pair, x, None, thr, AnomalyConfig(n_samples=2))
 
 
 def test_conditions_reject_what_they_cannot_use():

@@ -29,8 +29,7 @@ def oasis1():
 
 def test_shipped_files_are_what_the_registry_names(oasis1):
     model = PRETRAINED["oasis1"]
-    vqvae, prior = oasis1
-    assert vqvae.config.hierarchical and prior.config.conditional
+    assert oasis1.levels == ("top", "bottom") and oasis1.conditional
     assert pretrained_paths("oasis1") == (model.folder / "vqvae.safetensors", model.folder / "prior.safetensors")
     card = model.card.read_text()
     for must in ("OASIS", "Marcus", "not for diagnosis", "brainvq evaluate --pretrained oasis1"):
@@ -40,12 +39,11 @@ def test_shipped_files_are_what_the_registry_names(oasis1):
 
 
 def test_samples_are_reproducible_brain_shaped_and_pass_the_ventricle_judge(oasis1):
-    vqvae, prior = oasis1
     positions = np.linspace(0.05, 0.95, 16).astype(np.float32)
-    first = generate(vqvae, prior, positions, seed=3, progress=False)
-    again = generate(vqvae, prior, positions[:4], seed=3, progress=False)
+    first = generate(oasis1, positions, seed=3, progress=False)
+    again = generate(oasis1, positions[:4], seed=3, progress=False)
     assert torch.equal(first.codes[:4], again.codes) and torch.equal(first.images[:4], again.images)
-    assert not torch.equal(first.codes, generate(vqvae, prior, positions, seed=4, progress=False).codes)
+    assert not torch.equal(first.codes, generate(oasis1, positions, seed=4, progress=False).codes)
     reference = json.loads((PRETRAINED["oasis1"].folder / "reference.json").read_text())
     floor = quality_floor(first.images, positions, reference)
     assert floor["fraction_brain_shaped"] >= 0.8

@@ -24,9 +24,10 @@ from brainvq.cli import main
 from brainvq.config import load_yaml_config
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.models.pair import ModelPair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+from brainvq.models.sampling import complete, sample_cached
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
-from brainvq.sample.sampler import complete, sample_cached
 from brainvq.train import common
 from brainvq.train.codes import cached_codes, encode_split
 from brainvq.train.common import LRSchedule, TrainerConfig, cosine_lr, schedule_report
@@ -187,21 +188,19 @@ def test_code_cache_is_reused_then_rebuilt_when_the_vqvae_changes(
 
 
 def test_prior_for_another_vqvae_is_rejected(tmp_path: Path):
-    from brainvq.sample.generate import load_models
-
-    # single level, K=16, grid 16 (tests/test_hierarchy.py covers two-level pairs)
+    # single level, K=16, grid 16 (tests/test_pair.py covers two-level pairs)
     vq = _vqvae_file(tmp_path / "vqvae.safetensors", seed=0, top_downsample=0)
     cfg = PixelCNNConfig(num_codes=12, grid_size=16, **TINY_PRIOR)
     prior = save_weights(GatedPixelCNN(cfg), tmp_path / "prior.safetensors", "prior", cfg.to_dict())
     with pytest.raises(ConfigError, match="prior is for K=12, grid 16x16 but the VQ-VAE's level has K=16, grid 16x16"):
-        load_models(vq, prior)
+        ModelPair.load(vq, prior)
     cfg = PixelCNNConfig(num_codes=16, grid_size=8, **TINY_PRIOR)
     prior = save_weights(GatedPixelCNN(cfg), tmp_path / "prior8.safetensors", "prior", cfg.to_dict())
     with pytest.raises(ConfigError, match="grid 8x8 but the VQ-VAE's level has K=16, grid 16x16"):
-        load_models(vq, prior)
+        ModelPair.load(vq, prior)
     cfg = PixelCNNConfig(num_codes=16, grid_size=16, **TINY_PRIOR)
     ok = save_weights(GatedPixelCNN(cfg), tmp_path / "ok.safetensors", "prior", cfg.to_dict())
-    assert load_models(vq, ok)[1].config.num_codes == 16
+    assert ModelPair.load(vq, ok).prior.config.num_codes == 16
 
 
 def test_prior_that_learned_another_vqvaes_codes_stops_unless_allowed(tmp_path: Path, capsys: pytest.CaptureFixture):
@@ -209,16 +208,15 @@ def test_prior_that_learned_another_vqvaes_codes_stops_unless_allowed(tmp_path: 
     one line; --allow-mismatched-pair samples anyway and says so in the summary. A decoder
     fine-tuned on the same codes keeps the fingerprint."""
     from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_vqvae
-    from brainvq.sample.generate import load_models
 
     vq = _vqvae_file(tmp_path / "vqvae.safetensors", seed=0, top_downsample=0)
     other = _vqvae_file(tmp_path / "other.safetensors", seed=1, top_downsample=0)
     cfg = PixelCNNConfig(num_codes=16, grid_size=16, **TINY_PRIOR)
     mark = {VQVAE_FINGERPRINT: codebook_fingerprint(load_vqvae(vq))}
     prior = save_weights(GatedPixelCNN(cfg), tmp_path / "prior.safetensors", "prior", cfg.to_dict(), mark)
-    assert load_models(vq, prior)[1].pair_warning is None
+    assert ModelPair.load(vq, prior).pair_warning is None
     with pytest.raises(ConfigError, match="learned the codes of another VQ-VAE.*--allow-mismatched-pair"):
-        load_models(other, prior)
+        ModelPair.load(other, prior)
     argv = ["sample", "--vqvae", str(other), "--prior", str(prior), "--n", "1", "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "s")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
@@ -230,9 +228,9 @@ def test_prior_that_learned_another_vqvaes_codes_stops_unless_allowed(tmp_path: 
         for p in sharpened.decoder.parameters():
             p.add_(0.1)
     sharp = save_weights(sharpened, tmp_path / "sharp.safetensors", "vqvae", sharpened.config.to_dict())
-    assert load_models(sharp, prior)[1].pair_warning is None
+    assert ModelPair.load(sharp, prior).pair_warning is None
     unmarked = save_weights(GatedPixelCNN(cfg), tmp_path / "old.safetensors", "prior", cfg.to_dict())
-    assert load_models(other, unmarked)[1].pair_warning is None  # priors saved before the fingerprint load
+    assert ModelPair.load(other, unmarked).pair_warning is None  # priors saved before the fingerprint load
 
 
 def test_complete_checks_its_arguments():

@@ -240,10 +240,11 @@ def evaluate_generation(
     ``timings`` says how long sampling and the metrics took.
     """
     from brainvq.judges.shape import AreaModel, brain_shape_check
-    from brainvq.sample.generate import completion_figure, generate, load_models, save_generated
+    from brainvq.models.pair import ModelPair
+    from brainvq.sample.generate import completion_figure, generate, save_generated
 
     out = Path(out_dir)
-    vqvae, prior = load_models(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
+    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
     train = _split_with_masks(data, "train", progress, warn=not skip_metrics)
     test = _split_with_masks(data, "test", progress, warn=False)
     area_model = AreaModel.fit(train.images, train.positions)  # once: the shape check here and the judges'
@@ -251,9 +252,8 @@ def evaluate_generation(
     t0 = time.time()
     positions = np.sort(rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test)))
     gen = generate(
-        vqvae,
-        prior,
-        positions if prior.config.conditional else None,
+        pair,
+        positions if pair.conditional else None,
         n=n_samples,
         temperature=temperature,
         seed=seed,
@@ -261,10 +261,10 @@ def evaluate_generation(
     )
     gen_pos = positions  # unconditional samples are judged against the test positions' range
     timings = {"generation_s": round(time.time() - t0, 1)}
-    save_generated(gen, out / "samples", vqvae.config.num_codes)
+    save_generated(gen, out / "samples", pair.num_codes)
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
-    completion_figure(vqvae, prior, test, out / "figures" / "completions.png", seed=seed, temperature=temperature)
+    completion_figure(pair, test, out / "figures" / "completions.png", seed=seed, temperature=temperature)
     real_vs_generated_figure(gen.images, gen.positions, test, out / "samples" / "real_vs_generated.png")
     summary = {
         "data": str(data.root),
@@ -272,13 +272,14 @@ def evaluate_generation(
         "temperature": temperature,
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
-        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
+        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
     }
     if not skip_metrics:
         val = _split_with_masks(data, "validate", progress, warn=False)
         cfg = metrics or GenerationMetricsConfig(seed=seed)
+        splits = (train, val, test)
         measured, took = measure_samples(
-            gen, gen_pos, vqvae, (train, val, test), area_model, cfg, out, judges=judges, seed=seed, progress=progress
+            gen, gen_pos, pair.vqvae, splits, area_model, cfg, out, judges=judges, seed=seed, progress=progress
         )
         summary.update(measured)
         timings.update(took)

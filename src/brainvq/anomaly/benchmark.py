@@ -15,7 +15,6 @@ from torchmetrics.functional.classification import (
     binary_precision_recall_curve,
 )
 
-from brainvq.anomaly import model_api as api
 from brainvq.anomaly.lesions import LesionConfig, lesion_set
 from brainvq.anomaly.outputs import overlay_figure, write_csv
 from brainvq.anomaly.restore import AnomalyResult, calibrate, detect
@@ -25,6 +24,7 @@ from brainvq.data.errors import ConfigError, DataError
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import write_json
+from brainvq.models.pair import ModelPair
 
 METHODS = {"restoration": ("anomaly_map", "score"), "baseline": ("baseline_map", "baseline_score")}
 
@@ -105,8 +105,7 @@ def _cdr_auroc(scores: np.ndarray, case_ids: np.ndarray, cdr: dict[int, float]) 
 class _Bench:
     """What every part of one benchmark run shares."""
 
-    vqvae: object
-    prior: object
+    pair: ModelPair
     threshold: object  # restore.Threshold, calibrated on the validation split
     cfg: BenchmarkConfig
     data: DataConfig
@@ -118,9 +117,7 @@ class _Bench:
     progress: bool
 
     def detect(self, images: torch.Tensor, positions: torch.Tensor) -> AnomalyResult:
-        return detect(
-            self.vqvae, self.prior, images, positions, self.threshold, self.cfg.anomaly, progress=self.progress
-        )
+        return detect(self.pair, images, positions, self.threshold, self.cfg.anomaly, progress=self.progress)
 
     def row(self, i: int, seed: int | str, res: AnomalyResult, k: int, **extra) -> dict:
         return {
@@ -135,18 +132,20 @@ class _Bench:
         }
 
 
-def _calibrated(vqvae, prior, data: DataConfig, cfg: BenchmarkConfig, out: Path, progress: bool) -> tuple[_Bench, int]:
+def _calibrated(
+    pair: ModelPair, data: DataConfig, cfg: BenchmarkConfig, out: Path, progress: bool
+) -> tuple[_Bench, int]:
     """The threshold from the validation split, and the split to score; (bench, validation slices)."""
     val = load_split(data, "validate", progress=progress)
     val_pos = torch.from_numpy(np.asarray(val.positions))
     acfg = cfg.anomaly
-    threshold = calibrate(vqvae, prior, as_tensor(val), val_pos, acfg.quantile, top_quantile=acfg.top_quantile)
+    threshold = calibrate(pair, as_tensor(val), val_pos, acfg.quantile, top_quantile=acfg.top_quantile)
     test = load_split(data, cfg.split, progress=progress)
     clean_idx = np.arange(len(test))
     if cfg.max_clean is not None and cfg.max_clean < len(test):
         clean_idx = np.sort(np.random.default_rng(0).choice(len(test), cfg.max_clean, replace=False))
     images, positions = as_tensor(test), torch.from_numpy(np.asarray(test.positions, np.float32))
-    return _Bench(vqvae, prior, threshold, cfg, data, test, images, positions, clean_idx, out, progress), len(val)
+    return _Bench(pair, threshold, cfg, data, test, images, positions, clean_idx, out, progress), len(val)
 
 
 def _lesions(bench: _Bench, seed: int, clean: AnomalyResult, per_seed: dict, rows: list) -> tuple[float | None, float]:
@@ -216,9 +215,9 @@ def evaluate_anomaly(
         raise ConfigError("need n_lesioned >= 2 and at least one lesion seed")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    vqvae, prior = api.load(vqvae_path, prior_path, allow_mismatch)
-    data = DataConfig(**{**asdict(data), "image_size": api.image_size(vqvae)})
-    bench, n_val = _calibrated(vqvae, prior, data, cfg, out, progress)
+    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
+    data = DataConfig(**{**asdict(data), "image_size": pair.image_size})
+    bench, n_val = _calibrated(pair, data, cfg, out, progress)
     t0 = time.time()
     clean = bench.detect(bench.images[bench.clean_idx], bench.positions[bench.clean_idx])
     per_slice = (time.time() - t0) / len(bench.clean_idx)
@@ -247,11 +246,11 @@ def evaluate_anomaly(
         "cdr_ge1_vs_cdr0": _cdr(bench, clean),
         "seconds_per_slice": round(per_slice, 3),
         "seconds_per_slice_lesioned": round(sum(seconds) / (cfg.n_lesioned * len(cfg.seeds)), 3),
-        "device": str(api.device(vqvae)),
+        "device": str(pair.device),
         "config": {"benchmark": {k: v for k, v in asdict(cfg).items() if k not in ("anomaly", "lesion")}},
         "anomaly_config": acfg.to_dict(),
         "lesion_config": cfg.lesion.to_dict(),
-        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
+        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
     }
     write_json(out / "threshold.json", {**result["threshold"], "vqvae": str(vqvae_path), "prior": str(prior_path)})
     write_csv(rows, out / "scores.csv")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainvq.anomaly import model_api as api
 from brainvq.anomaly.outputs import overlay_figure, save_png, write_csv
 from brainvq.anomaly.restore import calibrate, detect
 from brainvq.anomaly.scoring import AnomalyConfig, Thresholds
@@ -20,6 +19,7 @@ from brainvq.data.oasis import parse_slice_name
 from brainvq.data.slices import positions_from_indices
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import write_json
+from brainvq.models.pair import ModelPair
 
 DEFAULT_MAP_THRESHOLD = 0.1  # contour level of the smoothed residual when no calibrated one is stored
 
@@ -77,9 +77,8 @@ def _checked_positions(
 def resolve_threshold(
     threshold: str | None,
     calibrate_on: str | None,
-    models: api.Models,
+    pair: ModelPair,
     quantile: float,
-    image_size: int,
     top_quantile: float | None = None,
 ) -> dict:
     """The per-code NLL threshold: a number, a ``threshold.json`` written by an earlier run,
@@ -102,10 +101,9 @@ def resolve_threshold(
         raise ConfigError(
             "give --threshold (a number or a threshold.json) or --calibrate-on DATA (its validation split)"
         )
-    vqvae, prior = models
-    val = load_split(DataConfig(root=calibrate_on, image_size=image_size), "validate", progress=False)
+    val = load_split(DataConfig(root=calibrate_on, image_size=pair.image_size), "validate", progress=False)
     pos = torch.from_numpy(np.asarray(val.positions, np.float32))
-    thr = calibrate(vqvae, prior, as_tensor(val), pos, quantile, top_quantile=top_quantile)
+    thr = calibrate(pair, as_tensor(val), pos, quantile, top_quantile=top_quantile)
     return {
         **thr.to_dict(),
         "quantile": quantile,
@@ -170,21 +168,19 @@ def anomaly_command(
     """What ``brainvq anomaly`` does; returns the summary written to ``anomaly_summary.json``."""
     cfg = config or AnomalyConfig()
     t0 = time.time()
-    vqvae, prior = api.load(vqvae_path, prior_path, allow_mismatch)
-    images, names, positions = load_inputs(input_path, api.image_size(vqvae), position, slices_per_case)
-    if api.is_conditional(prior) and positions is None:
+    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
+    images, names, positions = load_inputs(input_path, pair.image_size, position, slices_per_case)
+    if pair.conditional and positions is None:
         raise DataError(
             f"{input_path}: missing slice positions (file names do not follow case_XXX_slice_Y); give --position"
         )
-    thr = resolve_threshold(
-        threshold, calibrate_on, (vqvae, prior), cfg.quantile, api.image_size(vqvae), cfg.top_quantile
-    )
+    thr = resolve_threshold(threshold, calibrate_on, pair, cfg.quantile, cfg.top_quantile)
     level = map_threshold if map_threshold is not None else float(thr.get("map_threshold", DEFAULT_MAP_THRESHOLD))
     t1 = time.time()
     cond = torch.from_numpy(positions) if positions is not None else None
     top_thr = thr.get("top_nll_threshold")
     thresholds = Thresholds(float(thr["nll_threshold"]), None if top_thr is None else float(top_thr))
-    res = detect(vqvae, prior, images, cond, thresholds, cfg, progress=progress)
+    res = detect(pair, images, cond, thresholds, cfg, progress=progress)
     t_detect = time.time() - t1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -203,7 +199,7 @@ def anomaly_command(
         "seconds_per_slice_detect": round(t_detect / len(names), 3),
         "scores_csv": str(out / "scores.csv"),
         "top_scores": sorted(rows, key=lambda r: -r["score"])[:5],
-        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
+        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
     }
     write_json(out / "anomaly_summary.json", summary)
     return summary

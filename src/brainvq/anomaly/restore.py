@@ -8,7 +8,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from brainvq.anomaly import model_api as api
 from brainvq.anomaly.scoring import (
     AnomalyConfig,
     Thresholds,
@@ -20,8 +19,8 @@ from brainvq.anomaly.scoring import (
     threshold_from,
 )
 from brainvq.data.errors import ConfigError
-from brainvq.models.hierarchical import Prior
-from brainvq.models.vqvae import VQVAE
+from brainvq.models.levels import Codes
+from brainvq.models.pair import ModelPair
 
 
 @dataclass
@@ -48,26 +47,30 @@ class AnomalyResult:
 
 
 def _flag(
-    prior: Prior, codes: Tensor, top: Tensor | None, cond: Tensor | None, thr: Thresholds, cfg: AnomalyConfig
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    pair: ModelPair, codes: Codes, cond: Tensor | None, thr: Thresholds, cfg: AnomalyConfig
+) -> tuple[Tensor, Tensor, Codes]:
     """Per-code NLL of both levels and the codes above their thresholds:
-    (nll, top nll ((B,0,0) for one level), flagged, top flagged)."""
-    nll = api.code_nll(prior, codes, cond, top).cpu()
-    tnll = api.top_nll(prior, top, cond)
+    (nll, top nll ((B,0,0) for one level), flagged codes of each level ((B,0,0) top for one level))."""
+    maps = pair.nll(codes, cond)
+    nll, tnll = maps["bottom"].cpu(), maps.get("top")
     flagged = flag_codes(nll, thr.bottom, cfg.dilate)
-    if tnll is not None and thr.top is not None:
-        tnll = tnll.cpu()
+    tnll = tnll.cpu() if tnll is not None else torch.zeros(len(nll), 0, 0)
+    if tnll.numel() and thr.top is not None:
         top_flagged = flag_codes(tnll, thr.top, 0)
-    else:
-        tnll = tnll.cpu() if tnll is not None else torch.zeros(len(codes), 0, 0)
+    else:  # one level, or top codes never flagged
         top_flagged = torch.zeros(tnll.shape, dtype=torch.bool)
-    return nll, tnll, flagged, top_flagged
+    return nll, tnll, Codes(top_flagged, flagged)
+
+
+def _conditions(pair: ModelPair, positions: Tensor | None, x: Tensor, exclude: Tensor | None = None) -> Tensor | None:
+    """What the prior is conditioned on for images ``x`` (each one's own intensity scale, without the
+    pixels in ``exclude``, when it needs it); None when the positions are unknown."""
+    return None if positions is None else pair.conditions(positions, images=x, exclude=exclude)
 
 
 @torch.no_grad()
 def detect_batch(
-    vqvae: VQVAE,
-    prior: Prior,
+    pair: ModelPair,
     x: Tensor,
     positions: Tensor | None,
     threshold: float | Thresholds,
@@ -83,30 +86,18 @@ def detect_batch(
     thr = Thresholds.of(threshold)
     x = x.float().cpu()
     size = x.shape[-1]
-    top, codes = api.encode(vqvae, x)
-    cond = api.conditions(prior, positions, x)  # what the prior needs (+ each image's intensity scale)
-    nll, tnll, flagged, top_flagged = _flag(prior, codes, top, cond, thr, cfg)
-    if api.needs_intensity_scale(prior) and (flagged.any() or top_flagged.any()):
+    codes = pair.encode(x)
+    cond = _conditions(pair, positions, x)  # what the prior needs (+ each image's intensity scale)
+    nll, tnll, flags = _flag(pair, codes, cond, thr, cfg)
+    if pair.uses_intensity_scale and (flags.bottom.any() or flags.top.any()):
         # a bright lesion raises the slice's intensity scale: measure it again without the
         # pixels under flagged codes and score once more with it
-        covered = flagged if not top_flagged.numel() else flagged | api.top_to_bottom(top_flagged, codes.shape[-1])
-        cond = api.conditions(prior, positions, x, exclude=pixel_map(covered, size) > 0)
-        nll, tnll, flagged, top_flagged = _flag(prior, codes, top, cond, thr, cfg)
-    tops, samples = api.resample(
-        prior,
-        codes,
-        flagged,
-        cond,
-        cfg.n_samples,
-        generator,
-        cfg.temperature,
-        top,
-        top_flagged if top is not None else None,
-    )
-    restoration = api.decode(vqvae, samples, tops).mean(0).cpu()
-    reconstruction = api.decode(vqvae, codes, top).cpu()
-    if top_flagged.numel():
-        flagged = flagged | api.top_to_bottom(top_flagged, codes.shape[-1])
+        cond = _conditions(pair, positions, x, exclude=pixel_map(pair.covered(flags), size) > 0)
+        nll, tnll, flags = _flag(pair, codes, cond, thr, cfg)
+    restored = pair.resample(codes, flags, cond, cfg.n_samples, generator=generator, temperature=cfg.temperature)
+    restoration = pair.decode(restored).mean(0).cpu()
+    reconstruction = pair.decode(codes).cpu()
+    flagged = pair.covered(flags)
     brain = brain_mask(x, cfg.brain_threshold, cfg.erode)
     region = brain & (pixel_map(flagged, size) > 0) if cfg.only_flagged else brain
     amap = residual_map(x, restoration, region, cfg.smooth_sigma)
@@ -117,7 +108,7 @@ def detect_batch(
         flagged=flagged.cpu(),
         top_nll=tnll,
         top_nll_pixels=pixel_map(tnll, size) if tnll.numel() else torch.zeros(len(x), 1, size, size),
-        top_flagged=top_flagged,
+        top_flagged=flags.top,
         reconstruction=reconstruction,
         restoration=restoration,
         brain=brain,
@@ -129,8 +120,7 @@ def detect_batch(
 
 
 def detect(
-    vqvae: VQVAE,
-    prior: Prior,
+    pair: ModelPair,
     images: Tensor,
     positions: Tensor | None,
     threshold: float | Thresholds,
@@ -142,21 +132,20 @@ def detect(
     one seeded generator for the whole run, so results repeat for a seed and batch size."""
     if len(images) == 0:
         raise ConfigError("no images to score")
-    if api.is_conditional(prior) and positions is None:
+    if pair.conditional and positions is None:
         raise ConfigError("this prior is conditioned on slice position: positions are required")
     gen = torch.Generator().manual_seed(cfg.seed)
     parts = []
     for s in tqdm(range(0, len(images), cfg.batch_size), desc="anomaly", disable=not progress, leave=False):
         sl = slice(s, s + cfg.batch_size)
         cond = positions[sl] if positions is not None else None
-        parts.append(detect_batch(vqvae, prior, images[sl], cond, threshold, cfg, gen))
+        parts.append(detect_batch(pair, images[sl], cond, threshold, cfg, gen))
     return AnomalyResult.concat(parts)
 
 
 @torch.no_grad()
 def calibrate(
-    vqvae: VQVAE,
-    prior: Prior,
+    pair: ModelPair,
     images: Tensor,
     positions: Tensor | None,
     quantile: float,
@@ -170,11 +159,10 @@ def calibrate(
     nll, tnll = [], []
     for s in range(0, len(images), batch_size):
         x = images[s : s + batch_size]
-        cond = api.conditions(prior, positions[s : s + batch_size] if positions is not None else None, x)
-        top, codes = api.encode(vqvae, x)
-        nll.append(api.code_nll(prior, codes, cond, top).cpu())
-        t = api.top_nll(prior, top, cond)
-        if t is not None:
-            tnll.append(t.cpu())
+        cond = _conditions(pair, positions[s : s + batch_size] if positions is not None else None, x)
+        maps = pair.nll(pair.encode(x), cond)
+        nll.append(maps["bottom"].cpu())
+        if "top" in maps:
+            tnll.append(maps["top"].cpu())
     top_thr = threshold_from(torch.cat(tnll), top_quantile) if tnll and top_quantile is not None else None
     return Thresholds(threshold_from(torch.cat(nll), quantile), top_thr)

@@ -13,12 +13,16 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from brainvq.data.errors import ConfigError
-from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
+
+# Default architectures of the two levels (one source: HierarchicalPriorConfig.for_grids and
+# brainvq.train.prior.PriorTrainConfig both start from these). The top PixelCNN decides the
+# anatomy and sees the whole top grid; the bottom one only draws local detail given it.
+TOP_LEVEL = {"hidden": 64, "n_layers": 8, "kernel_size": 5}
+BOTTOM_LEVEL = {"hidden": 32, "n_layers": 4, "kernel_size": 3}
 
 
 @dataclass
@@ -63,27 +67,20 @@ class HierarchicalPriorConfig:
         top: dict | None = None,
         bottom: dict | None = None,
     ) -> HierarchicalPriorConfig:
-        """Default architectures for the given code grids; ``top``/``bottom`` override fields.
+        """Default architectures (:data:`TOP_LEVEL`, :data:`BOTTOM_LEVEL`) for the given code grids;
+        ``top``/``bottom`` override fields.
 
         The top PixelCNN gets enough layers for its vertical stack to see every row above
         (receptive field >= the grid); the bottom one is small (4 layers, 3x3 kernels).
         """
         top = dict(top or {})
-        k = top.get("kernel_size", 5)
-        top.setdefault("n_layers", max(8, math.ceil((top_grid - 1) / (k // 2))))
-        top.setdefault("hidden", 64)
-        bottom = {"hidden": 32, "n_layers": 4, "kernel_size": 3, **(bottom or {})}
-        return cls(
-            top=PixelCNNConfig(num_codes=top_codes, grid_size=top_grid, conditional=conditional, **top),
-            bottom=PixelCNNConfig(
-                num_codes=num_codes,
-                grid_size=grid_size,
-                conditional=conditional,
-                top_codes=top_codes,
-                top_grid=top_grid,
-                **bottom,
-            ),
-        )
+        k = top.get("kernel_size", TOP_LEVEL["kernel_size"])
+        top.setdefault("n_layers", max(TOP_LEVEL["n_layers"], math.ceil((top_grid - 1) / (k // 2))))
+        levels = {
+            "top": PixelCNNConfig(conditional=conditional, **{**TOP_LEVEL, **top}),
+            "bottom": PixelCNNConfig(conditional=conditional, **{**BOTTOM_LEVEL, **(bottom or {})}),
+        }
+        return prior_config_for_grids({"top": (top_codes, top_grid), "bottom": (num_codes, grid_size)}, levels)
 
 
 class HierarchicalPrior(nn.Module):
@@ -100,13 +97,6 @@ class HierarchicalPrior(nn.Module):
         on its own level (raster order), plus, for the bottom level, the whole top grid."""
         return self.top(top, cond), self.bottom(codes, cond, top)
 
-    def nll_bits(self, top: Tensor, codes: Tensor, cond: Tensor | None = None) -> dict[str, Tensor]:
-        """Per sample (B,): bits per top code, bits per bottom code, and total bits per image."""
-        top_bits = self.top.nll_bits(top, cond)
-        bottom_bits = self.bottom.nll_bits(codes, cond, top)
-        image = top_bits * top[0].numel() + bottom_bits * codes[0].numel()
-        return {"top": top_bits, "bottom": bottom_bits, "image": image}
-
 
 Prior = GatedPixelCNN | HierarchicalPrior
 
@@ -118,50 +108,18 @@ def prior_from_config(config: dict) -> Prior:
     return GatedPixelCNN(PixelCNNConfig(**config))
 
 
-def is_hierarchical(prior: nn.Module) -> bool:
-    return isinstance(prior, HierarchicalPrior)
-
-
-def prior_device(prior: nn.Module) -> torch.device:
-    return next(prior.parameters()).device
-
-
-def _levels(prior: nn.Module) -> list[GatedPixelCNN]:
-    return [prior.top, prior.bottom] if is_hierarchical(prior) else [prior]
-
-
-def scale_distribution(prior: nn.Module) -> ScaleDistribution | None:
-    """The training slices' intensity scales a prior draws from (None when no level is conditioned on them)."""
-    return next((m.scale_distribution for m in _levels(prior) if m.scale_distribution is not None), None)
-
-
-def conditions_for(
-    prior: nn.Module,
-    positions: Tensor | None,
-    images: Tensor | None = None,
-    generator: torch.Generator | None = None,
-    exclude: Tensor | None = None,
-) -> Tensor | None:
-    """What ``prior`` is conditioned on for these slices: None (unconditional), the positions
-    (B,), or (position, intensity scale) rows (B,2) when a level also needs the scale, measured
-    on ``images`` (B,1,H,W) when given (scoring, completion) and otherwise drawn from the
-    training scales at each position with ``generator`` (sampling new slices); pixels in the
-    boolean mask ``exclude`` do not count towards a measured scale."""
-    if not prior.config.conditional:
-        return None
-    if positions is None:
-        raise ConfigError("this prior is conditioned on slice position: give positions")
-    positions = torch.as_tensor(positions, dtype=torch.float32).cpu()
-    if positions.ndim == 0 or positions.shape[-1:] == (1,):
-        positions = positions.reshape(-1)
-    if positions.ndim != 1:
-        raise ConfigError(f"positions must have shape (B,), got {tuple(positions.shape)}")
-    dist = scale_distribution(prior)
-    if dist is None:
-        return positions
-    if images is not None:
-        if len(images) != len(positions):
-            raise ConfigError(f"{len(images)} images but {len(positions)} positions")
-        skip = None if exclude is None else exclude.cpu()
-        return slice_conditions(positions, intensity_scale(images.detach().float().cpu(), skip))
-    return slice_conditions(positions, dist.sample(positions, generator))
+def prior_config_for_grids(
+    grids: dict[str, tuple[int, int]], levels: dict[str, PixelCNNConfig]
+) -> PixelCNNConfig | HierarchicalPriorConfig:
+    """The config of a prior for code grids ``grids`` (level -> (code count, grid side), as
+    :meth:`~brainvq.models.vqvae.VQVAEConfig.code_grids` gives them): each level's architecture
+    from ``levels`` with its code count and grid side set. One level ("bottom") gives a
+    single PixelCNN; with a "top" level the bottom one is conditioned on the top grid."""
+    k, g = grids["bottom"]
+    if "top" not in grids:
+        return dataclasses.replace(levels["bottom"], num_codes=k, grid_size=g)
+    top_k, top_g = grids["top"]
+    return HierarchicalPriorConfig(
+        top=dataclasses.replace(levels["top"], num_codes=top_k, grid_size=top_g, top_codes=0, top_grid=0),
+        bottom=dataclasses.replace(levels["bottom"], num_codes=k, grid_size=g, top_codes=top_k, top_grid=top_g),
+    )

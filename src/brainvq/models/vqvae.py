@@ -95,6 +95,12 @@ class VQVAEConfig:
     def grid_size(self) -> int:
         return self.image_size // self.downsample
 
+    def code_grids(self) -> dict[str, tuple[int, int]]:
+        """(code count, grid side) of each level, top first: ``{"top": ..., "bottom": ...}``, or
+        ``{"bottom": ...}`` for a single-level model."""
+        bottom = {"bottom": (self.num_codes, self.grid_size)}
+        return {"top": (self.top_num_codes, self.top_grid_size), **bottom} if self.hierarchical else bottom
+
     def to_dict(self) -> dict:
         return asdict(self)
 

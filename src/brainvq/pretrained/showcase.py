@@ -35,10 +35,10 @@ def showcase(
     t0 = time.time()
     out = Path(out_dir)
     model = get_pretrained(name)
-    vqvae, prior = load_pretrained(name, device="cpu")
+    pair = load_pretrained(name, device="cpu")
     grid_pos = np.tile(np.asarray(positions, np.float32), per_position)  # one row per repeat
-    gen = generate(vqvae, prior, grid_pos, seed=seed, progress=progress)
-    save_generated(gen, out, vqvae.config.num_codes)
+    gen = generate(pair, grid_pos, seed=seed, progress=progress)
+    save_generated(gen, out, pair.num_codes)
     titles = [f"pos {p:.2f}" for p in grid_pos]
     samples = figures.image_grid(
         gen.images,
@@ -48,7 +48,7 @@ def showcase(
         suptitle=f"drawn by the pretrained {name} model (no training), one column per slice position",
     )
     first = slice(0, len(positions))
-    kept, done = complete_lower_half(vqvae, prior, gen.images[first], grid_pos[first], seed=seed + 1)
+    kept, done = complete_lower_half(pair, gen.images[first], grid_pos[first], seed=seed + 1)
     completions = figures.image_grid(
         torch.cat([gen.images[first], kept, done]),
         out / "completions.png",

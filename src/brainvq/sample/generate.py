@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,15 +10,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_prior, load_vqvae, read_metadata
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError
 from brainvq.data.slices import SliceSet
 from brainvq.io import write_json
-from brainvq.models.hierarchical import Prior, conditions_for, is_hierarchical
-from brainvq.models.vqvae import VQVAE
+from brainvq.models.levels import Codes
+from brainvq.models.pair import ModelPair
 from brainvq.report import figures
-from brainvq.sample.sampler import complete, sample_cached, sample_levels
 
 
 @dataclass
@@ -33,63 +30,6 @@ class Generated:
     scales: np.ndarray | None = None  # (N,) intensity scales drawn for a prior conditioned on them
 
 
-def _levels(cfg_k: int, cfg_grid: int) -> str:
-    return f"K={cfg_k}, grid {cfg_grid}x{cfg_grid}"
-
-
-def check_pair(vqvae: VQVAE, prior: Prior, prior_path: str | Path = "prior") -> None:
-    """Raise a clear ConfigError unless ``prior`` was built for ``vqvae``'s code grids (levels, K, sizes)."""
-    v = vqvae.config
-    if is_hierarchical(prior) != v.hierarchical:
-        raise ConfigError(
-            f"{prior_path}: a {'two' if is_hierarchical(prior) else 'single'}-level prior cannot be used with a "
-            f"{'two' if v.hierarchical else 'single'}-level VQ-VAE; train the prior on this VQ-VAE's codes"
-        )
-    pairs = [(prior.bottom.config if is_hierarchical(prior) else prior.config, v.num_codes, v.grid_size, "")]
-    if v.hierarchical:
-        pairs.append((prior.top.config, v.top_num_codes, v.top_grid_size, "top "))
-    for pc, k, grid, level in pairs:
-        if pc.num_codes != k or pc.grid_size != grid:
-            raise ConfigError(
-                f"{prior_path}: {level}prior is for {_levels(pc.num_codes, pc.grid_size)} but the VQ-VAE's {level}level "
-                f"has {_levels(k, grid)}"
-            )
-
-
-def check_fingerprint(vqvae: VQVAE, prior_path: str | Path, allow_mismatch: bool = False) -> str | None:
-    """Stop with a ConfigError when the prior recorded the codebooks of another VQ-VAE than this
-    one (its codes would mean something else, and samples or anomaly maps would be silently
-    wrong); with ``allow_mismatch``, warn and return the warning instead. Priors saved before the
-    fingerprint existed are not checked."""
-    recorded = read_metadata(prior_path).get(VQVAE_FINGERPRINT)
-    if recorded is None or recorded == codebook_fingerprint(vqvae):
-        return None
-    message = (
-        f"{prior_path}: this prior learned the codes of another VQ-VAE (codebooks {recorded}, this VQ-VAE's "
-        f"{codebook_fingerprint(vqvae)})"
-    )
-    if not allow_mismatch:
-        raise ConfigError(f"{message}; use the VQ-VAE it was trained on, or --allow-mismatched-pair")
-    warnings.warn(message, stacklevel=2)
-    return message
-
-
-def load_models(
-    vqvae_path: str | Path,
-    prior_path: str | Path,
-    device: str | torch.device | None = None,
-    allow_mismatch: bool = False,
-) -> tuple[VQVAE, Prior]:
-    """Load both models (on the GPU when there is one, unless ``device``) and check that the
-    prior was trained on this VQ-VAE's codes (:func:`check_pair`, :func:`check_fingerprint`;
-    a mismatch allowed by ``allow_mismatch`` is kept as ``prior.pair_warning``)."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    vqvae, prior = load_vqvae(vqvae_path, device), load_prior(prior_path, device)
-    check_pair(vqvae, prior, prior_path)
-    prior.pair_warning = check_fingerprint(vqvae, prior_path, allow_mismatch)
-    return vqvae, prior
-
-
 def spread_positions(n: int, low: float = 0.1, high: float = 0.9) -> np.ndarray:
     """``n`` slice positions evenly spread over [low, high]."""
     return np.linspace(low, high, n).astype(np.float32) if n > 1 else np.array([(low + high) / 2], np.float32)
@@ -97,8 +37,7 @@ def spread_positions(n: int, low: float = 0.1, high: float = 0.9) -> np.ndarray:
 
 @torch.no_grad()
 def generate(
-    vqvae: VQVAE,
-    prior: Prior,
+    pair: ModelPair,
     positions: np.ndarray | None,
     *,
     n: int | None = None,
@@ -109,7 +48,7 @@ def generate(
     top_temperature: float | None = None,
 ) -> Generated:
     """Sample ``n`` (or ``len(positions)``) code grids and decode them."""
-    if prior.config.conditional:
+    if pair.conditional:
         if positions is None:
             raise ConfigError("this prior is conditioned on slice position: give positions")
         positions = np.asarray(positions, dtype=np.float32)
@@ -117,35 +56,20 @@ def generate(
     elif n is None:
         raise ConfigError("give the number of samples")
     gen = torch.Generator().manual_seed(seed)
-    conds = conditions_for(prior, positions, generator=gen)  # intensity scales drawn here if needed
-    codes, tops = [], []
+    conds = pair.conditions(positions, generator=gen)  # intensity scales drawn here if needed
+    parts = []
     for start in tqdm(range(0, n, batch_size), desc="sample batches", disable=not progress, leave=False):
         m = min(batch_size, n - start)
         cond = conds[start : start + m] if conds is not None else None
-        top, bottom = sample_levels(
-            prior, m, cond, temperature, gen, progress=progress, top_temperature=top_temperature
+        codes = pair.sample(
+            m, cond, temperature=temperature, generator=gen, top_temperature=top_temperature, progress=progress
         )
-        codes.append(bottom.cpu())
-        if top is not None:
-            tops.append(top.cpu())
-    codes_t = torch.cat(codes)
-    top_t = torch.cat(tops) if tops else None
-    images = decode_levels(vqvae, top_t, codes_t)
+        parts.append(codes.cpu())
+    codes = Codes.cat(parts)
+    images = pair.decode(codes, chunk=32).cpu()
     pos = positions if positions is not None else np.full(n, np.nan, np.float32)
     scales = conds[:, 1].numpy() if conds is not None and conds.ndim == 2 else None
-    return Generated(codes_t, images, pos, top_t, scales)
-
-
-@torch.no_grad()
-def decode_levels(vqvae: VQVAE, top: torch.Tensor | None, codes: torch.Tensor, chunk: int = 32) -> torch.Tensor:
-    """Decode (top, bottom) code grids in chunks on the VQ-VAE's device; images on the CPU."""
-    device = next(vqvae.parameters()).device
-    return torch.cat(
-        [
-            vqvae.decode(codes[i : i + chunk].to(device), None if top is None else top[i : i + chunk].to(device)).cpu()
-            for i in range(0, len(codes), chunk)
-        ]
-    )
+    return Generated(codes.bottom, images, pos, codes.top, scales)
 
 
 def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sample") -> dict:
@@ -177,8 +101,7 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
 
 @torch.no_grad()
 def complete_lower_half(
-    vqvae: VQVAE,
-    prior: Prior,
+    pair: ModelPair,
     x: torch.Tensor,
     positions: np.ndarray,
     *,
@@ -187,23 +110,17 @@ def complete_lower_half(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slices ``x`` (B,1,H,W) with the lower half of their code grids drawn again by the prior:
     ``(kept upper half, completed slice)``, both decoded, on the CPU."""
-    x = x.to(next(vqvae.parameters()).device)
-    top, codes = vqvae.encode_levels(x)
-    cond = conditions_for(prior, torch.from_numpy(np.asarray(positions, np.float32)), images=x)
-    gen = torch.Generator().manual_seed(seed)
-    if top is None:
-        done_top, done = None, complete(prior, codes, cond, generator=gen, temperature=temperature)
-    else:  # complete the top grid's lower half first, then draw the whole bottom grid given it
-        done_top = complete(prior.top, top, cond, generator=gen, temperature=temperature)
-        done = sample_cached(prior.bottom, len(x), cond, temperature, gen, top=done_top)
-    kept = vqvae.decode(codes, top).cpu()
+    x = x.to(pair.device)
+    codes = pair.encode(x)
+    cond = pair.conditions(torch.from_numpy(np.asarray(positions, np.float32)), images=x)
+    done = pair.complete(codes, cond, temperature=temperature, generator=torch.Generator().manual_seed(seed))
+    kept = pair.decode(codes).cpu()
     kept[:, :, kept.shape[-2] // 2 :] = 0
-    return kept, vqvae.decode(done, done_top).cpu()
+    return kept, pair.decode(done).cpu()
 
 
 def completion_figure(
-    vqvae: VQVAE,
-    prior: Prior,
+    pair: ModelPair,
     data: SliceSet,
     out_path: Path,
     *,
@@ -215,7 +132,7 @@ def completion_figure(
     idx = np.linspace(len(data) * 0.2, len(data) * 0.8, n).astype(int)
     sub = data.subset(idx)
     x = as_tensor(sub)
-    kept, after = complete_lower_half(vqvae, prior, x, sub.positions, seed=seed, temperature=temperature)
+    kept, after = complete_lower_half(pair, x, sub.positions, seed=seed, temperature=temperature)
     titles = [f"real pos {p:.2f}" for p in sub.positions] + ["kept top half"] * n + ["completed"] * n
     return figures.image_grid(
         torch.cat([x, kept, after]),
@@ -245,18 +162,17 @@ def sample_command(
         raise ConfigError(f"--temperature must be > 0, got {temperature}")
     if position is not None and not 0 <= position <= 1:
         raise ConfigError(f"--position must be in [0, 1], got {position}")
-    vqvae, prior = load_models(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
+    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
     positions = np.full(n, position, np.float32) if position is not None else spread_positions(n)
     gen = generate(
-        vqvae,
-        prior,
-        positions if prior.config.conditional else None,
+        pair,
+        positions if pair.conditional else None,
         n=n,
         temperature=temperature,
         seed=seed,
         progress=progress,
     )
-    out = save_generated(gen, Path(out_dir), vqvae.config.num_codes)
+    out = save_generated(gen, Path(out_dir), pair.num_codes)
     summary = {
         "vqvae": str(vqvae_path),
         "prior": str(prior_path),
@@ -265,7 +181,7 @@ def sample_command(
         "positions": gen.positions.tolist(),
         **({"intensity_scales": gen.scales.tolist()} if gen.scales is not None else {}),
         **out,
-        **({"warnings": [prior.pair_warning]} if prior.pair_warning else {}),
+        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
     }
     write_json(Path(out_dir) / "sample_summary.json", summary)
     return summary

@@ -6,7 +6,8 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from brainvq.models.hierarchical import Prior, is_hierarchical
+from brainvq.models.hierarchical import Prior
+from brainvq.models.levels import prior_levels
 from brainvq.train.common import restore_best
 
 
@@ -54,11 +55,13 @@ class BestPerLevel(Callback):
         return out
 
     def restore(self, prior: Prior) -> dict:
-        """Load each level's best state into ``prior``; returns :meth:`info`."""
-        if not is_hierarchical(prior):
+        """Load each level's best state into a two-level ``prior``; returns :meth:`info` (a
+        single-level prior is left alone: {})."""
+        levels = prior_levels(prior)
+        if len(levels) < 2:
             return {}
         for level, best in self.best.items():
-            getattr(prior, level).load_state_dict(best["state"])
+            levels[level].load_state_dict(best["state"])
         return self.info()
 
 

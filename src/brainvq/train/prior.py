@@ -9,7 +9,6 @@ from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from brainvq.checkpoint import VQVAE_FINGERPRINT, load_vqvae, save_weights
@@ -18,12 +17,14 @@ from brainvq.data.sources import DataConfig
 from brainvq.io import to_plain, write_json
 from brainvq.models.conditioning import ScaleDistribution
 from brainvq.models.hierarchical import (
+    BOTTOM_LEVEL,
+    TOP_LEVEL,
     HierarchicalPriorConfig,
     Prior,
-    is_hierarchical,
-    prior_device,
+    prior_config_for_grids,
     prior_from_config,
 )
+from brainvq.models.levels import Codes, check_level, prior_bits, prior_device
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.train.codes import CodeSet, extract_codes
@@ -49,12 +50,11 @@ class PriorTrainConfig:
     # a two-level VQ-VAE's priors (code counts and grids are filled in from the VQ-VAE)
     # the top level is also conditioned on the slice's intensity scale; the bottom level and a
     # single-level prior are not (not measured): docs/experiments/2026-11-26-prior-intensity-scale.md
+    # (architectures: brainvq.models.hierarchical.TOP_LEVEL and BOTTOM_LEVEL)
     top_model: PixelCNNConfig = dataclasses.field(
-        default_factory=lambda: PixelCNNConfig(hidden=64, n_layers=8, kernel_size=5, scale_conditional=True)
+        default_factory=lambda: PixelCNNConfig(**TOP_LEVEL, scale_conditional=True)
     )
-    bottom_model: PixelCNNConfig = dataclasses.field(
-        default_factory=lambda: PixelCNNConfig(hidden=32, n_layers=4, kernel_size=3)
-    )
+    bottom_model: PixelCNNConfig = dataclasses.field(default_factory=lambda: PixelCNNConfig(**BOTTOM_LEVEL))
     trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=20, batch_size=16, lr=3e-3))
     out_dir: str = "runs/prior"
     flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
@@ -69,11 +69,16 @@ class PriorTrainConfig:
     top_epochs: int | None = None
     top_max_minutes: float | None = None
 
+    def levels(self, vq_cfg: VQVAEConfig) -> dict[str, PixelCNNConfig]:
+        """The architecture of each level of the prior for this VQ-VAE (level names as
+        :meth:`VQVAEConfig.code_grids`): ``model`` for one level, ``top_model`` and ``bottom_model`` for two."""
+        two = {"top": self.top_model, "bottom": self.bottom_model}
+        grids = vq_cfg.code_grids()
+        return {name: two[name] for name in grids} if len(grids) > 1 else {"bottom": self.model}
+
     def uses_intensity_scale(self, vq_cfg: VQVAEConfig) -> bool:
         """Whether a level of the prior for this VQ-VAE is conditioned on the slice's intensity scale."""
-        if not vq_cfg.hierarchical:
-            return self.model.scale_conditional
-        return self.top_model.scale_conditional or self.bottom_model.scale_conditional
+        return any(level.scale_conditional for level in self.levels(vq_cfg).values())
 
     def validate(self) -> None:
         if self.keep not in KEEP_CHOICES:
@@ -93,46 +98,19 @@ class PriorTrainConfig:
         or ``[("top", ...), ("bottom", trainer)]`` when a two-level prior's top level has its own."""
         if self.top_epochs is None:
             return [("all", self.trainer)]
-        if not vq_cfg.hierarchical:
+        if "top" not in vq_cfg.code_grids():
             raise ConfigError("top_epochs applies to the prior of a two-level VQ-VAE; this VQ-VAE has one level")
         top = dataclasses.replace(self.trainer, epochs=self.top_epochs, max_minutes=self.top_max_minutes)
         return [("top", top), ("bottom", self.trainer)]
 
 
 KEEP_CHOICES = ("last", "best")
-LEVELS = ("all", "top", "bottom")  # what one training phase optimises
 
 
-def check_level(m: Prior, level: str) -> None:
-    """Refuse a level (:data:`LEVELS`) that is unknown or that ``m`` does not have."""
-    if level not in LEVELS:
-        raise ConfigError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    if level != "all" and not is_hierarchical(m):
-        raise ConfigError(f"level={level!r} needs a two-level prior")
-
-
-def prior_bits(m: Prior, batch: tuple[torch.Tensor, ...], level: str = "all") -> dict[str, torch.Tensor]:
-    """Mean bits per code of a batch (codes, conditions[, top]) as :meth:`CodeSet.tensors` gives it:
-    ``loss`` (what is optimised) and the values to log. For a two-level prior ``loss`` is the sum of
-    both levels' mean bits per code and ``bits_per_code`` the total bits per image over the number
-    of bottom codes; ``level="top"`` or ``"bottom"`` computes and optimises that level alone."""
-    check_level(m, level)
-    codes, cond = batch[0], batch[1]  # cond: positions (B,) or (position, intensity scale) rows (B,2)
-    cond = cond if m.config.conditional else None
-    if not is_hierarchical(m):
-        bits = F.cross_entropy(m(codes, cond).float(), codes) / math.log(2)
-        return {"loss": bits, "bits_per_code": bits, "bits_per_image": bits * codes[0].numel()}
-    top = batch[2]
-    out: dict[str, torch.Tensor] = {}
-    if level in ("all", "top"):
-        out["top_bits_per_code"] = F.cross_entropy(m.top(top, cond).float(), top) / math.log(2)
-    if level in ("all", "bottom"):
-        out["bottom_bits_per_code"] = F.cross_entropy(m.bottom(codes, cond, top).float(), codes) / math.log(2)
-    if level != "all":
-        return {"loss": out[f"{level}_bits_per_code"], **out}
-    top_bits, bottom_bits = out["top_bits_per_code"], out["bottom_bits_per_code"]
-    image = top_bits * top[0].numel() + bottom_bits * codes[0].numel()
-    return {"loss": top_bits + bottom_bits, "bits_per_code": image / codes[0].numel(), "bits_per_image": image, **out}
+def batch_codes(batch: tuple[torch.Tensor, ...]) -> tuple[Codes, torch.Tensor]:
+    """A training batch (codes, conditions[, top]) as :meth:`CodeSet.tensors` gives it -> (code grids,
+    conditions: positions (B,) or (position, intensity scale) rows (B,2))."""
+    return Codes(batch[2] if len(batch) > 2 else None, batch[0]), batch[1]
 
 
 class PriorModule(L.LightningModule):
@@ -164,7 +142,7 @@ class PriorModule(L.LightningModule):
         self.monitor = "val/bits_per_code" if level == "all" else f"val/{level}_bits_per_code"
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        bits = prior_bits(self.model, batch, self.level)
+        bits = prior_bits(self.model, *batch_codes(batch), self.level)
         shown = self.monitor.removeprefix("val/")  # the bits this phase optimises
         for name in ("bits_per_code", "top_bits_per_code", "bottom_bits_per_code"):
             if name in bits:
@@ -181,7 +159,7 @@ class PriorModule(L.LightningModule):
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int, dataloader_idx: int = 0) -> None:
         split = ("val", "test")[dataloader_idx]
         # the bottom level trains after the top one, so the whole prior is measured then
-        bits = prior_bits(self.model, batch, "top" if self.level == "top" else "all")
+        bits = prior_bits(self.model, *batch_codes(batch), "top" if self.level == "top" else "all")
         for name, value in bits.items():
             if name == "loss":
                 continue
@@ -218,24 +196,8 @@ def prior_config_for(
             raise ConfigError("a prior conditioned on the intensity scale needs the training slices' scales")
         return dataclasses.replace(level, scale_distribution=scales.to_dict())
 
-    if not vq_cfg.hierarchical:
-        return fitted(dataclasses.replace(cfg.model, num_codes=vq_cfg.num_codes, grid_size=vq_cfg.grid_size))
-    return HierarchicalPriorConfig(
-        top=fitted(
-            dataclasses.replace(
-                cfg.top_model, num_codes=vq_cfg.top_num_codes, grid_size=vq_cfg.top_grid_size, top_codes=0, top_grid=0
-            )
-        ),
-        bottom=fitted(
-            dataclasses.replace(
-                cfg.bottom_model,
-                num_codes=vq_cfg.num_codes,
-                grid_size=vq_cfg.grid_size,
-                top_codes=vq_cfg.top_num_codes,
-                top_grid=vq_cfg.top_grid_size,
-            )
-        ),
-    )
+    levels = {name: fitted(level) for name, level in cfg.levels(vq_cfg).items()}
+    return prior_config_for_grids(vq_cfg.code_grids(), levels)
 
 
 @torch.no_grad()
@@ -245,7 +207,7 @@ def code_set_bits(prior: Prior, codes: CodeSet, batch_size: int = 128) -> dict[s
     device = prior_device(prior)
     sums: dict[str, float] = {}
     for batch in zip(*(t.split(batch_size) for t in codes.tensors()), strict=True):
-        bits = prior_bits(prior, tuple(t.to(device) for t in batch))
+        bits = prior_bits(prior, *batch_codes(tuple(t.to(device) for t in batch)))
         for k, v in bits.items():
             if k != "loss":
                 sums[k] = sums.get(k, 0.0) + float(v) * len(batch[0])

@@ -1,4 +1,4 @@
-"""Sampling code grids from the gated PixelCNN: naive and cached (fast) samplers.
+"""Sampling code grids from one gated PixelCNN: naive and cached (fast) samplers.
 
 Both samplers draw all their randomness up front, one uniform number per position, and
 turn it into a code by inverting the CDF of ``softmax(logits / temperature)``. The same
@@ -20,7 +20,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from brainvq.data.errors import ConfigError
-from brainvq.models.hierarchical import Prior, is_hierarchical
 from brainvq.models.pixelcnn import GatedPixelCNN
 
 
@@ -202,24 +201,3 @@ def complete(
     mask = torch.zeros_like(codes, dtype=torch.bool)
     mask[:, :keep_rows] = True
     return sample_cached(model, len(codes), cond, temperature, generator, codes, mask, progress, top)
-
-
-@torch.no_grad()
-def sample_levels(
-    prior: Prior,
-    n: int,
-    cond: Tensor | float | None = None,
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-    top_temperature: float | None = None,
-) -> tuple[Tensor | None, Tensor]:
-    """(top grids or None, bottom grids) from a single-level or a two-level prior (cached sampler).
-
-    A two-level prior draws the top grid first (at ``top_temperature``, default ``temperature``),
-    then the bottom grid given it."""
-    if not is_hierarchical(prior):
-        return None, sample_cached(prior, n, cond, temperature, generator, progress=progress)
-    t_top = temperature if top_temperature is None else top_temperature
-    top = sample_cached(prior.top, n, cond, t_top, generator, progress=progress)
-    return top, sample_cached(prior.bottom, n, cond, temperature, generator, progress=progress, top=top)

@@ -31,8 +31,8 @@ def test_shipped_files_are_what_the_registry_names(oasis1):
     model = PRETRAINED["oasis1"]
     assert oasis1.levels == ("top", "bottom") and oasis1.conditional
     assert pretrained_paths("oasis1") == (model.folder / "vqvae.safetensors", model.folder / "prior.safetensors")
-    card = model.card.read_text()
-    for must in ("OASIS", "Marcus", "not for diagnosis", "brainvq evaluate --pretrained oasis1"):
+    card = model.card.read_text().replace("**", "")
+    for must in ("OASIS", "Marcus", "Not for diagnosis", "brainvq evaluate --pretrained oasis1"):
         assert must in card, must
     size = sum((model.folder / f).stat().st_size for f in model.files())
     assert size < 20e6  # about 10 MB of weights in the package
@@ -41,8 +41,9 @@ def test_shipped_files_are_what_the_registry_names(oasis1):
 def test_samples_are_reproducible_brain_shaped_and_pass_the_ventricle_judge(oasis1):
     positions = np.linspace(0.05, 0.95, 16).astype(np.float32)
     first = generate(oasis1, positions, seed=3, progress=False)
-    again = generate(oasis1, positions[:4], seed=3, progress=False)
-    assert torch.equal(first.codes[:4], again.codes) and torch.equal(first.images[:4], again.images)
+    again = generate(oasis1, positions, seed=3, progress=False)
+    assert torch.equal(first.codes, again.codes) and torch.equal(first.top, again.top)
+    assert torch.equal(first.images, again.images)
     assert not torch.equal(first.codes, generate(oasis1, positions, seed=4, progress=False).codes)
     reference = json.loads((PRETRAINED["oasis1"].folder / "reference.json").read_text())
     floor = quality_floor(first.images, positions, reference)

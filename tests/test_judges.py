@@ -181,6 +181,21 @@ def test_group_folds_keep_each_subject_in_one_fold():
         assert sorted(np.bincount(f).tolist()) == [10, 10, 10]
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_subject_is_split_between_training_and_held_out_rows(seed):
+    # unequal subject sizes, and the same ids on both sides (a subject is a subject within its side)
+    rng = np.random.default_rng(seed)
+    ga, gb = np.sort(rng.integers(0, 17, 256)), np.sort(rng.integers(0, 23, 256))
+    k = 6
+    fa, fb = group_folds(ga, gb, k, seed=seed)
+    for g, f in ((ga, fa), (gb, fb)):
+        assert set(f.tolist()) == set(range(k))  # every fold holds rows of both sides
+        for held_out in range(k):
+            train, test = set(g[f != held_out].tolist()), set(g[f == held_out].tolist())
+            assert not train & test
+    assert np.array_equal((fa, fb), group_folds(ga, gb, k, seed=seed))  # reproducible for a seed
+
+
 def test_grouped_classifier_separates_shifted_features_and_not_equal_ones():
     rng = np.random.default_rng(7)
     groups = np.repeat(np.arange(12), 10)

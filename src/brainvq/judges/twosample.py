@@ -3,43 +3,36 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 
 def group_folds(groups_a: np.ndarray, groups_b: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fold ids (0..k-1) for the images of two sets such that all images of one group (subject)
-    share a fold; each side's groups are dealt round-robin in random order, so folds stay balanced."""
-    rng = np.random.default_rng(seed)
-
-    def deal(groups: np.ndarray) -> np.ndarray:
-        uniq = rng.permutation(np.unique(groups))
-        # biggest groups first keeps the folds' sizes even
-        sizes = np.array([(groups == g).sum() for g in uniq])
-        uniq = uniq[np.argsort(-sizes, kind="stable")]
-        fold_of, load = {}, np.zeros(k)
-        for g, s in zip(uniq, sizes[np.argsort(-sizes, kind="stable")], strict=True):
-            f = int(np.argmin(load))
-            fold_of[g] = f
-            load[f] += s
-        return np.array([fold_of[g] for g in groups])
-
-    return deal(np.asarray(groups_a)), deal(np.asarray(groups_b))
+    share a fold, from scikit-learn's ``StratifiedGroupKFold`` (shuffled with ``seed``) with the side
+    as the class. A group id is a group within its own side only: the same id in ``groups_a`` and
+    ``groups_b`` names two groups (callers compare different subjects, or generated images that carry
+    no subject), as in the folds dealt before scikit-learn."""
+    ga = np.array([f"a:{g}" for g in np.asarray(groups_a)], dtype=object)
+    gb = np.array([f"b:{g}" for g in np.asarray(groups_b)], dtype=object)
+    groups = np.concatenate([ga, gb])
+    y = np.concatenate([np.zeros(len(ga), int), np.ones(len(gb), int)])
+    fold = np.empty(len(y), int)
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for f, (_, held_out) in enumerate(splitter.split(np.zeros((len(y), 1)), y, groups)):
+        fold[held_out] = f
+    return fold[: len(ga)], fold[len(ga) :]
 
 
-def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-regularised logistic regression fitted with L-BFGS; returns (weights, bias)."""
-    w = torch.zeros(x.shape[1], dtype=x.dtype, requires_grad=True)
-    b = torch.zeros((), dtype=x.dtype, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w * w).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return w.detach(), b.detach()
+def _logistic(l2: float, n_train: int):
+    """Standardise, then L2-regularised logistic regression: scikit-learn minimises
+    ``C * sum(log loss) + ||w||^2 / 2`` (bias unpenalised), which is ``mean(log loss) + l2 * ||w||^2``
+    for ``C = 1 / (2 * l2 * n_train)``."""
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=1.0 / (2.0 * l2 * n_train), solver="lbfgs", max_iter=1000)
+    )
 
 
 def classifier_two_sample(
@@ -54,30 +47,28 @@ def classifier_two_sample(
 ) -> dict:
     """Held-out accuracy of a logistic classifier telling feature rows ``a`` from ``b``.
 
-    Folds are split by group (subject): no subject has slices on both sides of a split. Features
-    are standardised on each training fold. ``stderr`` is the spread of the fold accuracies
-    (std / sqrt(folds), honest when slices of a subject are correlated); ``stderr_binomial`` is
-    the binomial one over all held-out predictions.
+    scikit-learn's ``StandardScaler`` + ``LogisticRegression`` fitted on each training fold, folds
+    from :func:`group_folds` (no subject has slices on both sides of a split). ``accuracy`` is over
+    all held-out predictions; ``fold_accuracies`` are balanced (each side's accuracy weighted
+    equally). ``stderr`` is the spread of the fold accuracies (std / sqrt(folds), honest when
+    slices of a subject are correlated); ``stderr_binomial`` is the binomial one over all held-out
+    predictions.
     """
     n = min(len(a), len(b))
     if n < 4 or len(np.unique(groups_a)) < 2 or len(np.unique(groups_b)) < 2:
         return {"accuracy": float("nan"), "n_per_side": n, "note": "too few images or groups"}
     k = int(min(folds, len(np.unique(groups_a)), len(np.unique(groups_b))))
     fa, fb = group_folds(groups_a, groups_b, k, seed)
-    x = torch.from_numpy(np.concatenate([a, b])).double()
-    y = torch.cat([torch.zeros(len(a)), torch.ones(len(b))]).double()
+    x = np.concatenate([a, b]).astype(np.float64)
+    y = np.concatenate([np.zeros(len(a), int), np.ones(len(b), int)])
     fold = np.concatenate([fa, fb])
     correct, fold_acc = 0, []
     for f in range(k):
-        te = torch.from_numpy(fold == f)
-        tr = ~te
-        mu, sd = x[tr].mean(0), x[tr].std(0) + 1e-6
-        w, bias = _fit_logistic((x[tr] - mu) / sd, y[tr], l2)
-        pred = (((x[te] - mu) / sd) @ w + bias > 0).double()
+        te = fold == f
+        pred = _logistic(l2, int((~te).sum())).fit(x[~te], y[~te]).predict(x[te])
         # each side weighted equally so unequal fold sizes do not favour a constant guess
-        acc_a = float((pred[y[te] == 0] == 0).double().mean())
-        acc_b = float((pred[y[te] == 1] == 1).double().mean())
-        fold_acc.append((acc_a + acc_b) / 2)
+        sides = [float((pred[y[te] == c] == c).mean()) for c in (0, 1) if (y[te] == c).any()]
+        fold_acc.append(float(np.mean(sides)))
         correct += int((pred == y[te]).sum())
     acc = correct / len(y)
     return {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.checkpoint import load_prior, save_weights
+from brainvq.checkpoint import save_weights
 from brainvq.cli import _prior_train_config, build_parser
 from brainvq.data.errors import ConfigError
 from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
@@ -19,6 +19,7 @@ from brainvq.models.levels import Codes, conditions_for, prior_bits, prior_nll
 from brainvq.models.pair import ModelPair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.sampling import complete, sample_cached, sample_naive
+from brainvq.models.weights import load_prior
 from brainvq.sample.generate import generate
 from brainvq.train.codes import CodeSet
 from tests.causality import assert_causal, random_positions

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from brainvq.checkpoint import load_prior, load_vqvae, save_weights
+from brainvq.checkpoint import save_weights
 from brainvq.data.errors import ConfigError
 from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig, prior_from_config
 from brainvq.models.levels import sample_codes
@@ -22,6 +22,7 @@ from brainvq.models.pair import ModelPair, check_pair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.sampling import sample_cached, sample_naive
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
+from brainvq.models.weights import load_prior, load_vqvae
 from brainvq.sample.generate import generate
 from tests.causality import assert_causal, random_positions
 

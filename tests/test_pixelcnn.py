@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.checkpoint import load_prior, save_weights
+from brainvq.checkpoint import save_weights
 from brainvq.data.errors import ConfigError
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.sampling import complete, sample_cached, sample_naive
+from brainvq.models.weights import load_prior
 from tests.causality import assert_causal, input_influence, random_positions
 
 DEFAULT_K = 5  # PixelCNNConfig's default kernel size

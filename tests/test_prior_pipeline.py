@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_prior, load_vqvae, read_metadata
+from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, read_metadata
 from brainvq.cli import main
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.models.pixelcnn import PixelCNNConfig
+from brainvq.models.weights import load_prior, load_vqvae
 from brainvq.train.common import TrainerConfig
 from brainvq.train.prior import PriorTrainConfig, train_prior
 from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae

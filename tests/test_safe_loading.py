@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.checkpoint import load_prior, load_vqvae, save_weights
+from brainvq.checkpoint import save_weights
 from brainvq.data.errors import CheckpointError
 from brainvq.data.sources import DataConfig
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAE
+from brainvq.models.weights import load_prior, load_vqvae
 from brainvq.train.common import AtomicCheckpointIO, TrainerConfig
 from brainvq.train.prior import PriorTrainConfig, train_prior
 from brainvq.train.vqvae import train_vqvae

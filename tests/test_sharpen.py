@@ -10,12 +10,12 @@ import pytest
 import torch
 from scipy import ndimage
 
-from brainvq.checkpoint import load_vqvae
 from brainvq.cli import main
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.models.discriminator import PatchDiscriminator
+from brainvq.models.weights import load_vqvae
 from brainvq.train.common import TrainerConfig
 from brainvq.train.sharpen import SharpenConfig, detail_energy, train_sharpen
 from brainvq.train.vqvae import train_vqvae

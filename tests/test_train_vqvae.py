@@ -10,12 +10,12 @@ import torch
 import yaml
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
-from brainvq.checkpoint import load_vqvae
 from brainvq.cli import main
 from brainvq.data.dataset import as_tensor
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.evaluate import evaluate_vqvae
 from brainvq.models.vqvae import VQVAEConfig
+from brainvq.models.weights import load_vqvae
 from brainvq.train.common import TrainerConfig
 from brainvq.train.vqvae import VQVAETrainConfig, train_vqvae
 

@@ -164,7 +164,7 @@ def _vqvae_file(path: Path, seed: int, **overrides) -> Path:
 def test_code_cache_is_reused_then_rebuilt_when_the_vqvae_changes(
     tiny_oasis: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    from brainvq.checkpoint import load_vqvae
+    from brainvq.models.weights import load_vqvae
     from brainvq.train import codes as prior
 
     data = DataConfig(root=str(tiny_oasis), image_size=64)
@@ -207,7 +207,8 @@ def test_prior_that_learned_another_vqvaes_codes_stops_unless_allowed(tmp_path: 
     """Same architecture, other codebooks: the codes mean something else, so the pair stops with
     one line; --allow-mismatched-pair samples anyway and says so in the summary. A decoder
     fine-tuned on the same codes keeps the fingerprint."""
-    from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_vqvae
+    from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint
+    from brainvq.models.weights import load_vqvae
 
     vq = _vqvae_file(tmp_path / "vqvae.safetensors", seed=0, top_downsample=0)
     other = _vqvae_file(tmp_path / "other.safetensors", seed=1, top_downsample=0)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainvq.checkpoint import load_vqvae, save_weights
+from brainvq.checkpoint import save_weights
 from brainvq.data.errors import CheckpointError, ConfigError
 from brainvq.models.blocks import ResBlock
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
+from brainvq.models.weights import load_vqvae
 
 
 def small(**kw) -> VQVAEConfig:

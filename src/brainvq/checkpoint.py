@@ -101,32 +101,3 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Pat
     except RuntimeError as exc:
         first = str(exc).splitlines()
         raise CheckpointError(f"{path}: weights do not match the architecture ({' '.join(first[:2])[:300]})") from None
-
-
-def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):
-    """A :class:`~brainvq.models.vqvae.VQVAE` from ``vqvae.safetensors`` or a training ``.ckpt``."""
-    from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
-
-    state, config = read_weights(path, "vqvae")
-    config = upgrade_saved_config(config)
-    try:
-        model = VQVAE(VQVAEConfig(**config))
-    except TypeError as exc:
-        raise CheckpointError(f"{path}: architecture config not understood: {exc}") from None
-    load_state(model, state, path)
-    return model.to(device).eval()
-
-
-def load_prior(path: str | Path, device: str | torch.device = "cpu"):
-    """A prior from ``prior.safetensors`` or a ``.ckpt``: a :class:`~brainvq.models.pixelcnn.GatedPixelCNN`
-    (single level, also every prior saved before 0.2) or a
-    :class:`~brainvq.models.hierarchical.HierarchicalPrior` (two levels)."""
-    from brainvq.models.hierarchical import prior_from_config
-
-    state, config = read_weights(path, "prior")
-    try:
-        model = prior_from_config(config)
-    except TypeError as exc:
-        raise CheckpointError(f"{path}: architecture config not understood: {exc}") from None
-    load_state(model, state, path)
-    return model.to(device).eval()

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from brainvq.checkpoint import load_vqvae
 from brainvq.data.dataset import as_tensor
 from brainvq.data.errors import DataError
 from brainvq.data.slices import SliceSet
@@ -18,6 +17,7 @@ from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import write_json
 from brainvq.judges.generation import GenerationMetricsConfig, generation_metrics
 from brainvq.metrics.reconstruction import reconstruct
+from brainvq.models.weights import load_vqvae
 from brainvq.report import figures
 
 if TYPE_CHECKING:

@@ -39,10 +39,10 @@ def add_check_judges(sub: argparse._SubParsersAction) -> None:
 
 def cmd_check_judges(a: argparse.Namespace) -> dict:
     """Every generation judge on known-bad sets and on real validation vs test (table on stderr)."""
-    from brainvq.checkpoint import load_vqvae
     from brainvq.data.sources import load_split
     from brainvq.judges.check import check_judges
     from brainvq.judges.power import JudgeConfig
+    from brainvq.models.weights import load_vqvae
 
     data = _data_config(a)
     prog = not a.no_progress

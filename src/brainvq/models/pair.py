@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, load_prior, load_vqvae, read_metadata
+from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, read_metadata
 from brainvq.data.errors import ConfigError
 from brainvq.models.hierarchical import Prior
 from brainvq.models.levels import (
@@ -33,6 +33,7 @@ from brainvq.models.levels import (
     scale_distribution,
 )
 from brainvq.models.vqvae import VQVAE
+from brainvq.models.weights import load_prior, load_vqvae
 
 _WORDS = {1: "single", 2: "two"}
 

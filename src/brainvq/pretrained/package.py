@@ -13,15 +13,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from brainvq.checkpoint import (
-    VQVAE_FINGERPRINT,
-    codebook_fingerprint,
-    load_prior,
-    load_vqvae,
-    read_weights,
-    save_weights,
-)
+from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, read_weights, save_weights
 from brainvq.data.sources import DataConfig
+from brainvq.models.weights import load_prior, load_vqvae
 from brainvq.pretrained import sha256
 from brainvq.pretrained.reference import write_reference
 from brainvq.runs import RunLayout

@@ -10,12 +10,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from brainvq.checkpoint import codebook_fingerprint, load_vqvae
+from brainvq.checkpoint import codebook_fingerprint
 from brainvq.data.dataset import as_tensor
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import atomic_write
 from brainvq.models.conditioning import intensity_scale, slice_conditions
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.models.weights import load_vqvae
 
 CODE_CACHE_FORMAT = "codes-2"  # 2: with intensity scales; older caches are rebuilt
 

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from brainvq.checkpoint import VQVAE_FINGERPRINT, load_vqvae, save_weights
+from brainvq.checkpoint import VQVAE_FINGERPRINT, save_weights
 from brainvq.data.errors import CheckpointError, ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.io import to_plain, write_json
@@ -27,6 +27,7 @@ from brainvq.models.hierarchical import (
 from brainvq.models.levels import Codes, check_level, prior_bits, prior_device
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
+from brainvq.models.weights import load_vqvae
 from brainvq.train.codes import CodeSet, extract_codes
 from brainvq.train.common import (
     LRSchedule,

@@ -21,12 +21,13 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
-from brainvq.checkpoint import load_vqvae, save_weights
+from brainvq.checkpoint import save_weights
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.io import to_plain, write_json
 from brainvq.models.discriminator import PatchDiscriminator
 from brainvq.models.vqvae import VQVAE, VQVAEConfig
+from brainvq.models.weights import load_vqvae
 from brainvq.train.common import (
     TrainerConfig,
     build_trainer,

@@ -21,7 +21,7 @@ from brainvq.cli.common import (
     _add_trainer_args,
     _data_config,
     _devices,
-    _given,
+    _flags_given,
     _model_paths,
     _positive_float,
     _positive_int,
@@ -67,7 +67,7 @@ __all__ = [
     "_data_config",
     "_devices",
     "_evaluate_weights",
-    "_given",
+    "_flags_given",
     "_model_paths",
     "_positive_float",
     "_positive_int",
@@ -121,23 +121,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors print one line and exit with status 2."""
     parser = build_parser()
-    a = parser.parse_args(argv)
-    if not a.verbose:
+    args = parser.parse_args(argv)
+    if not args.verbose:
         warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
         warnings.filterwarnings("ignore", category=FutureWarning)
         logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
         os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
     keep_freed_memory()  # training, evaluation and sampling all re-allocate large buffers
     try:
-        result = a.func(a)
+        result = args.func(args)
     except (BrainVQError, FloatingPointError) as exc:
-        if a.verbose:
+        if args.verbose:
             raise
-        print(f"brainvq {a.command}: error: {exc}", file=sys.stderr)
+        print(f"brainvq {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
-            f"brainvq {a.command}: interrupted (checkpoints written so far are kept)",
+            f"brainvq {args.command}: interrupted (checkpoints written so far are kept)",
             file=sys.stderr,
         )
         return 130

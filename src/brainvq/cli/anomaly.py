@@ -10,7 +10,7 @@ from brainvq.cli.common import (
     _add_data_args,
     _add_model_args,
     _data_config,
-    _given,
+    _flags_given,
     _model_paths,
     _positive_float,
     _positive_int,
@@ -20,13 +20,13 @@ if TYPE_CHECKING:
     from brainvq.anomaly.scoring import AnomalyConfig
 
 
-def _anomaly_config(a: argparse.Namespace) -> AnomalyConfig:
+def _anomaly_config(args: argparse.Namespace) -> AnomalyConfig:
     """The :class:`AnomalyConfig` of the ``_add_anomaly_args`` flags."""
     from brainvq.anomaly.scoring import AnomalyConfig
 
     return AnomalyConfig(
-        **_given(
-            a,
+        **_flags_given(
+            args,
             quantile="quantile",
             top_quantile="top_quantile",
             n_samples="samples",
@@ -66,23 +66,23 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_anomaly)
 
 
-def cmd_anomaly(a: argparse.Namespace) -> dict:
+def cmd_anomaly(args: argparse.Namespace) -> dict:
     """Anomaly maps of the given slices."""
     from brainvq.anomaly.command import anomaly_command
 
     return anomaly_command(
-        *_model_paths(a),
-        a.input,
-        a.out,
-        position=a.position,
-        slices_per_case=a.slices_per_case,
-        threshold=a.threshold,
-        calibrate_on=a.calibrate_on,
-        config=_anomaly_config(a),
-        map_threshold=a.map_threshold,
-        figures=not a.no_figures,
-        progress=not a.no_progress,
-        allow_mismatch=a.allow_mismatched_pair,
+        *_model_paths(args),
+        args.input,
+        args.out,
+        position=args.position,
+        slices_per_case=args.slices_per_case,
+        threshold=args.threshold,
+        calibrate_on=args.calibrate_on,
+        config=_anomaly_config(args),
+        map_threshold=args.map_threshold,
+        figures=not args.no_figures,
+        progress=not args.no_progress,
+        allow_mismatch=args.allow_mismatched_pair,
     )
 
 
@@ -105,23 +105,23 @@ def add_evaluate_anomaly(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate_anomaly)
 
 
-def cmd_evaluate_anomaly(a: argparse.Namespace) -> dict:
+def cmd_evaluate_anomaly(args: argparse.Namespace) -> dict:
     """The synthetic-lesion benchmark of the anomaly maps."""
     from brainvq.anomaly.benchmark import BenchmarkConfig, evaluate_anomaly
 
     cfg = BenchmarkConfig(
-        n_lesioned=a.lesioned,
-        seeds=tuple(a.lesion_seeds),
-        max_clean=a.max_clean,
-        cdr_splits=tuple(a.cdr_splits),
-        subjects_csv=a.subjects,
-        anomaly=_anomaly_config(a),
+        n_lesioned=args.lesioned,
+        seeds=tuple(args.lesion_seeds),
+        max_clean=args.max_clean,
+        cdr_splits=tuple(args.cdr_splits),
+        subjects_csv=args.subjects,
+        anomaly=_anomaly_config(args),
     )
     return evaluate_anomaly(
-        *_model_paths(a),
-        _data_config(a),
-        a.out,
+        *_model_paths(args),
+        _data_config(args),
+        args.out,
         cfg,
-        progress=not a.no_progress,
-        allow_mismatch=a.allow_mismatched_pair,
+        progress=not args.no_progress,
+        allow_mismatch=args.allow_mismatched_pair,
     )

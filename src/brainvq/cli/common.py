@@ -121,59 +121,59 @@ def _add_model_args(p: argparse.ArgumentParser, run: str = "runs") -> None:
 
 
 # --- from flags to configs -----------------------------------------------------------------
-def _model_paths(a: argparse.Namespace, run: str = "runs") -> tuple[Path, Path]:
+def _model_paths(args: argparse.Namespace, run: str = "runs") -> tuple[Path, Path]:
     """The (VQ-VAE, prior) weights the command uses: --pretrained's (hash-checked) or the given ones."""
-    if a.pretrained:
-        if a.vqvae or a.prior:
+    if args.pretrained:
+        if args.vqvae or args.prior:
             raise ConfigError("give either --pretrained or --vqvae/--prior, not both")
         from brainvq.pretrained import pretrained_paths
 
-        return pretrained_paths(a.pretrained)
+        return pretrained_paths(args.pretrained)
     return (
-        Path(a.vqvae or f"{run}/vqvae/vqvae.safetensors"),
-        Path(a.prior or f"{run}/prior/prior.safetensors"),
+        Path(args.vqvae or f"{run}/vqvae/vqvae.safetensors"),
+        Path(args.prior or f"{run}/prior/prior.safetensors"),
     )
 
 
-def _data_config(a: argparse.Namespace) -> DataConfig:
+def _data_config(args: argparse.Namespace) -> DataConfig:
     """The :class:`DataConfig` of the ``_add_data_args`` flags."""
     from brainvq.data.sources import DataConfig
 
     return DataConfig(
-        root=a.data,
-        image_size=a.image_size,
-        on_wrong_size=a.on_wrong_size,
-        on_rgb=a.on_rgb,
-        cache=not a.no_cache,
+        root=args.data,
+        image_size=args.image_size,
+        on_wrong_size=args.on_wrong_size,
+        on_rgb=args.on_rgb,
+        cache=not args.no_cache,
     )
 
 
-def _total_budget(a: argparse.Namespace) -> dict:
+def _total_budget(args: argparse.Namespace) -> dict:
     """``{"total_minutes": ...}`` when ``--total-minutes`` was given (0 turns the budget off)."""
-    if a.total_minutes is None:
+    if args.total_minutes is None:
         return {}
-    if a.total_minutes < 0:
-        raise ConfigError(f"--total-minutes must be >= 0, got {a.total_minutes}")
-    return {"total_minutes": a.total_minutes or None}
+    if args.total_minutes < 0:
+        raise ConfigError(f"--total-minutes must be >= 0, got {args.total_minutes}")
+    return {"total_minutes": args.total_minutes or None}
 
 
-def _given(a: argparse.Namespace, **fields: str) -> dict:
-    """``{field: a.<flag>}`` for the flags the user gave (flags left out default to None,
+def _flags_given(args: argparse.Namespace, **fields: str) -> dict:
+    """``{field: args.<flag>}`` for the flags the user gave (flags left out default to None,
     so the config dataclasses stay the one place that holds defaults)."""
-    return {field: getattr(a, flag) for field, flag in fields.items() if getattr(a, flag) is not None}
+    return {field: getattr(args, flag) for field, flag in fields.items() if getattr(args, flag) is not None}
 
 
-def _trainer_config(a: argparse.Namespace, defaults: TrainerConfig) -> TrainerConfig:
+def _trainer_config(args: argparse.Namespace, defaults: TrainerConfig) -> TrainerConfig:
     """The command's default :class:`TrainerConfig` with the given flags applied."""
     return dataclasses.replace(
         defaults,
-        **_given(a, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed"),
-        max_minutes=a.max_minutes,
-        accelerator=a.accelerator,
-        devices=a.devices,
-        num_nodes=a.num_nodes,
-        strategy=a.strategy,
-        precision=a.precision,
-        num_workers=a.num_workers,
-        progress=not a.no_progress,
+        **_flags_given(args, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed"),
+        max_minutes=args.max_minutes,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        precision=args.precision,
+        num_workers=args.num_workers,
+        progress=not args.no_progress,
     )

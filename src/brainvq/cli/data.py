@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from brainvq.cli.common import _given, _positive_int
+from brainvq.cli.common import _flags_given, _positive_int
 
 
 def add_make_dataset(sub: argparse._SubParsersAction) -> None:
@@ -25,13 +25,13 @@ def add_make_dataset(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_make_dataset)
 
 
-def cmd_make_dataset(a: argparse.Namespace) -> dict:
-    """Write the synthetic stand-in dataset to ``a.out``."""
+def cmd_make_dataset(args: argparse.Namespace) -> dict:
+    """Write the synthetic stand-in dataset to ``args.out``."""
     from brainvq.data.standin import StandInConfig, make_standin_dataset
 
     cfg = StandInConfig(
-        **_given(
-            a,
+        **_flags_given(
+            args,
             n_train_cases="train_cases",
             n_val_cases="val_cases",
             n_test_cases="test_cases",
@@ -39,7 +39,7 @@ def cmd_make_dataset(a: argparse.Namespace) -> dict:
             seed="seed",
         )
     )
-    path = make_standin_dataset(a.out, cfg, overwrite=a.overwrite, progress=not a.no_progress)
+    path = make_standin_dataset(args.out, cfg, overwrite=args.overwrite, progress=not args.no_progress)
     return {
         "dataset": str(path),
         "note": "synthetic stand-in from MNI152/Colin27 templates, NOT OASIS",

@@ -10,7 +10,7 @@ from brainvq.cli.common import (
     _add_data_args,
     _add_model_args,
     _data_config,
-    _given,
+    _flags_given,
     _model_paths,
     _positive_float,
     _positive_int,
@@ -56,39 +56,39 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_evaluate)
 
 
-def _evaluate_weights(a: argparse.Namespace) -> tuple[Path, str | Path | None, Path]:
+def _evaluate_weights(args: argparse.Namespace) -> tuple[Path, str | Path | None, Path]:
     """(VQ-VAE weights, prior weights or None, output folder) of ``brainvq evaluate``."""
-    if a.pretrained:
-        if a.weights or a.prior:
+    if args.pretrained:
+        if args.weights or args.prior:
             raise ConfigError("give either --pretrained or --weights/--prior, not both")
         from brainvq.pretrained import pretrained_paths
 
-        weights, prior = pretrained_paths(a.pretrained)
-        return weights, prior, Path(a.out or f"runs/evaluate-{a.pretrained}")
-    weights = Path(a.weights or Path(a.run) / "vqvae.safetensors")
-    return weights, a.prior, Path(a.out or weights.parent)
+        weights, prior = pretrained_paths(args.pretrained)
+        return weights, prior, Path(args.out or f"runs/evaluate-{args.pretrained}")
+    weights = Path(args.weights or Path(args.run) / "vqvae.safetensors")
+    return weights, args.prior, Path(args.out or weights.parent)
 
 
-def cmd_evaluate(a: argparse.Namespace) -> dict:
+def cmd_evaluate(args: argparse.Namespace) -> dict:
     """Reconstruction metrics of the VQ-VAE; with a prior, also the generated slices' judges."""
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
 
-    weights, prior, out = _evaluate_weights(a)
-    prog = not a.no_progress
-    result = evaluate_vqvae(weights, _data_config(a), out, split=a.split, progress=prog)
+    weights, prior, out = _evaluate_weights(args)
+    prog = not args.no_progress
+    result = evaluate_vqvae(weights, _data_config(args), out, split=args.split, progress=prog)
     if not prior:
         return result
     generation = evaluate_generation(
         weights,
         prior,
-        _data_config(a),
+        _data_config(args),
         out,
-        **_given(a, n_samples="samples"),
-        temperature=a.temperature,
-        seed=a.seed,
+        **_flags_given(args, n_samples="samples"),
+        temperature=args.temperature,
+        seed=args.seed,
         progress=prog,
-        skip_metrics=a.no_generation_metrics,
-        allow_mismatch=a.allow_mismatched_pair,
+        skip_metrics=args.no_generation_metrics,
+        allow_mismatch=args.allow_mismatched_pair,
     )
     return {"reconstruction": result, "generation": generation}
 
@@ -111,17 +111,17 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sample)
 
 
-def cmd_sample(a: argparse.Namespace) -> dict:
+def cmd_sample(args: argparse.Namespace) -> dict:
     """Draw new slices from the prior and decode them."""
     from brainvq.sample.generate import sample_command
 
     return sample_command(
-        *_model_paths(a),
-        a.out,
-        n=a.n,
-        position=a.position,
-        temperature=a.temperature,
-        seed=a.seed,
-        progress=not a.no_progress,
-        allow_mismatch=a.allow_mismatched_pair,
+        *_model_paths(args),
+        args.out,
+        n=args.n,
+        position=args.position,
+        temperature=args.temperature,
+        seed=args.seed,
+        progress=not args.no_progress,
+        allow_mismatch=args.allow_mismatched_pair,
     )

@@ -13,7 +13,7 @@ from brainvq.cli.common import (
     TOTAL_HELP,
     _add_data_args,
     _data_config,
-    _given,
+    _flags_given,
     _positive_float,
     _positive_int,
     _total_budget,
@@ -37,19 +37,19 @@ def add_check_judges(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check_judges)
 
 
-def cmd_check_judges(a: argparse.Namespace) -> dict:
+def cmd_check_judges(args: argparse.Namespace) -> dict:
     """Every generation judge on known-bad sets and on real validation vs test (table on stderr)."""
     from brainvq.data.sources import load_split
     from brainvq.judges.check import check_judges
     from brainvq.judges.power import JudgeConfig
     from brainvq.models.weights import load_vqvae
 
-    data = _data_config(a)
-    prog = not a.no_progress
+    data = _data_config(args)
+    prog = not args.no_progress
     train, val, test = (load_split(data, s, progress=prog) for s in ("train", "validate", "test"))
-    vqvae = load_vqvae(a.vqvae) if a.vqvae else None
-    cfg = JudgeConfig(**_given(a, n="n", seed="seed", folds="folds"))
-    result = check_judges(train, val, test, a.out, vqvae=vqvae, cfg=cfg, progress=prog)
+    vqvae = load_vqvae(args.vqvae) if args.vqvae else None
+    cfg = JudgeConfig(**_flags_given(args, n="n", seed="seed", folds="folds"))
+    result = check_judges(train, val, test, args.out, vqvae=vqvae, cfg=cfg, progress=prog)
     print(result.pop("markdown"), file=sys.stderr)
     return result
 
@@ -63,11 +63,11 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_report)
 
 
-def cmd_report(a: argparse.Namespace) -> dict:
+def cmd_report(args: argparse.Namespace) -> dict:
     """Write the run folder's HTML report."""
     from brainvq.report.html import build_report
 
-    return {"report": str(build_report(a.run, a.out))}
+    return {"report": str(build_report(args.run, args.out))}
 
 
 # --- demo ----------------------------------------------------------------------------------
@@ -98,7 +98,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-def cmd_demo(a: argparse.Namespace) -> dict:
+def cmd_demo(args: argparse.Namespace) -> dict:
     """Stand-in dataset, then the ``demo`` recipe: VQ-VAE, evaluation, prior, judged samples, report."""
     from brainvq.data.sources import DataConfig
     from brainvq.data.standin import StandInConfig, make_standin_dataset
@@ -107,8 +107,8 @@ def cmd_demo(a: argparse.Namespace) -> dict:
     t0 = time.time()
     recipe = dataclasses.replace(
         get_recipe("demo"),
-        **_given(
-            a,
+        **_flags_given(
+            args,
             vqvae_epochs="vqvae_epochs",
             vqvae_minutes="vqvae_minutes",
             prior_epochs="prior_epochs",
@@ -116,31 +116,31 @@ def cmd_demo(a: argparse.Namespace) -> dict:
             samples="samples",
             precision="precision",
         ),
-        **_total_budget(a),
+        **_total_budget(args),
     )
     opening, timings = {}, {}
-    if a.pretrained != "none":  # what a trained model draws, first: seconds, no data needed
+    if args.pretrained != "none":  # what a trained model draws, first: seconds, no data needed
         from brainvq.pretrained.showcase import showcase
 
-        shown = showcase(a.pretrained, Path(a.out) / "pretrained", seed=a.seed)
-        print(f"brainvq demo: the pretrained {a.pretrained} model's slices: {shown['samples']}", file=sys.stderr)
+        shown = showcase(args.pretrained, Path(args.out) / "pretrained", seed=args.seed)
+        print(f"brainvq demo: the pretrained {args.pretrained} model's slices: {shown['samples']}", file=sys.stderr)
         opening = {
             "pretrained_model": shown,
             "trained_here": "what follows is what about 15 minutes of training on synthetic stand-in data gives",
         }
         timings["pretrained_s"] = round(time.time() - t0, 1)
-    make_standin_dataset(Path(a.data_dir), StandInConfig(seed=a.seed), progress=not a.no_progress)
+    make_standin_dataset(Path(args.data_dir), StandInConfig(seed=args.seed), progress=not args.no_progress)
     timings["dataset_s"] = round(time.time() - t0 - sum(timings.values()), 1)
     return run_pipeline(
-        DataConfig(root=a.data_dir),
-        Path(a.out),
+        DataConfig(root=args.data_dir),
+        Path(args.out),
         recipe,
-        seed=a.seed,
-        progress=not a.no_progress,
+        seed=args.seed,
+        progress=not args.no_progress,
         timings=timings,
-        data_note=f"{a.data_dir} (synthetic stand-in, not OASIS)",
+        data_note=f"{args.data_dir} (synthetic stand-in, not OASIS)",
         opening=opening,
-        fresh=a.fresh,
+        fresh=args.fresh,
     )
 
 
@@ -164,13 +164,15 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pipeline)
 
 
-def cmd_pipeline(a: argparse.Namespace) -> dict:
+def cmd_pipeline(args: argparse.Namespace) -> dict:
     """A whole recipe on the user's data."""
     from brainvq.pipeline import get_recipe, run_pipeline
 
     recipe = dataclasses.replace(
-        get_recipe(a.recipe),
-        **_given(a, samples="samples", precision="precision", accelerator="accelerator"),
-        **_total_budget(a),
+        get_recipe(args.recipe),
+        **_flags_given(args, samples="samples", precision="precision", accelerator="accelerator"),
+        **_total_budget(args),
     )
-    return run_pipeline(_data_config(a), Path(a.out), recipe, seed=a.seed, progress=not a.no_progress, fresh=a.fresh)
+    return run_pipeline(
+        _data_config(args), Path(args.out), recipe, seed=args.seed, progress=not args.no_progress, fresh=args.fresh
+    )

@@ -10,7 +10,7 @@ from brainvq.cli.common import (
     _add_data_args,
     _add_trainer_args,
     _data_config,
-    _given,
+    _flags_given,
     _positive_float,
     _positive_int,
     _trainer_config,
@@ -55,19 +55,19 @@ def add_train_vqvae(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_vqvae)
 
 
-def _vqvae_train_config(a: argparse.Namespace) -> VQVAETrainConfig:
+def _vqvae_train_config(args: argparse.Namespace) -> VQVAETrainConfig:
     """The VQ-VAE training config: ``--config``'s, or the defaults with the given flags applied."""
     from brainvq.config import load_yaml_config
     from brainvq.models.vqvae import VQVAEConfig
     from brainvq.train.vqvae import VQVAETrainConfig, upgrade_saved_run_config
 
-    if a.config:
-        cfg = load_yaml_config(VQVAETrainConfig, a.config, upgrade=upgrade_saved_run_config)
-        cfg.out_dir = a.out
+    if args.config:
+        cfg = load_yaml_config(VQVAETrainConfig, args.config, upgrade=upgrade_saved_run_config)
+        cfg.out_dir = args.out
         return cfg
     model = VQVAEConfig(
-        **_given(
-            a,
+        **_flags_given(
+            args,
             downsample="downsample",
             num_codes="num_codes",
             code_dim="code_dim",
@@ -79,15 +79,15 @@ def _vqvae_train_config(a: argparse.Namespace) -> VQVAETrainConfig:
             decoder_res_blocks="decoder_res_blocks",
         )
     )
-    trainer = _trainer_config(a, VQVAETrainConfig().trainer)
-    return VQVAETrainConfig(data=_data_config(a), model=model, trainer=trainer, out_dir=a.out)
+    trainer = _trainer_config(args, VQVAETrainConfig().trainer)
+    return VQVAETrainConfig(data=_data_config(args), model=model, trainer=trainer, out_dir=args.out)
 
 
-def cmd_train_vqvae(a: argparse.Namespace) -> dict:
+def cmd_train_vqvae(args: argparse.Namespace) -> dict:
     """Train the VQ-VAE."""
     from brainvq.train.vqvae import train_vqvae
 
-    return train_vqvae(_vqvae_train_config(a), resume=a.resume)
+    return train_vqvae(_vqvae_train_config(args), resume=args.resume)
 
 
 # --- train-prior ---------------------------------------------------------------------------
@@ -138,21 +138,21 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_train_prior)
 
 
-def _prior_train_config(a: argparse.Namespace) -> PriorTrainConfig:
+def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
     """The prior training config: ``--config``'s, or the defaults with the given flags applied."""
     from brainvq.config import load_yaml_config
     from brainvq.train.prior import PriorTrainConfig
 
-    if a.config:
-        cfg = load_yaml_config(PriorTrainConfig, a.config)
-        cfg.out_dir = a.out
+    if args.config:
+        cfg = load_yaml_config(PriorTrainConfig, args.config)
+        cfg.out_dir = args.out
         return cfg
     defaults = PriorTrainConfig()
-    arch = _given(a, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
-    top_arch = _given(a, hidden="top_hidden", n_layers="top_layers", kernel_size="top_kernel_size")
-    cond = {"conditional": not a.unconditional}
-    scale = a.intensity_scale or ("none" if a.unconditional else None)
-    if a.unconditional and scale != "none":
+    arch = _flags_given(args, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
+    top_arch = _flags_given(args, hidden="top_hidden", n_layers="top_layers", kernel_size="top_kernel_size")
+    cond = {"conditional": not args.unconditional}
+    scale = args.intensity_scale or ("none" if args.unconditional else None)
+    if args.unconditional and scale != "none":
         raise ConfigError("--intensity-scale needs a position-conditioned prior (leave out --unconditional)")
 
     def level(config: PixelCNNConfig, on: bool, **fields: int) -> PixelCNNConfig:
@@ -161,22 +161,22 @@ def _prior_train_config(a: argparse.Namespace) -> PriorTrainConfig:
         return dataclasses.replace(config, **fields, **cond, **flag)
 
     return PriorTrainConfig(
-        vqvae=a.vqvae,
-        data=_data_config(a),
+        vqvae=args.vqvae,
+        data=_data_config(args),
         model=level(defaults.model, scale in ("top", "all"), **arch),
         top_model=level(defaults.top_model, scale in ("top", "all"), **top_arch),
         bottom_model=level(defaults.bottom_model, scale == "all", **arch),
-        trainer=_trainer_config(a, defaults.trainer),
-        out_dir=a.out,
-        **_given(a, keep="keep", top_epochs="top_epochs", top_max_minutes="top_max_minutes"),
+        trainer=_trainer_config(args, defaults.trainer),
+        out_dir=args.out,
+        **_flags_given(args, keep="keep", top_epochs="top_epochs", top_max_minutes="top_max_minutes"),
     )
 
 
-def cmd_train_prior(a: argparse.Namespace) -> dict:
+def cmd_train_prior(args: argparse.Namespace) -> dict:
     """Train the PixelCNN prior on a trained VQ-VAE's codes."""
     from brainvq.train.prior import train_prior
 
-    return train_prior(_prior_train_config(a), resume=a.resume)
+    return train_prior(_prior_train_config(args), resume=args.resume)
 
 
 # --- sharpen -------------------------------------------------------------------------------
@@ -196,16 +196,16 @@ def add_sharpen(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sharpen)
 
 
-def cmd_sharpen(a: argparse.Namespace) -> dict:
+def cmd_sharpen(args: argparse.Namespace) -> dict:
     """Fine-tune a trained VQ-VAE's decoder adversarially."""
     from brainvq.train.sharpen import SharpenConfig, train_sharpen
 
     defaults = SharpenConfig()
     cfg = SharpenConfig(
-        vqvae=a.vqvae,
-        data=_data_config(a),
-        trainer=_trainer_config(a, defaults.trainer),
-        out_dir=a.out,
-        **_given(a, adversarial_weight="adversarial_weight", adversarial_start="adversarial_start"),
+        vqvae=args.vqvae,
+        data=_data_config(args),
+        trainer=_trainer_config(args, defaults.trainer),
+        out_dir=args.out,
+        **_flags_given(args, adversarial_weight="adversarial_weight", adversarial_start="adversarial_start"),
     )
-    return train_sharpen(cfg, resume=a.resume)
+    return train_sharpen(cfg, resume=args.resume)

@@ -48,7 +48,7 @@ PRETRAINED: dict[str, PretrainedModel] = {
     "oasis1": PretrainedModel(
         "oasis1",
         vqvae_sha256="7935a006438d55ea430ed7a883c2a4c53deb3a17bc7d1797c3d075ab1a576e19",
-        prior_sha256="7648d56cc6622e2951cf31ba0d5ec90e6f68e4f60db7d412fb45ffad97c991ff",
+        prior_sha256="f6be4e5d08fad2340a69ef79259ce781ac9a334fc852999c6a2bb6be88425007",
         summary="two-level VQ-VAE + gated PixelCNN prior trained on the OASIS-1 subset (quality-cpu recipe)",
     ),
 }

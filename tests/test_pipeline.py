@@ -139,7 +139,7 @@ from brainvq.pipeline import Recipe, run_pipeline
 from tests.test_train_vqvae import tiny_cfg
 
 root, out = sys.argv[1], Path(sys.argv[2])
-recipe = Recipe("tiny", vqvae_epochs=2, vqvae_minutes=30, prior_epochs=12, prior_minutes=30, samples=2,
+recipe = Recipe("tiny", vqvae_epochs=2, vqvae_minutes=30, prior_epochs=6, prior_minutes=30, samples=2,
                 prior_batch_size=4, judges=False)
 run_pipeline(DataConfig(root=root, image_size=64), out, recipe, progress=False,
              vqvae_model=tiny_cfg(Path(root), out / "unused").model)
@@ -179,8 +179,9 @@ def test_a_killed_pipeline_continues_where_it_stopped(tiny_oasis: Path, tmp_path
     assert (killed / "vqvae" / "vqvae.safetensors").stat().st_mtime_ns == vq_written  # not trained again
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["timings"]["vqvae_s"] == 0.0 and summary["timings"]["prior_s"] > 0
-    assert summary["prior"]["epochs_run"] == 12 and summary["time_budget"]["carried_minutes"] > 0
+    assert summary["prior"]["epochs_run"] == 6 and summary["time_budget"]["carried_minutes"] > 0
     assert _tiny_run(tiny_oasis, whole) == 0
+    assert json.loads((whole / "summary.json").read_text())["time_budget"]["carried_minutes"] == 0  # a fresh run
     for name in ("vqvae/vqvae.safetensors", "prior/prior.safetensors"):
         resumed, straight = load_file(killed / name), load_file(whole / name)
         assert resumed.keys() == straight.keys()

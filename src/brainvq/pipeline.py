@@ -299,8 +299,9 @@ def run_pipeline(
     ledger = StageLedger.open(layout.stages, fresh)
     timings = dict(timings or {})
     before_s = sum(timings.values())
+    carried_s = ledger.spent_s  # what earlier attempts of this run spent
     t0 = time.time()
-    start = t0 - before_s - ledger.spent_s
+    start = t0 - before_s - carried_s
     loop = {"accelerator": recipe.accelerator, "precision": recipe.precision, "seed": seed, "progress": progress}
     budget = TimeBudget(recipe.total_minutes, recipe.reserve_minutes, start)
     run = _Run(data, layout, recipe, loop, budget, ledger, start, timings)
@@ -337,7 +338,7 @@ def run_pipeline(
         "prior": {k: prior.get(k) for k in PRIOR_KEYS if k in prior},
         "generation": gen,
         "timings": timings,
-        "time_budget": {**budget_record, "carried_minutes": round(ledger.spent_s / 60, 2)},
+        "time_budget": {**budget_record, "carried_minutes": round(carried_s / 60, 2)},
     }
     summary = {**(opening or {}), "verdict": verdict_lines(summary), **summary}  # the answer first, the details after
     write_json(layout.summary, summary)

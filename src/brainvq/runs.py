@@ -82,7 +82,7 @@ class RunLayout:
         return self.root / "report.html"
 
     def read_summary(self) -> dict:
-        """The run summary ({} when there is none); folders written before 0.3 call it demo_summary.json."""
+        """The run summary ({} when there is none); folders of earlier releases call it demo_summary.json."""
         for path in (self.summary, self.root / "demo_summary.json"):
             if path.is_file():
                 return json.loads(path.read_text())

@@ -121,8 +121,9 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     opening, timings = {}, {}
     if args.pretrained != "none":  # what a trained model draws, first: seconds, no data needed
         from brainvq.pretrained.showcase import showcase
+        from brainvq.runs import RunLayout
 
-        shown = showcase(args.pretrained, Path(args.out) / "pretrained", seed=args.seed)
+        shown = showcase(args.pretrained, RunLayout(args.out).pretrained_dir, seed=args.seed)
         print(f"brainvq demo: the pretrained {args.pretrained} model's slices: {shown['samples']}", file=sys.stderr)
         opening = {
             "pretrained_model": shown,

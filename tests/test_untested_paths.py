@@ -358,7 +358,7 @@ def test_demo_with_tiny_settings_then_report(tmp_path: Path, monkeypatch: pytest
     assert list(summary)[:3] == ["pretrained_model", "trained_here", "verdict"]  # opens with the shipped model
     shown = summary["pretrained_model"]
     assert shown["model"] == "oasis1" and len(shown["positions"]) == 10
-    assert (out / "pretrained" / "samples.png").is_file() and (out / "pretrained" / "completions.png").is_file()
+    assert (out / "pretrained" / "sample_grid.png").is_file() and (out / "pretrained" / "completions.png").is_file()
     assert "pretrained_s" in summary["timings"]
     assert "synthetic stand-in, not OASIS" in summary["data"]
     assert summary["prior"]["epochs_run"] == 1

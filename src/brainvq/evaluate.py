@@ -272,7 +272,7 @@ def evaluate_generation(
         "temperature": temperature,
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
-        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
+        **pair.summary_warnings(),
     }
     if not skip_metrics:
         val = _split_with_masks(data, "validate", progress, warn=False)

@@ -250,7 +250,7 @@ def evaluate_anomaly(
         "config": {"benchmark": {k: v for k, v in asdict(cfg).items() if k not in ("anomaly", "lesion")}},
         "anomaly_config": acfg.to_dict(),
         "lesion_config": cfg.lesion.to_dict(),
-        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
+        **pair.summary_warnings(),
     }
     write_json(out / "threshold.json", {**result["threshold"], "vqvae": str(vqvae_path), "prior": str(prior_path)})
     write_csv(rows, out / "scores.csv")

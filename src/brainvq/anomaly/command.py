@@ -199,7 +199,7 @@ def anomaly_command(
         "seconds_per_slice_detect": round(t_detect / len(names), 3),
         "scores_csv": str(out / "scores.csv"),
         "top_scores": sorted(rows, key=lambda r: -r["score"])[:5],
-        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
+        **pair.summary_warnings(),
     }
     write_json(out / "anomaly_summary.json", summary)
     return summary

@@ -107,6 +107,10 @@ class ModelPair(nn.Module):
         warning = check_fingerprint(vqvae, prior_path, allow_mismatch)
         return cls(vqvae, prior, prior_name=prior_path, pair_warning=warning)
 
+    def summary_warnings(self) -> dict[str, list[str]]:
+        """``{"warnings": [pair_warning]}`` for a command's summary, or {} for a matched pair."""
+        return {"warnings": [self.pair_warning]} if self.pair_warning else {}
+
     # --- what the pair is -------------------------------------------------------------------
     @property
     def device(self) -> torch.device:

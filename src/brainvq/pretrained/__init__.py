@@ -80,7 +80,8 @@ def pretrained_paths(name: str) -> tuple[Path, Path]:
             raise CheckpointError(
                 f"pretrained model {name!r}: {path} has been altered (SHA-256 differs from the one shipped); reinstall brainvq"
             )
-    return model.folder / "vqvae.safetensors", model.folder / "prior.safetensors"
+    vqvae, prior = (model.folder / file for file in model.files())
+    return vqvae, prior
 
 
 def load_pretrained(name: str = "oasis1", device: str | None = None):

@@ -30,7 +30,7 @@ def showcase(
     progress: bool = False,
 ) -> dict:
     """Sample ``per_position`` slices at each of ``positions`` with the shipped model ``name``,
-    complete the lower halves of the first row, and write ``samples.png``, ``completions.png``,
+    complete the lower halves of the first row, and write ``sample_grid.png``, ``completions.png``,
     the individual PNGs and ``showcase.json`` under ``out_dir``."""
     t0 = time.time()
     out = Path(out_dir)
@@ -38,15 +38,14 @@ def showcase(
     pair = load_pretrained(name, device="cpu")
     grid_pos = np.tile(np.asarray(positions, np.float32), per_position)  # one row per repeat
     gen = generate(pair, grid_pos, seed=seed, progress=progress)
-    save_generated(gen, out, pair.num_codes)
-    titles = [f"pos {p:.2f}" for p in grid_pos]
-    samples = figures.image_grid(
-        gen.images,
-        out / "samples.png",
+    samples = save_generated(
+        gen,
+        out,
+        pair.num_codes,
         ncols=len(positions),
-        titles=titles,
         suptitle=f"drawn by the pretrained {name} model (no training), one column per slice position",
-    )
+    )["grid"]
+    titles = [f"pos {p:.2f}" for p in grid_pos]
     first = slice(0, len(positions))
     kept, done = complete_lower_half(pair, gen.images[first], grid_pos[first], seed=seed + 1)
     completions = figures.image_grid(
@@ -60,7 +59,7 @@ def showcase(
         "model": name,
         "about": model.summary,
         "model_card": str(model.card),
-        "samples": str(samples),
+        "samples": samples,
         "completions": str(completions),
         "positions": [round(float(p), 3) for p in grid_pos],
         "seed": seed,

@@ -78,7 +78,7 @@ def _pretrained_section(folder: Path) -> str:
         return ""
     parts = [f"<p>{html.escape(shown.get('about', ''))}; model card: {html.escape(shown.get('model_card', ''))}</p>"]
     for fig, alt in (
-        ("samples.png", f"slices drawn by the pretrained {shown.get('model')} model at 5 positions"),
+        ("sample_grid.png", f"slices drawn by the pretrained {shown.get('model')} model at 5 positions"),
         ("completions.png", "completions: upper half kept, lower half drawn again by the prior"),
     ):
         if (folder / fig).is_file():

@@ -72,8 +72,16 @@ def generate(
     return Generated(codes.bottom, images, pos, codes.top, scales)
 
 
-def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sample") -> dict:
-    """Individual PNGs, a grid, the code maps (figure + tensor)."""
+def save_generated(
+    gen: Generated,
+    out_dir: Path,
+    num_codes: int,
+    tag: str = "sample",
+    *,
+    ncols: int = 8,
+    suptitle: str = "generated slices (decoded prior samples)",
+) -> dict:
+    """Individual PNGs, a grid (``ncols`` wide), the code maps (figure + tensor)."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(gen.images):
@@ -82,8 +90,9 @@ def save_generated(gen: Generated, out_dir: Path, num_codes: int, tag: str = "sa
     figures.image_grid(
         gen.images,
         out_dir / f"{tag}_grid.png",
+        ncols=ncols,
         titles=titles,
-        suptitle="generated slices (decoded prior samples)",
+        suptitle=suptitle,
     )
     k = min(8, len(gen.codes))
     figures.code_map_figure(gen.images[:k], gen.codes[:k], num_codes, out_dir / f"{tag}_code_maps.png", titles[:k])
@@ -181,7 +190,7 @@ def sample_command(
         "positions": gen.positions.tolist(),
         **({"intensity_scales": gen.scales.tolist()} if gen.scales is not None else {}),
         **out,
-        **({"warnings": [pair.pair_warning]} if pair.pair_warning else {}),
+        **pair.summary_warnings(),
     }
     write_json(Path(out_dir) / "sample_summary.json", summary)
     return summary

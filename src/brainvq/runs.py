@@ -34,12 +34,14 @@ class RunLayout:
         return self.vqvae_dir / "eval_metrics.json"
 
     @property
-    def sharpen_dir(self) -> Path:
-        return self.root / "sharpen"
+    def generation_decoder_dir(self) -> Path:
+        """The generation decoder's training run (``brainvq sharpen`` of :attr:`vqvae_weights`)."""
+        return self.root / "generation_decoder"
 
     @property
-    def sharpen_weights(self) -> Path:
-        return self.sharpen_dir / "vqvae.safetensors"
+    def generation_decoder(self) -> Path:
+        """The generation decoder: the VQ-VAE with its decoder fine-tuned adversarially (same codes)."""
+        return self.generation_decoder_dir / "vqvae.safetensors"
 
     @property
     def prior_dir(self) -> Path:
@@ -87,6 +89,16 @@ class RunLayout:
             if path.is_file():
                 return json.loads(path.read_text())
         return {}
+
+
+def find_generation_decoder(vqvae_path: str | Path) -> Path | None:
+    """The run folder's generation decoder when ``vqvae_path`` is a run folder's
+    ``ROOT/vqvae/vqvae.safetensors`` and ``ROOT/generation_decoder/vqvae.safetensors`` exists, else None."""
+    path = Path(vqvae_path)
+    layout = RunLayout(path.parent.parent)
+    if path != layout.vqvae_weights or not layout.generation_decoder.is_file():
+        return None
+    return layout.generation_decoder
 
 
 def config_key(config: dict) -> str:

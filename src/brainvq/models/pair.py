@@ -6,6 +6,11 @@ what the prior is conditioned on, and computes bits, per-code NLL maps, samples,
 and restorations. A single-level pair (one code grid, one PixelCNN) and a two-level one
 (VQ-VAE-2: a coarse top grid with its own PixelCNN, and a bottom PixelCNN that also sees the
 whole top grid) offer the same methods; the differences live in :mod:`brainvq.models.levels`.
+
+A pair may also hold a *generation decoder*: a VQ-VAE with the same encoder and codebooks whose
+decoder was fine-tuned adversarially (``brainvq sharpen``). :meth:`ModelPair.decode` is always the
+reconstruction decoder's (reconstructions, anomaly restorations); :meth:`ModelPair.draw`, which
+renders generated code grids, uses the generation decoder when there is one.
 """
 
 from __future__ import annotations
@@ -76,19 +81,47 @@ def check_fingerprint(vqvae: VQVAE, prior_path: str | Path, allow_mismatch: bool
     return message
 
 
+def check_generation_decoder(
+    vqvae: VQVAE, decoder: VQVAE, vqvae_path: str | Path = "vqvae", decoder_path: str | Path = "generation decoder"
+) -> None:
+    """Stop with a one-line ConfigError unless ``decoder`` has ``vqvae``'s codebooks and code grids
+    (a decoder fine-tuned from it), so that it draws the codes the prior learned."""
+    ours, theirs = codebook_fingerprint(vqvae), codebook_fingerprint(decoder)
+    same_grids = decoder.config.code_grids() == vqvae.config.code_grids()
+    if ours == theirs and same_grids and decoder.config.image_size == vqvae.config.image_size:
+        return
+    raise ConfigError(
+        f"{decoder_path}: this generation decoder's codebooks ({theirs}) are not those of the VQ-VAE {vqvae_path} "
+        f"({ours}); use a decoder fine-tuned from that VQ-VAE (brainvq sharpen) or --no-generation-decoder"
+    )
+
+
 class ModelPair(nn.Module):
     """A VQ-VAE (``vqvae``) and a prior over its code grids (``prior``), checked to fit each other.
 
     ``pair_warning``: why the pair was used although the prior learned another VQ-VAE's codes
-    (``allow_mismatch``), else None."""
+    (``allow_mismatch``), else None. ``generation_decoder``: a VQ-VAE with ``vqvae``'s codebooks
+    whose decoder :meth:`draw` uses (:func:`check_generation_decoder`), or None."""
 
     def __init__(
-        self, vqvae: VQVAE, prior: Prior, *, prior_name: str | Path = "prior", pair_warning: str | None = None
+        self,
+        vqvae: VQVAE,
+        prior: Prior,
+        *,
+        prior_name: str | Path = "prior",
+        pair_warning: str | None = None,
+        generation_decoder: VQVAE | None = None,
+        vqvae_name: str | Path = "vqvae",
+        generation_decoder_name: str | Path = "generation decoder",
     ) -> None:
         super().__init__()
         check_pair(vqvae, prior, prior_name)
+        if generation_decoder is not None:
+            check_generation_decoder(vqvae, generation_decoder, vqvae_name, generation_decoder_name)
         self.vqvae, self.prior = vqvae, prior
+        self.generation_decoder = generation_decoder
         self.pair_warning = pair_warning
+        self.vqvae_name, self.generation_decoder_name = str(vqvae_name), str(generation_decoder_name)
 
     @classmethod
     def load(
@@ -97,25 +130,52 @@ class ModelPair(nn.Module):
         prior_path: str | Path,
         device: str | torch.device | None = None,
         allow_mismatch: bool = False,
+        generation_decoder: str | Path | None = None,
     ) -> ModelPair:
         """Both models from their weights (on the GPU when there is one, unless ``device``), checked to
         belong together (:func:`check_pair`, :func:`check_fingerprint`: one-line ConfigError or
-        CheckpointError otherwise; a mismatch allowed by ``allow_mismatch`` is kept as ``pair_warning``)."""
+        CheckpointError otherwise; a mismatch allowed by ``allow_mismatch`` is kept as ``pair_warning``),
+        and the ``generation_decoder`` weights when given (:func:`check_generation_decoder`)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         vqvae, prior = load_vqvae(vqvae_path, device), load_prior(prior_path, device)
         check_pair(vqvae, prior, prior_path)
+        drawer = None if generation_decoder is None else load_vqvae(generation_decoder, device)  # checked in __init__
         warning = check_fingerprint(vqvae, prior_path, allow_mismatch)
-        return cls(vqvae, prior, prior_name=prior_path, pair_warning=warning)
+        return cls(
+            vqvae,
+            prior,
+            prior_name=prior_path,
+            pair_warning=warning,
+            generation_decoder=drawer,
+            vqvae_name=vqvae_path,
+            generation_decoder_name=generation_decoder or "generation decoder",
+        )
 
     def summary_warnings(self) -> dict[str, list[str]]:
         """``{"warnings": [pair_warning]}`` for a command's summary, or {} for a matched pair."""
         return {"warnings": [self.pair_warning]} if self.pair_warning else {}
+
+    def decoder_record(self) -> dict[str, str]:
+        """Which decoder :meth:`draw` uses and its weights, for a command's summary:
+        ``{"drew": "generation" | "reconstruction", "weights": path}``."""
+        name = self.generation_decoder_name if self.generation_decoder is not None else self.vqvae_name
+        return {"drew": self.drawing_decoder, "weights": name}
 
     # --- what the pair is -------------------------------------------------------------------
     @property
     def device(self) -> torch.device:
         """The VQ-VAE's device (images are encoded and decoded there)."""
         return next(self.vqvae.parameters()).device
+
+    @property
+    def drawing_decoder(self) -> str:
+        """Which decoder :meth:`draw` uses: "generation" (there is a generation decoder) or "reconstruction"."""
+        return "reconstruction" if self.generation_decoder is None else "generation"
+
+    @property
+    def drawing_vqvae(self) -> VQVAE:
+        """The VQ-VAE whose decoder :meth:`draw` uses (its reconstructions are the prior's ceiling)."""
+        return self.vqvae if self.generation_decoder is None else self.generation_decoder
 
     @property
     def image_size(self) -> int:
@@ -147,20 +207,15 @@ class ModelPair(nn.Module):
         """Images (B,1,H,W) in [0,1] -> their code grids (int64, on the VQ-VAE's device)."""
         return Codes(*self.vqvae.encode_levels(images.to(self.device)))
 
-    @torch.no_grad()
     def decode(self, codes: Codes, chunk: int | None = None) -> Tensor:
         """Code grids (..., h, w) -> images (..., 1, H, W) in [0,1] on the VQ-VAE's device (extra
-        leading dims kept); ``chunk``: decode at most this many grids at a time."""
-        lead = codes.bottom.shape[:-2]
-        flat = codes.map(lambda t: t.reshape(-1, *t.shape[-2:]).to(self.device))
-        if chunk is None:
-            out = self.vqvae.decode(flat.bottom, flat.top)
-        else:
-            out = torch.cat([self._decode(flat[i : i + chunk]) for i in range(0, len(flat), chunk)])
-        return out.reshape(*lead, *out.shape[1:])
+        leading dims kept) by the reconstruction decoder; ``chunk``: decode at most this many grids at a time."""
+        return _decode_with(self.vqvae, codes, self.device, chunk)
 
-    def _decode(self, codes: Codes) -> Tensor:
-        return self.vqvae.decode(codes.bottom, codes.top)
+    def draw(self, codes: Codes, chunk: int | None = None) -> Tensor:
+        """Like :meth:`decode`, by the generation decoder when the pair has one (what generated
+        code grids are drawn with; :attr:`drawing_decoder` says which)."""
+        return _decode_with(self.drawing_vqvae, codes, self.device, chunk)
 
     # --- the prior ----------------------------------------------------------------------------
     def conditions(
@@ -235,3 +290,16 @@ class ModelPair(nn.Module):
     def covered(flagged: Codes) -> Tensor:
         """The bottom codes that ``flagged`` redraws: its bottom mask and every code under a flagged top code."""
         return covered(flagged)
+
+
+@torch.no_grad()
+def _decode_with(vqvae: VQVAE, codes: Codes, device: torch.device, chunk: int | None) -> Tensor:
+    """``vqvae``'s decoding of code grids (..., h, w), at most ``chunk`` grids at a time."""
+    lead = codes.bottom.shape[:-2]
+    flat = codes.map(lambda t: t.reshape(-1, *t.shape[-2:]).to(device))
+    if chunk is None:
+        out = vqvae.decode(flat.bottom, flat.top)
+    else:
+        parts = (flat[i : i + chunk] for i in range(0, len(flat), chunk))
+        out = torch.cat([vqvae.decode(part.bottom, part.top) for part in parts])
+    return out.reshape(*lead, *out.shape[1:])

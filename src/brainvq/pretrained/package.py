@@ -24,7 +24,7 @@ from brainvq.runs import RunLayout
 def package(run: str | Path, data: str | Path, name: str) -> dict[str, str]:
     """Copy ``run``'s weights into the package folder ``name``; returns each file's SHA-256."""
     layout = RunLayout(run)
-    vq_path = layout.sharpen_weights if layout.sharpen_weights.is_file() else layout.vqvae_weights
+    vq_path = layout.vqvae_weights  # the reconstruction decoder's; the registry ships no generation decoder yet
     folder = Path(__file__).parent / name
     folder.mkdir(exist_ok=True)
     shutil.copyfile(vq_path, folder / "vqvae.safetensors")

@@ -35,7 +35,13 @@ def test_quality_recipes():
         get_recipe("fast")
 
 
-def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict(tiny_oasis: Path, tmp_path: Path):
+def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_the_verdict(
+    tiny_oasis: Path, tmp_path: Path
+):
+    """A recipe with sharpen epochs trains a generation decoder beside the VQ-VAE: reconstruction
+    numbers stay the VQ-VAE's (MSE) decoder's, generated slices are drawn by the generation decoder."""
+    from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, read_metadata
+    from brainvq.models.weights import load_vqvae
     from tests.test_train_vqvae import tiny_cfg
 
     tiny = tiny_cfg(tiny_oasis, tmp_path / "unused")
@@ -62,15 +68,27 @@ def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict
     )
     assert list(summary)[0] == "verdict"
     budget = summary["time_budget"]
-    assert list(budget["stages"]) == ["VQ-VAE", "sharpening", "prior"] and budget["total_minutes"] == 6.0
+    assert list(budget["stages"]) == ["VQ-VAE", "generation decoder", "prior"] and budget["total_minutes"] == 6.0
     vq_cap = budget["stages"]["VQ-VAE"]["given_minutes"]["vqvae"]
     assert 2.5 < vq_cap < 3.0 and any("VQ-VAE training got 5" in w for w in summary["warnings"])
     vq_run = yaml.safe_load((tmp_path / "run" / "vqvae" / "config.yaml").read_text())
     assert vq_run["config"]["trainer"]["max_minutes"] == pytest.approx(
         vq_cap, abs=0.01
     )  # the trainer got the shrunk cap
-    sharpened = tmp_path / "run" / "sharpen" / "vqvae.safetensors"
-    assert summary["sharpen"]["schedule_completed"] and summary["reconstruction_test"]["weights"] == str(sharpened)
+    run = tmp_path / "run"
+    mse, drawer = run / "vqvae" / "vqvae.safetensors", run / "generation_decoder" / "vqvae.safetensors"
+    stages = json.loads((run / "stages.json").read_text())["stages"]
+    assert list(stages) == ["vqvae", "evaluate", "generation_decoder", "prior", "generation"]
+    trained = summary["generation_decoder"]
+    assert trained["schedule_completed"] and trained["weights"] == str(drawer) and trained["epochs_run"] == 1
+    assert "sharpen" not in summary and not (run / "sharpen").exists()
+    assert json.loads((run / "generation_decoder" / "train_summary.json").read_text())["sharpened_from"] == str(mse)
+    assert summary["reconstruction_test"]["weights"] == str(mse)  # reconstructions: the MSE decoder's
+    assert summary["generation"]["decoder"] == {"drew": "generation", "weights": str(drawer)}
+    recon, gen = load_vqvae(mse), load_vqvae(drawer)
+    assert recon.config.refine_channels == 0 and gen.config.refine_channels > 0  # the VQ-VAE left as trained
+    assert codebook_fingerprint(recon) == codebook_fingerprint(gen)
+    assert read_metadata(run / "prior" / "prior.safetensors")[VQVAE_FINGERPRINT] == codebook_fingerprint(recon)
     assert summary["prior"]["schedule_completed"] is False and summary["vqvae"]["schedule_completed"] is True
     assert any("prior training was cut short" in w for w in summary["warnings"])
     assert summary["verdict"][0].startswith("WARNING: prior training was cut short")
@@ -79,6 +97,7 @@ def test_tiny_pipeline_sharpens_reports_cut_schedules_and_opens_with_the_verdict
     page = (tmp_path / "run" / "report.html").read_text()
     assert page.index("Verdict") < page.index("Training curves") < page.index("Configuration")
     assert "cut short" in page and (tmp_path / "run" / "generation" / "samples" / "real_vs_generated.png").is_file()
+    assert f"drawn by the generation decoder ({drawer})" in page and "generation_decoder training curves" in page
 
 
 def test_recipes_are_named_by_their_keys():

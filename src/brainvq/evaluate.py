@@ -47,8 +47,9 @@ def judge_samples(
     area_model: AreaModel | None = None,
 ) -> tuple[dict, np.ndarray]:
     """The judges on generated slices twice: against real test slices (``judges``: the acceptance
-    test), and against the VQ-VAE's own reconstructions of test slices, with reconstructed
-    validation slices as the floor (``judges_vs_reconstructions``). The second separates what the
+    test), and against ``vqvae``'s reconstructions of test slices, with reconstructed validation
+    slices as the floor (``judges_vs_reconstructions``). ``vqvae`` is the one whose decoder drew
+    the samples (the generation decoder when there is one). The second separates what the
     prior gets wrong from what the decoder renders differently: no prior can do better than
     decoding real slices' codes.
 
@@ -93,7 +94,8 @@ def measure_samples(
     progress: bool = False,
 ) -> tuple[dict, dict[str, float]]:
     """The judges (if ``judges``) and the generation metrics of generated slices ``gen`` against
-    ``splits`` (train, validation, test), and how long each took. The tissue table places each
+    ``splits`` (train, validation, test), and how long each took. ``vqvae``: the VQ-VAE whose
+    decoder drew ``gen`` (the judges' reconstructions). The tissue table places each
     slice at the position it was conditioned on; for an unconditional prior at the judges'
     position estimate, or without the judges at ``drawn_positions`` (drawn from the test split)."""
     train, val, test = splits
@@ -129,10 +131,12 @@ def real_vs_generated_figure(
     positions: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9),
     real_rows: int = 2,
     generated_rows: int = 3,
+    decoder: str = "reconstruction",
 ) -> Path:
     """Real test slices (of different subjects) and generated slices at the same slice positions,
     one column per position: the side-by-side comparison to look at before believing any metric.
-    Generated slices are those already sampled (nearest in conditioned position; distinct ones)."""
+    Generated slices are those already sampled (nearest in conditioned position; distinct ones),
+    drawn by the ``decoder`` the title names."""
     pos, cases = np.asarray(test.positions), np.asarray(test.case_ids)
     order = list(dict.fromkeys(cases.tolist()))
     real_idx = []
@@ -152,7 +156,10 @@ def real_vs_generated_figure(
         out_path,
         ncols=len(positions),
         titles=titles,
-        suptitle="real test slices (top rows) and generated slices (bottom rows) at about the same positions",
+        suptitle=(
+            f"real test slices (top rows) and generated slices (bottom rows, drawn by the {decoder} decoder) "
+            "at about the same positions"
+        ),
     )
 
 
@@ -171,7 +178,8 @@ def evaluate_vqvae(
     n_figure: int = 8,
     progress: bool = True,
 ) -> dict:
-    """Reconstruct ``split``, write ``eval_metrics.json`` and figures; return the summary."""
+    """Reconstruct ``split`` with ``weights`` (the reconstruction decoder), write ``eval_metrics.json``
+    and figures; return the summary."""
     out = Path(out_dir)
     model = load_vqvae(weights, "cuda" if torch.cuda.is_available() else "cpu")
     sl = load_split(data, split, progress=progress)
@@ -229,9 +237,12 @@ def evaluate_generation(
     skip_metrics: bool = False,
     judges: bool = True,
     allow_mismatch: bool = False,
+    generation_decoder: str | Path | None = None,
 ) -> dict:
     """Sample ``n_samples`` slices at positions spread like the test split and measure how many
-    are brain-shaped, next to the same statistic on the real test slices.
+    are brain-shaped, next to the same statistic on the real test slices. The slices are drawn by
+    ``generation_decoder`` when given (else by the VQ-VAE's own decoder); ``decoder`` in the
+    summary says which.
 
     Unless ``skip_metrics``, also runs the power-checked judges of :mod:`brainvq.judges` (if
     ``judges``) and the metrics of :mod:`brainvq.judges.generation` (memorisation, diversity,
@@ -244,7 +255,7 @@ def evaluate_generation(
     from brainvq.sample.generate import completion_figure, generate, save_generated
 
     out = Path(out_dir)
-    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
+    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch, generation_decoder=generation_decoder)
     train = _split_with_masks(data, "train", progress, warn=not skip_metrics)
     test = _split_with_masks(data, "test", progress, warn=False)
     area_model = AreaModel.fit(train.images, train.positions)  # once: the shape check here and the judges'
@@ -265,11 +276,14 @@ def evaluate_generation(
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
     completion_figure(pair, test, out / "figures" / "completions.png", seed=seed, temperature=temperature)
-    real_vs_generated_figure(gen.images, gen.positions, test, out / "samples" / "real_vs_generated.png")
+    real_vs_generated_figure(
+        gen.images, gen.positions, test, out / "samples" / "real_vs_generated.png", decoder=pair.drawing_decoder
+    )
     summary = {
         "data": str(data.root),
         "n_samples": n_samples,
         "temperature": temperature,
+        "decoder": pair.decoder_record(),
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
         **pair.summary_warnings(),
@@ -279,7 +293,7 @@ def evaluate_generation(
         cfg = metrics or GenerationMetricsConfig(seed=seed)
         splits = (train, val, test)
         measured, took = measure_samples(
-            gen, gen_pos, pair.vqvae, splits, area_model, cfg, out, judges=judges, seed=seed, progress=progress
+            gen, gen_pos, pair.drawing_vqvae, splits, area_model, cfg, out, judges=judges, seed=seed, progress=progress
         )
         summary.update(measured)
         timings.update(took)

@@ -1,5 +1,5 @@
-"""Recipes: the whole pipeline (VQ-VAE -> evaluation -> prior -> generation judged -> report) with
-per-stage budgets, as one command (``brainvq pipeline --recipe NAME``; ``brainvq demo`` is the
+"""Recipes: the whole pipeline (VQ-VAE -> evaluation -> generation decoder -> prior -> generation
+judged -> report) with per-stage budgets, as one command (``brainvq pipeline --recipe NAME``; ``brainvq demo`` is the
 ``demo`` recipe on the stand-in).
 
 Each recipe plans training in epochs and also caps every training stage's wall time
@@ -9,6 +9,11 @@ A recipe with a ``total_minutes`` budget keeps the whole run inside it: where th
 a training stage took longer than planned (a slower CPU builds the dataset and caches codes more
 slowly), that stage's cap and the later ones shrink in proportion, so that the work after the
 training (``reserve_minutes``) still fits (:class:`TimeBudget`).
+
+Two decoders share the VQ-VAE's codes: the reconstruction decoder (the VQ-VAE's own, trained on
+pixel MSE) serves reconstruction metrics and figures; a recipe with ``sharpen_epochs`` also trains a
+generation decoder (``brainvq sharpen``: the decoder fine-tuned adversarially, encoder and codebooks
+frozen) into ``generation_decoder/``, which draws the generated slices.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class Recipe:
     prior_epochs: int
     prior_minutes: float
     samples: int  # generated slices that are judged
-    sharpen_epochs: int = 0  # adversarial fine-tuning of the decoder (``brainvq sharpen``); 0 = none
+    # the generation decoder: the decoder fine-tuned adversarially (``brainvq sharpen``); 0 epochs = none
+    sharpen_epochs: int = 0
     sharpen_minutes: float = 0.0
     prior_batch_size: int = 16
     # a two-level prior's top level trained alone first (PriorTrainConfig.top_epochs); then the
@@ -194,8 +200,10 @@ def _prior_caps(recipe: Recipe) -> dict[str, float]:
     return {"prior": recipe.prior_minutes}
 
 
-def _sharpen_caps(recipe: Recipe) -> dict[str, float]:
-    return {"sharpen": recipe.sharpen_minutes} if recipe.sharpen_epochs and recipe.sharpen_minutes else {}
+def _generation_decoder_caps(recipe: Recipe) -> dict[str, float]:
+    if recipe.sharpen_epochs and recipe.sharpen_minutes:
+        return {"generation_decoder": recipe.sharpen_minutes}
+    return {}
 
 
 def _vqvae_stage(run: _Run, model: VQVAEConfig | None) -> dict:
@@ -205,7 +213,7 @@ def _vqvae_stage(run: _Run, model: VQVAEConfig | None) -> dict:
     cfg = VQVAETrainConfig(data=run.data, out_dir=str(run.layout.vqvae_dir))
     if model is not None:
         cfg.model = model
-    later = sum(_sharpen_caps(r).values()) + sum(_prior_caps(r).values())
+    later = sum(_generation_decoder_caps(r).values()) + sum(_prior_caps(r).values())
 
     def work(resume: bool) -> dict:
         minutes = run.budget.caps("VQ-VAE", {"vqvae": r.vqvae_minutes}, later)["vqvae"]
@@ -216,25 +224,30 @@ def _vqvae_stage(run: _Run, model: VQVAEConfig | None) -> dict:
     return run.stage("vqvae", config, work)
 
 
-def _sharpen_stage(run: _Run) -> dict:
+def _generation_decoder_stage(run: _Run) -> dict:
+    """The generation decoder: the VQ-VAE's decoder fine-tuned adversarially into
+    ``generation_decoder/`` (the VQ-VAE itself is left as it is)."""
     from brainvq.train.sharpen import SharpenConfig, train_sharpen
 
-    r = run.recipe
-    cfg = SharpenConfig(vqvae=str(run.layout.vqvae_weights), data=run.data, out_dir=str(run.layout.sharpen_dir))
+    r, layout = run.recipe, run.layout
+    cfg = SharpenConfig(vqvae=str(layout.vqvae_weights), data=run.data, out_dir=str(layout.generation_decoder_dir))
 
     def work(resume: bool) -> dict:
-        minutes = run.budget.caps("sharpening", _sharpen_caps(r), sum(_prior_caps(r).values())).get("sharpen")
-        cfg.trainer = run.trainer(cfg.trainer, r.sharpen_epochs, minutes)
+        caps = run.budget.caps("generation decoder", _generation_decoder_caps(r), sum(_prior_caps(r).values()))
+        cfg.trainer = run.trainer(cfg.trainer, r.sharpen_epochs, caps.get("generation_decoder"))
         return train_sharpen(cfg, resume=resume)
 
-    return run.stage("sharpen", {"epochs": r.sharpen_epochs, "minutes": r.sharpen_minutes}, work)
+    return run.stage("generation_decoder", {"epochs": r.sharpen_epochs, "minutes": r.sharpen_minutes}, work)
 
 
-def _prior_stage(run: _Run, vq_weights: Path) -> dict:
+def _prior_stage(run: _Run) -> dict:
+    """The prior, trained on the VQ-VAE's codes (the generation decoder has the same ones)."""
     from brainvq.train.prior import PriorTrainConfig, train_prior
 
-    r = run.recipe
-    cfg = PriorTrainConfig(vqvae=str(vq_weights), data=run.data, out_dir=str(run.layout.prior_dir), flip=r.prior_flip)
+    r, layout = run.recipe, run.layout
+    cfg = PriorTrainConfig(
+        vqvae=str(layout.vqvae_weights), data=run.data, out_dir=str(layout.prior_dir), flip=r.prior_flip
+    )
     cfg.top_epochs = r.prior_top_epochs
 
     def work(resume: bool) -> dict:
@@ -306,13 +319,13 @@ def run_pipeline(
     budget = TimeBudget(recipe.total_minutes, recipe.reserve_minutes, start)
     run = _Run(data, layout, recipe, loop, budget, ledger, start, timings)
     vq = _vqvae_stage(run, vqvae_model)
-    sharp = _sharpen_stage(run) if recipe.sharpen_epochs else {}
-    vq_weights = layout.sharpen_weights if sharp else layout.vqvae_weights  # same codes, sharper decoder
+    vq_weights = layout.vqvae_weights  # the reconstruction decoder's: reconstruction metrics, the prior's codes
     ev = run.stage("evaluate", {}, lambda _: evaluate_vqvae(vq_weights, data, layout.vqvae_dir, progress=progress))
-    prior = _prior_stage(run, vq_weights)
+    drawer = _generation_decoder_stage(run) if recipe.sharpen_epochs else {}
+    prior = _prior_stage(run)
     gen = run.stage(
         "generation",
-        {"samples": recipe.samples, "judges": recipe.judges, "seed": seed},
+        {"samples": recipe.samples, "judges": recipe.judges, "seed": seed, "generation_decoder": bool(drawer)},
         lambda _: evaluate_generation(
             vq_weights,
             layout.prior_weights,
@@ -322,11 +335,12 @@ def run_pipeline(
             seed=seed,
             progress=progress,
             judges=recipe.judges,
+            generation_decoder=layout.generation_decoder if drawer else None,
         ),
     )
     timings["total_s"] = round(time.time() - t0 + before_s, 1)
     budget_record = budget.finish()
-    warnings = [s["warning"] for s in (vq, sharp, prior) if s.get("warning")] + budget.warnings
+    warnings = [s["warning"] for s in (vq, drawer, prior) if s.get("warning")] + budget.warnings
     summary = {
         "data": data_note or str(data.root),
         "recipe": dataclasses.asdict(recipe),
@@ -334,7 +348,7 @@ def run_pipeline(
         "resumed": ledger.notes or None,
         "reconstruction_test": ev,
         "vqvae": {k: vq.get(k) for k in ("best_val_ssim", "epochs_run", "planned_epochs", "schedule_completed")},
-        **({"sharpen": {k: sharp.get(k) for k in SHARPEN_KEYS}} if sharp else {}),
+        **({"generation_decoder": {k: drawer.get(k) for k in GENERATION_DECODER_KEYS}} if drawer else {}),
         "prior": {k: prior.get(k) for k in PRIOR_KEYS if k in prior},
         "generation": gen,
         "timings": timings,
@@ -346,4 +360,4 @@ def run_pipeline(
     return summary
 
 
-SHARPEN_KEYS = ("best_val_detail_gap", "epochs_run", "planned_epochs", "schedule_completed")
+GENERATION_DECODER_KEYS = ("epochs_run", "planned_epochs", "schedule_completed", "best_val_detail_gap", "weights")

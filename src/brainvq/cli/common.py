@@ -18,6 +18,10 @@ FRESH_HELP = (
     "are reused and an interrupted training stage resumes from its last checkpoint"
 )
 MISMATCH_HELP = "use a prior with a VQ-VAE other than the one whose codes it learned (warned in the summary)"
+GENERATION_DECODER_HELP = (
+    "VQ-VAE weights whose decoder draws the generated slices (same codebooks as the VQ-VAE's, e.g. from "
+    "`brainvq sharpen`); default: the run folder's generation_decoder/vqvae.safetensors when there is one"
+)
 TOTAL_HELP = (
     "wall budget of the whole run in minutes, dataset included: training caps shrink when earlier "
     "stages ran late (0: no budget; default: the recipe's)"
@@ -120,7 +124,30 @@ def _add_model_args(p: argparse.ArgumentParser, run: str = "runs") -> None:
     p.add_argument("--allow-mismatched-pair", action="store_true", help=MISMATCH_HELP)
 
 
+def _add_generation_decoder_args(p: argparse.ArgumentParser) -> None:
+    """--generation-decoder PATH / --no-generation-decoder: which decoder draws generated slices."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--generation-decoder", help=GENERATION_DECODER_HELP)
+    g.add_argument(
+        "--no-generation-decoder",
+        action="store_true",
+        help="draw generated slices with the VQ-VAE's own (reconstruction) decoder",
+    )
+
+
 # --- from flags to configs -----------------------------------------------------------------
+def _generation_decoder(args: argparse.Namespace, vqvae: Path) -> Path | None:
+    """The generation decoder the command draws with: --generation-decoder's, none with
+    --no-generation-decoder or --pretrained, else the run folder's beside ``vqvae`` if any."""
+    from brainvq.runs import find_generation_decoder
+
+    if args.generation_decoder:
+        return Path(args.generation_decoder)
+    if args.no_generation_decoder or getattr(args, "pretrained", None):
+        return None
+    return find_generation_decoder(vqvae)
+
+
 def _model_paths(args: argparse.Namespace, run: str = "runs") -> tuple[Path, Path]:
     """The (VQ-VAE, prior) weights the command uses: --pretrained's (hash-checked) or the given ones."""
     if args.pretrained:

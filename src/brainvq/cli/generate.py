@@ -8,9 +8,11 @@ from pathlib import Path
 from brainvq.cli.common import (
     MISMATCH_HELP,
     _add_data_args,
+    _add_generation_decoder_args,
     _add_model_args,
     _data_config,
     _flags_given,
+    _generation_decoder,
     _model_paths,
     _positive_float,
     _positive_int,
@@ -42,6 +44,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="evaluate the VQ-VAE and prior shipped in the package (output default runs/evaluate-NAME)",
     )
     p.add_argument("--allow-mismatched-pair", action="store_true", help=MISMATCH_HELP)
+    _add_generation_decoder_args(p)
     p.add_argument(
         "--samples", type=_positive_int, help="number of generated slices to evaluate (default 256; the demo uses 32)"
     )
@@ -70,10 +73,13 @@ def _evaluate_weights(args: argparse.Namespace) -> tuple[Path, str | Path | None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    """Reconstruction metrics of the VQ-VAE; with a prior, also the generated slices' judges."""
+    """Reconstruction metrics of the VQ-VAE (its own decoder); with a prior, also the judges of generated
+    slices drawn by the generation decoder (when there is one)."""
     from brainvq.evaluate import evaluate_generation, evaluate_vqvae
 
     weights, prior, out = _evaluate_weights(args)
+    if args.generation_decoder and not prior:
+        raise ConfigError("--generation-decoder draws generated slices: give --prior too")
     prog = not args.no_progress
     result = evaluate_vqvae(weights, _data_config(args), out, split=args.split, progress=prog)
     if not prior:
@@ -89,6 +95,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         progress=prog,
         skip_metrics=args.no_generation_metrics,
         allow_mismatch=args.allow_mismatched_pair,
+        generation_decoder=_generation_decoder(args, weights),
     )
     return {"reconstruction": result, "generation": generation}
 
@@ -98,6 +105,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     """The ``sample`` parser."""
     p = sub.add_parser("sample", help="generate new slices: PNG grid, individual PNGs and code maps")
     _add_model_args(p)
+    _add_generation_decoder_args(p)
     p.add_argument("--out", default="runs/samples")
     p.add_argument("--n", type=int, default=16, help="number of slices")
     p.add_argument(
@@ -112,11 +120,13 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> dict:
-    """Draw new slices from the prior and decode them."""
+    """Draw new slices from the prior with the generation decoder (or the reconstruction one)."""
     from brainvq.sample.generate import sample_command
 
+    vqvae, prior = _model_paths(args)
     return sample_command(
-        *_model_paths(args),
+        vqvae,
+        prior,
         args.out,
         n=args.n,
         position=args.position,
@@ -124,4 +134,5 @@ def cmd_sample(args: argparse.Namespace) -> dict:
         seed=args.seed,
         progress=not args.no_progress,
         allow_mismatch=args.allow_mismatched_pair,
+        generation_decoder=_generation_decoder(args, vqvae),
     )

@@ -1,4 +1,5 @@
-"""``brainvq sample``: generate code grids with the prior, decode them, save images and figures."""
+"""``brainvq sample``: generate code grids with the prior, draw them (with the generation decoder
+when there is one), save images and figures."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ from brainvq.report import figures
 
 @dataclass
 class Generated:
-    """Sampled code grids, their decoded images and what they were conditioned on."""
+    """Sampled code grids, their decoded images, what they were conditioned on and which decoder
+    drew them ("generation" or "reconstruction", :attr:`ModelPair.drawing_decoder`)."""
 
     codes: torch.Tensor  # (N,h,w) bottom-level codes
     images: torch.Tensor  # (N,1,H,W) in [0,1]
     positions: np.ndarray  # (N,) (NaN when unconditional)
     top: torch.Tensor | None = None  # (N,ht,wt) top-level codes of a two-level model
     scales: np.ndarray | None = None  # (N,) intensity scales drawn for a prior conditioned on them
+    decoder: str = "reconstruction"
 
 
 def spread_positions(n: int, low: float = 0.1, high: float = 0.9) -> np.ndarray:
@@ -47,7 +50,7 @@ def generate(
     progress: bool = True,
     top_temperature: float | None = None,
 ) -> Generated:
-    """Sample ``n`` (or ``len(positions)``) code grids and decode them."""
+    """Sample ``n`` (or ``len(positions)``) code grids and draw them (:meth:`ModelPair.draw`)."""
     if pair.conditional:
         if positions is None:
             raise ConfigError("this prior is conditioned on slice position: give positions")
@@ -66,10 +69,10 @@ def generate(
         )
         parts.append(codes.cpu())
     codes = Codes.cat(parts)
-    images = pair.decode(codes, chunk=32).cpu()
+    images = pair.draw(codes, chunk=32).cpu()
     pos = positions if positions is not None else np.full(n, np.nan, np.float32)
     scales = conds[:, 1].numpy() if conds is not None and conds.ndim == 2 else None
-    return Generated(codes.bottom, images, pos, codes.top, scales)
+    return Generated(codes.bottom, images, pos, codes.top, scales, pair.drawing_decoder)
 
 
 def save_generated(
@@ -79,9 +82,10 @@ def save_generated(
     tag: str = "sample",
     *,
     ncols: int = 8,
-    suptitle: str = "generated slices (decoded prior samples)",
+    suptitle: str | None = None,
 ) -> dict:
-    """Individual PNGs, a grid (``ncols`` wide), the code maps (figure + tensor)."""
+    """Individual PNGs, a grid (``ncols`` wide; ``suptitle`` default: which decoder drew the
+    prior's samples), the code maps (figure + tensor)."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(gen.images):
@@ -92,7 +96,7 @@ def save_generated(
         out_dir / f"{tag}_grid.png",
         ncols=ncols,
         titles=titles,
-        suptitle=suptitle,
+        suptitle=suptitle or f"generated slices (prior samples drawn by the {gen.decoder} decoder)",
     )
     k = min(8, len(gen.codes))
     figures.code_map_figure(gen.images[:k], gen.codes[:k], num_codes, out_dir / f"{tag}_code_maps.png", titles[:k])
@@ -118,14 +122,14 @@ def complete_lower_half(
     temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slices ``x`` (B,1,H,W) with the lower half of their code grids drawn again by the prior:
-    ``(kept upper half, completed slice)``, both decoded, on the CPU."""
+    ``(kept upper half, completed slice)``, both drawn by :meth:`ModelPair.draw`, on the CPU."""
     x = x.to(pair.device)
     codes = pair.encode(x)
     cond = pair.conditions(torch.from_numpy(np.asarray(positions, np.float32)), images=x)
     done = pair.complete(codes, cond, temperature=temperature, generator=torch.Generator().manual_seed(seed))
-    kept = pair.decode(codes).cpu()
+    kept = pair.draw(codes).cpu()
     kept[:, :, kept.shape[-2] // 2 :] = 0
-    return kept, pair.decode(done).cpu()
+    return kept, pair.draw(done).cpu()
 
 
 def completion_figure(
@@ -137,7 +141,7 @@ def completion_figure(
     seed: int = 0,
     temperature: float = 1.0,
 ) -> Path:
-    """Real slices, their top-half-kept code grids completed by the prior, decoded side by side."""
+    """Real slices, their top-half-kept code grids completed by the prior, drawn side by side."""
     idx = np.linspace(len(data) * 0.2, len(data) * 0.8, n).astype(int)
     sub = data.subset(idx)
     x = as_tensor(sub)
@@ -148,7 +152,7 @@ def completion_figure(
         out_path,
         ncols=n,
         titles=titles,
-        suptitle="completion: top half kept, bottom half sampled",
+        suptitle=f"completion: top half kept, bottom half sampled (drawn by the {pair.drawing_decoder} decoder)",
     )
 
 
@@ -163,15 +167,17 @@ def sample_command(
     seed: int = 0,
     progress: bool = True,
     allow_mismatch: bool = False,
+    generation_decoder: str | Path | None = None,
 ) -> dict:
-    """What ``brainvq sample`` does: N samples (near ``position`` or spread over the axial range)."""
+    """What ``brainvq sample`` does: N samples (near ``position`` or spread over the axial range),
+    drawn by ``generation_decoder`` when given, else by the VQ-VAE's own (reconstruction) decoder."""
     if n < 1:
         raise ConfigError(f"--n must be >= 1, got {n}")
     if not temperature > 0:
         raise ConfigError(f"--temperature must be > 0, got {temperature}")
     if position is not None and not 0 <= position <= 1:
         raise ConfigError(f"--position must be in [0, 1], got {position}")
-    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch)
+    pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch, generation_decoder=generation_decoder)
     positions = np.full(n, position, np.float32) if position is not None else spread_positions(n)
     gen = generate(
         pair,
@@ -185,6 +191,7 @@ def sample_command(
     summary = {
         "vqvae": str(vqvae_path),
         "prior": str(prior_path),
+        "decoder": pair.decoder_record(),
         "temperature": temperature,
         "seed": seed,
         "positions": gen.positions.tolist(),

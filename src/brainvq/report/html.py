@@ -91,6 +91,7 @@ def _training_parts(layout: RunLayout, pr: dict | None) -> tuple[list[str], list
     # prior/top: the top level of a two-level prior trained on its own first (PriorTrainConfig.top_epochs)
     runs = [
         (layout.vqvae_dir, "vqvae"),
+        *([(layout.generation_decoder_dir, "generation_decoder")] if layout.generation_decoder_dir.is_dir() else []),
         *([(layout.prior_dir / "top", "prior_top_level")] if pr and "top_level" in pr else []),
         (layout.prior_dir, "prior"),
     ]
@@ -106,8 +107,18 @@ def _figures(folder: Path, figs: tuple[tuple[str, str], ...]) -> list[str]:
     return [_img(folder / fig, alt) for fig, alt in figs if (folder / fig).is_file()]
 
 
+def _drawn_by(gm: dict | None) -> str:
+    """Which decoder drew a run's generated slices, from ``generation_metrics.json``."""
+    decoder = (gm or {}).get("decoder")
+    if not decoder:  # written before generation decoders existed
+        return "the VQ-VAE's own decoder (this run records no generation decoder)"
+    return f"the {decoder['drew']} decoder ({decoder['weights']})"
+
+
 def _reconstruction_section(layout: RunLayout, ev: dict) -> str:
-    rec = [_table({k: v for k, v in ev.items() if k not in ("figures",)})]
+    weights = html.escape(str(ev.get("weights", layout.vqvae_weights)))
+    rec = [f"<p>Reconstructions by the reconstruction decoder (the VQ-VAE's own, trained on pixel MSE): {weights}.</p>"]
+    rec.append(_table({k: v for k, v in ev.items() if k not in ("figures",)}))
     rec += _figures(
         layout.vqvae_dir / "figures",
         (
@@ -129,8 +140,16 @@ def _prior_section(pr: dict | None) -> str:
     return _section("Prior", [_table(rows)])
 
 
-def _generation_section(gen: Path, gm: dict | None) -> str:
-    parts: list[str] = []
+def _generation_section(gen: Path, gm: dict | None, trained: dict | None = None) -> str:
+    """Generated slices, their metrics and figures; ``trained``: the generation decoder's training summary."""
+    by = _drawn_by(gm)
+    parts = [
+        f"<p>Generated slices (samples, completions, real vs generated) are drawn by {html.escape(by)}; "
+        "the reconstructions above are the reconstruction decoder's.</p>"
+    ]
+    if trained:
+        keys = ("epochs_run", "planned_epochs", "schedule_completed", "best_val_detail_gap")
+        parts.append(_table({f"generation decoder training: {k}": trained.get(k) for k in keys}))
     if gm:
         rows = {f"generated: {k}": v for k, v in gm.get("generated", {}).items()}
         rows.update({f"real test (baseline): {k}": v for k, v in gm.get("real_test", {}).items()})
@@ -148,10 +167,10 @@ def _generation_section(gen: Path, gm: dict | None) -> str:
     parts += _figures(
         gen,
         (
-            ("samples/real_vs_generated.png", "real and generated slices at the same positions"),
-            ("samples/sample_grid.png", "generated slices"),
-            ("samples/sample_code_maps.png", "generated code maps and decodings"),
-            ("figures/completions.png", "completions: top half kept, bottom half sampled"),
+            ("samples/real_vs_generated.png", f"real and generated slices at the same positions (drawn by {by})"),
+            ("samples/sample_grid.png", f"generated slices (drawn by {by})"),
+            ("samples/sample_code_maps.png", f"generated code maps and their drawings (by {by})"),
+            ("figures/completions.png", f"completions: top half kept, bottom half sampled (drawn by {by})"),
         ),
     )
     return _section("Generation", parts)
@@ -174,7 +193,8 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     lines = verdict_lines({"reconstruction_test": ev, **summary}, gm or {})
     answer = ["<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>"]
     if layout.real_vs_generated.is_file():
-        answer.append(_img(layout.real_vs_generated, "real (top rows) and generated slices, same positions"))
+        alt = f"real (top rows) and generated slices (drawn by {_drawn_by(gm)}), same positions"
+        answer.append(_img(layout.real_vs_generated, alt))
     trained_here = summary.get("trained_here")
     sections = [
         _pretrained_section(layout.pretrained_dir),
@@ -186,7 +206,9 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         _section("Training curves", curve_parts),
         _reconstruction_section(layout, ev),
         _prior_section(pr),
-        _generation_section(layout.generation_dir, gm),
+        _generation_section(
+            layout.generation_dir, gm, _load_json(layout.generation_decoder_dir / "train_summary.json")
+        ),
     ]
     judges = _load_json(run / "judges" / "judge_table.json")
     if judges:

@@ -1,50 +1,67 @@
-"""The feature breakdown names the feature group that tells a set from real slices."""
+"""The feature breakdown says which view (whole image or brain region) and which feature group
+tells a set from real slices."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from brainvq.judges.breakdown import breakdown_markdown, feature_breakdown
 from brainvq.judges.power import JudgeConfig, Profile
 
-NAMES = ["background_mean", "background_std", "detail_1", "gradient", "area", "cnn_0", "cnn_1", "position"]
+REGION = ["detail_1", "gradient", "area", "cnn_0", "cnn_1", "position"]
+WHOLE = ["background_mean", "background_std", *REGION]
 
 
 def _judges() -> SimpleNamespace:
-    fx = SimpleNamespace(names=NAMES, scale=lambda raw: np.clip(raw, -10, 10))
-    return SimpleNamespace(features=fx, cfg=JudgeConfig())
+    scale = lambda raw: np.clip(raw, -10, 10)  # noqa: E731
+    region = SimpleNamespace(names=REGION, scale=scale, brain_region=True)
+    whole = SimpleNamespace(names=WHOLE, scale=scale, brain_region=False)
+    return SimpleNamespace(features=region, whole_image=whole, cfg=JudgeConfig())
 
 
 def _profile(rng: np.random.Generator, shift: dict[str, float]) -> Profile:
-    x = rng.normal(size=(192, len(NAMES)))
+    """A set whose whole-image features are shifted by ``shift``; its brain-region features are the
+    same values without the background columns (what the protocol sees)."""
+    whole = rng.normal(size=(192, len(WHOLE)))
     for name, d in shift.items():
-        x[:, NAMES.index(name)] += d
-    return Profile(x, rng.uniform(size=192), np.repeat(np.arange(24), 8), np.ones(192, bool))
+        whole[:, WHOLE.index(name)] += d
+    region = whole[:, [WHOLE.index(n) for n in REGION]]
+    return Profile(region, rng.uniform(size=192), np.repeat(np.arange(24), 8), np.ones(192, bool), whole)
 
 
-@pytest.mark.parametrize(
-    ("shift", "clean_row"),
-    [
-        ({"background_std": 4.0, "background_mean": 4.0}, "without background"),
-        ({"background_std": 4.0, "detail_1": 3.0}, "without background and fine detail"),
-    ],
-)
-def test_breakdown_rows_separate_until_the_shifted_groups_are_left_out(shift, clean_row):
-    rng = np.random.default_rng(0)
+def _rows(shift: dict[str, float], seed: int = 0) -> dict[str, dict]:
+    rng = np.random.default_rng(seed)
     ref, base, cand = _profile(rng, {}), _profile(rng, {}), _profile(rng, shift)
-    rows = feature_breakdown(_judges(), cand, ref, base)
-    assert rows["all features"]["c2st"] > 0.9 and rows["all features"]["frechet_ratio"] > 5
-    assert rows[clean_row]["c2st"] < 0.65 and rows[clean_row]["frechet_ratio"] < 3  # the acceptance line
-    if clean_row != "without background":  # the detail shift still shows without the background
-        assert rows["without background"]["c2st"] > 0.9
-    assert set(rows[clean_row]["left_out"]) >= set(shift)
-    assert clean_row in breakdown_markdown(rows)
+    return feature_breakdown(_judges(), cand, ref, base)
+
+
+def test_a_background_shift_shows_only_in_the_whole_image_diagnostic():
+    rows = _rows({"background_std": 4.0, "background_mean": 4.0})
+    whole, region = rows["whole image, all features (diagnostic)"], rows["brain region (acceptance)"]
+    assert whole["c2st"] > 0.9 and whole["frechet_ratio"] > 5
+    assert region["c2st"] < 0.65 and region["frechet_ratio"] < 3
+    assert whole["features"] == "whole_image" and region["features"] == "acceptance"
+
+
+def test_a_detail_shift_shows_in_the_brain_region_until_fine_detail_is_left_out():
+    rows = _rows({"detail_1": 3.0})
+    assert rows["brain region (acceptance)"]["c2st"] > 0.9
+    clean = rows["brain region without fine detail"]
+    assert clean["c2st"] < 0.65 and clean["frechet_ratio"] < 3
+    assert set(clean["left_out"]) == {"detail_1", "gradient"}
+    assert "brain region without fine detail" in breakdown_markdown(rows)
+
+
+def test_without_whole_image_features_the_diagnostic_row_is_left_out():
+    rng = np.random.default_rng(2)
+    judges = _judges()
+    judges.whole_image = None
+    rows = feature_breakdown(judges, _profile(rng, {}), _profile(rng, {}), _profile(rng, {}))
+    assert set(rows) == {"brain region (acceptance)", "brain region without fine detail"}
 
 
 def test_breakdown_of_a_real_like_set_is_near_chance_in_every_row():
-    rng = np.random.default_rng(1)
-    rows = feature_breakdown(_judges(), _profile(rng, {}), _profile(rng, {}), _profile(rng, {}))
-    assert all(r["c2st"] < 0.65 for r in rows.values()), rows
+    rows = _rows({}, seed=1)
+    assert len(rows) == 3 and all(r["c2st"] < 0.65 for r in rows.values()), rows

@@ -33,6 +33,11 @@ def add_check_judges(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folds", type=_positive_int, help="subject-grouped folds of the two-sample classifier")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", default="runs/judges", help="folder for judge_table.{csv,json,md}")
+    p.add_argument(
+        "--whole-image",
+        action="store_true",
+        help="judge every feature of the whole image (the diagnostic) instead of the brain region (the protocol)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_check_judges)
 
@@ -48,7 +53,8 @@ def cmd_check_judges(args: argparse.Namespace) -> dict:
     prog = not args.no_progress
     train, val, test = (load_split(data, s, progress=prog) for s in ("train", "validate", "test"))
     vqvae = load_vqvae(args.vqvae) if args.vqvae else None
-    cfg = JudgeConfig(**_flags_given(args, n="n", seed="seed", folds="folds"))
+    cfg = JudgeConfig(**_flags_given(args, n="n", seed="seed", folds="folds"), whole_image_diagnostic=False)
+    cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, brain_region=not args.whole_image))
     result = check_judges(train, val, test, args.out, vqvae=vqvae, cfg=cfg, progress=prog)
     print(result.pop("markdown"), file=sys.stderr)
     return result

@@ -54,13 +54,13 @@ def as_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
 
 
 def brain_mask(img: np.ndarray, foreground: float = 0.06) -> np.ndarray:
-    """Boolean brain mask of one (H,W) image: smoothed > threshold, holes filled, largest blob."""
-    fg = ndimage.binary_fill_holes(ndimage.gaussian_filter(img, 1.0) > foreground)
+    """Boolean brain mask of one (H,W) image: smoothed > threshold, largest blob, its holes filled
+    (in this order, so that specks in the background cannot enclose the brain and fill the image)."""
+    fg = ndimage.gaussian_filter(img, 1.0) > foreground
     labels, n = ndimage.label(fg)
-    if n <= 1:
-        return fg
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == (np.argmax(sizes) + 1)
+    if n > 1:
+        fg = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
+    return ndimage.binary_fill_holes(fg)
 
 
 def _moments(mask: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:

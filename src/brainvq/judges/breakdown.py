@@ -1,9 +1,11 @@
-"""What the distribution judges see: the classifier two-sample test and the Fréchet distance
-recomputed with groups of features left out. A diagnostic beside the acceptance judges (which
-always use every feature): it says whether a set is told from real slices by its anatomy, its
-fine detail, or its background."""
+"""What the distribution judges see: the classifier two-sample test and the Fréchet distance on
+other views of the same slices. A diagnostic beside the acceptance judges (which use every
+feature of the brain region, :mod:`brainvq.judges.region`): it says whether a set is told from
+real slices by its background, its fine detail, or its anatomy."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from brainvq.judges.twosample import classifier_two_sample, frechet
 
@@ -13,36 +15,48 @@ FEATURE_GROUPS: dict[str, tuple[str, ...]] = {
     "fine_detail": ("detail_1", "detail_2", "detail_4", "detail_8", "gradient"),
 }
 
-#: the breakdown's rows: the name and the groups each leaves out
-BREAKDOWN_ROWS: dict[str, tuple[str, ...]] = {
-    "all features": (),
-    "without background": ("background",),
-    "without background and fine detail": ("background", "fine_detail"),
+#: the breakdown's rows: the name, which features ("acceptance": the acceptance judges', i.e. the
+#: brain region; "whole_image": every feature of the whole image) and the groups each leaves out
+BREAKDOWN_ROWS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "whole image, all features (diagnostic)": ("whole_image", ()),
+    "brain region (acceptance)": ("acceptance", ()),
+    "brain region without fine detail": ("acceptance", ("fine_detail",)),
 }
+
+
+def _view(judges, profile, which: str) -> tuple[object, np.ndarray] | None:
+    """(extractor, raw features) of ``profile`` for a row's view, or None when it was not computed."""
+    if which == "acceptance":
+        return judges.features, profile.features
+    if not judges.features.brain_region:  # the acceptance features already are the whole image's
+        return judges.features, profile.features
+    if judges.whole_image is None or profile.whole_image is None:
+        return None
+    return judges.whole_image, profile.whole_image
 
 
 def feature_breakdown(judges, candidate, reference, baseline) -> dict[str, dict]:
     """c2st accuracy and Fréchet ratio of ``candidate`` vs ``reference`` (profiles of
-    :class:`~brainvq.judges.power.FittedJudges`) for each row of :data:`BREAKDOWN_ROWS`;
-    ``baseline`` (a second real set) gives each row its own Fréchet floor."""
-    names, cfg, fx = judges.features.names, judges.cfg, judges.features
-    out = {}
-    for row, left_out in BREAKDOWN_ROWS.items():
+    :class:`~brainvq.judges.power.FittedJudges`) for each row of :data:`BREAKDOWN_ROWS` whose
+    features were computed; ``baseline`` (a second real set) gives each row its own Fréchet floor."""
+    cfg, out = judges.cfg, {}
+    for row, (which, left_out) in BREAKDOWN_ROWS.items():
+        views = [_view(judges, p, which) for p in (reference, candidate, baseline)]
+        if any(v is None for v in views):
+            continue
+        fx = views[0][0]
         drop = {n for g in left_out for n in FEATURE_GROUPS[g]}
-        keep = [i for i, n in enumerate(names) if n not in drop]
+        keep = [i for i, n in enumerate(fx.names) if n not in drop]
+        (_, ref_raw), (_, cand_raw), (_, base_raw) = views
         c2 = classifier_two_sample(
-            reference.features[:, keep],
-            candidate.features[:, keep],
-            reference.groups,
-            candidate.groups,
-            folds=cfg.folds,
-            l2=cfg.l2,
-            seed=cfg.seed,
-        )
-        ref, cand, base = (fx.scale(p.features)[:, keep] for p in (reference, candidate, baseline))
+            ref_raw[:, keep], cand_raw[:, keep], reference.groups, candidate.groups,
+            folds=cfg.folds, l2=cfg.l2, seed=cfg.seed,
+        )  # fmt: skip
+        ref, cand, base = (fx.scale(r)[:, keep] for r in (ref_raw, cand_raw, base_raw))
         fd, floor = frechet(cand, ref), frechet(base, ref)
         out[row] = {
-            "left_out": [n for n in names if n in drop],
+            "features": which,
+            "left_out": [n for n in fx.names if n in drop],
             "c2st": c2["accuracy"],
             "frechet": fd,
             "frechet_floor": floor,

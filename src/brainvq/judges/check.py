@@ -1,5 +1,7 @@
 """``brainvq check-judges``: the power check, a judge x image-set table with pass/fail per cell.
 
+The judges follow ``JudgeConfig``: by default the brain-region protocol (:mod:`brainvq.judges.region`).
+
 Reference: ``n`` real validation slices. Real-vs-real row: ``n`` real test slices, which every
 judge must accept. Known-bad rows: the same test slices spoiled (:mod:`brainvq.judges.badsets`),
 which every judge designed to catch them (:data:`DESIGNED_TO_REJECT`) must reject. Other cells
@@ -150,6 +152,7 @@ def check_judges(
     timings["total_s"] = round(time.time() - t0, 1)
     rows = build_table(results, cfg)
     extra = {
+        "protocol": "brain region (brain mask dilated by 5 px)" if cfg.features.brain_region else "whole image",
         "config": asdict(cfg),
         "n_reference": len(ref_images),
         "n_per_set": {k: len(v[0]) for k, v in sets.items()},

@@ -8,6 +8,11 @@ The feature vector of a slice (with the position it claims to be at) concatenate
 - the penultimate features of a slice-position regressor trained on real training slices;
 - position terms: the stated position and its gap to the regressor's estimate (signed and absolute),
   so that a slice that does not look like its stated position stands out.
+
+With ``FeatureConfig.brain_region`` (the default: the acceptance judges' protocol,
+:mod:`brainvq.judges.region`) every feature, the regressor's included, sees only the brain mask
+dilated by 5 px, and the two background statistics are dropped; without it, the whole image
+(the labelled whole-image diagnostic).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from brainvq.judges.anatomy import (
     ventricle_fraction,
 )
 from brainvq.judges.fitting import downsample, fit
+from brainvq.judges.region import REGION_MARGIN, to_brain_region
 from brainvq.models.auxnets import SliceCNN
 
 
@@ -41,6 +47,8 @@ class FeatureConfig:
     feature_dim: int = 32
     steps: int = 600
     batch_size: int = 32
+    brain_region: bool = True  # the protocol: nothing outside the dilated brain mask is seen
+    region_margin: int = REGION_MARGIN
 
 
 STAT_NAMES: tuple[str, ...] = (
@@ -63,6 +71,10 @@ STAT_NAMES: tuple[str, ...] = (
     "grey_matter",
     "white_matter",
 )
+
+
+#: the statistics of the pixels outside the brain, which the brain-region protocol drops
+BACKGROUND_STATS: tuple[str, ...] = ("background_mean", "background_std")
 
 
 def image_stats(img: np.ndarray, thresholds: np.ndarray, cfg: AnatomyConfig) -> np.ndarray:
@@ -93,7 +105,8 @@ def image_stats(img: np.ndarray, thresholds: np.ndarray, cfg: AnatomyConfig) -> 
 
 @dataclass
 class FeatureExtractor:
-    """Fitted on real training slices: tissue thresholds, the position regressor, feature scaling."""
+    """Fitted on real training slices: tissue thresholds, the position regressor, feature scaling.
+    ``brain_region``: the protocol (:mod:`brainvq.judges.region`) is applied to every image first."""
 
     regressor: SliceCNN
     thresholds: np.ndarray
@@ -101,17 +114,37 @@ class FeatureExtractor:
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     regressor_test_mae: float = float("nan")
+    brain_region: bool = True
+    region_margin: int = REGION_MARGIN
+
+    @property
+    def stat_names(self) -> list[str]:
+        return [n for n in STAT_NAMES if not (self.brain_region and n in BACKGROUND_STATS)]
 
     @property
     def names(self) -> list[str]:
         cnn = [f"cnn_{i}" for i in range(self.regressor.project[-1].out_features)]
-        return [*STAT_NAMES, *cnn, "position", "position_gap", "position_gap_abs"]
+        return [*self.stat_names, *cnn, "position", "position_gap", "position_gap_abs"]
+
+    def seen(self, images: torch.Tensor) -> torch.Tensor:
+        """What the features see of images (N,1,H,W) in [0,1]: the brain region, or the whole image."""
+        if not self.brain_region:
+            return images.float()
+        return to_brain_region(images, self.anatomy.foreground, self.region_margin)
+
+    @torch.no_grad()
+    def estimate_positions(self, images: torch.Tensor) -> np.ndarray:
+        """The regressor's slice-position estimates (N,) of images (N,1,H,W) in [0,1]."""
+        small = downsample(self.seen(images), self.regressor.work_size)
+        return torch.sigmoid(self.regressor(small)).squeeze(1).numpy()
 
     @torch.no_grad()
     def raw(self, images: torch.Tensor, positions: np.ndarray) -> np.ndarray:
         """Unscaled features (N, len(names)) of images (N,1,H,W) in [0,1] at their stated positions."""
-        stats = np.stack([image_stats(im, self.thresholds, self.anatomy) for im in as_numpy_images(images)])
-        small = downsample(images.float(), self.regressor.work_size)
+        images = self.seen(images)
+        keep = [STAT_NAMES.index(n) for n in self.stat_names]
+        stats = np.stack([image_stats(im, self.thresholds, self.anatomy)[keep] for im in as_numpy_images(images)])
+        small = downsample(images, self.regressor.work_size)
         cnn = torch.cat([self.regressor.features(small[i : i + 256]) for i in range(0, len(small), 256)])
         pred = torch.sigmoid(self.regressor.head(cnn)).squeeze(1).numpy()
         pos = np.asarray(positions, np.float64)
@@ -154,15 +187,19 @@ def fit_feature_extractor(
     seed: int = 0,
     progress: bool = False,
 ) -> FeatureExtractor:
-    """Train the position regressor on ``train_images`` and fit thresholds and scaling on them."""
+    """Train the position regressor on ``train_images`` (their brain regions under the protocol)
+    and fit thresholds and scaling on them."""
     cfg, anatomy = cfg or FeatureConfig(), anatomy or AnatomyConfig()
     rng = np.random.default_rng(seed)
-    small = downsample(train_images, cfg.work_size)
+    seen = to_brain_region(train_images, anatomy.foreground, cfg.region_margin) if cfg.brain_region else train_images
+    small = downsample(seen, cfg.work_size)
     regressor = train_position_regressor(small, np.asarray(train_positions), cfg, seed, progress).eval()
     pick = np.sort(rng.permutation(len(train_images))[: min(scale_images, len(train_images))])
     sub = train_images[torch.from_numpy(pick)]
-    thresholds = fit_tissue_thresholds(sub[:128], anatomy)
-    fx = FeatureExtractor(regressor, thresholds, anatomy)
+    thresholds = fit_tissue_thresholds(seen[torch.from_numpy(pick[:128])], anatomy)
+    fx = FeatureExtractor(
+        regressor, thresholds, anatomy, brain_region=cfg.brain_region, region_margin=cfg.region_margin
+    )
     raw = fx.raw(sub, np.asarray(train_positions)[pick])
     fx.mean, fx.std = raw.mean(0), raw.std(0) + 1e-6
     return fx

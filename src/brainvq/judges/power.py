@@ -1,6 +1,10 @@
 """The judges together: fit once on real slices, judge any set against real reference slices,
 and the power check (``brainvq check-judges``): every judge x every known-bad set and a real set.
 
+The classifier and the Fréchet distance follow the brain-region protocol (:mod:`brainvq.judges.region`):
+they see nothing outside the brain mask dilated by 5 px. The same two judges on every feature of
+the whole image are kept as a labelled diagnostic (``whole_image_diagnostic``).
+
 A judge *accepts* a set when the set is as close to the reference as issue 10's acceptance asks:
 - c2st: two-sample classifier accuracy <= ``c2st_accept`` (0.75);
 - frechet: Fréchet distance <= ``fd_max_ratio`` (3) x the validation-vs-test floor;
@@ -12,7 +16,7 @@ A judge *accepts* a set when the set is as close to the reference as issue 10's 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -59,6 +63,7 @@ class JudgeConfig:
     fd_max_ratio: float = 3.0
     shape_min_fraction: float = 0.9
     max_train_images: int = 2048
+    whole_image_diagnostic: bool = True  # also fit whole-image features (the labelled diagnostic)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     anatomy: AnatomyConfig = field(default_factory=AnatomyConfig)
 
@@ -71,6 +76,7 @@ class Profile:
     positions: np.ndarray
     groups: np.ndarray
     shape_ok: np.ndarray
+    whole_image: np.ndarray | None = None  # raw whole-image features (the diagnostic), when fitted
 
     def column(self, fx: FeatureExtractor, name: str) -> np.ndarray:
         return self.features[:, fx.names.index(name)]
@@ -78,12 +84,15 @@ class Profile:
 
 @dataclass
 class FittedJudges:
-    """Judges fitted on real training slices."""
+    """Judges fitted on real training slices: ``features`` (the acceptance judges', under the
+    brain-region protocol unless configured off) and ``whole_image`` (every feature of the whole
+    image, for the diagnostic; None when not fitted)."""
 
     features: FeatureExtractor
     area_model: AreaModel
     cfg: JudgeConfig
     fit_seconds: float = 0.0
+    whole_image: FeatureExtractor | None = None
 
     def profile(self, images: torch.Tensor, positions: np.ndarray, groups: np.ndarray | None = None) -> Profile:
         """Features and per-image checks of ``images`` (N,1,H,W) in [0,1] at ``positions``;
@@ -91,7 +100,8 @@ class FittedJudges:
         positions = np.asarray(positions, np.float64)
         groups = np.arange(len(images)) if groups is None else np.asarray(groups)
         shape = brain_shape_check(images, positions, self.area_model)
-        return Profile(self.features.raw(images.float(), positions), positions, groups, shape.per_image_ok)
+        whole = self.whole_image.raw(images.float(), positions) if self.whole_image is not None else None
+        return Profile(self.features.raw(images.float(), positions), positions, groups, shape.per_image_ok, whole)
 
 
 def fit_judges(
@@ -109,8 +119,12 @@ def fit_judges(
     pick = np.sort(rng.permutation(len(train_images))[: cfg.max_train_images])
     images, positions = train_images[torch.from_numpy(pick)].float(), np.asarray(train_positions)[pick]
     fx = fit_feature_extractor(images, positions, cfg.features, cfg.anatomy, seed=cfg.seed, progress=progress)
+    whole = None
+    if cfg.whole_image_diagnostic and cfg.features.brain_region:
+        whole_cfg = replace(cfg.features, brain_region=False)
+        whole = fit_feature_extractor(images, positions, whole_cfg, cfg.anatomy, seed=cfg.seed, progress=progress)
     area = area_model if area_model is not None else AreaModel.fit(images, positions)
-    return FittedJudges(fx, area, cfg, round(time.time() - t0, 1))
+    return FittedJudges(fx, area, cfg, round(time.time() - t0, 1), whole)
 
 
 def compare(judges: FittedJudges, candidate: Profile, reference: Profile, baseline: Profile) -> dict[str, dict]:
@@ -161,10 +175,7 @@ def generated_profile(judges: FittedJudges, generated: torch.Tensor, generated_p
     """The judges' profile of generated slices (N,1,H,W in [0,1]); ``generated_positions`` None or
     NaN = unconditional (the feature network's position estimate is then the stated position)."""
     if generated_positions is None or np.isnan(np.asarray(generated_positions, float)).any():
-        with torch.no_grad():
-            fx = judges.features
-            small = torch.nn.functional.interpolate(generated.float(), size=fx.regressor.work_size, mode="area")
-            generated_positions = torch.sigmoid(fx.regressor(small)).squeeze(1).numpy()
+        generated_positions = judges.features.estimate_positions(generated)
     return judges.profile(generated, generated_positions)
 
 

@@ -248,7 +248,8 @@ def judges_html(judged: dict) -> str:
         )
         table += (
             "<p>What tells them apart (diagnostic, not acceptance): the classifier and the Fréchet distance "
-            "with feature groups left out.</p><table><tr><th>features</th><th>classifier accuracy</th>"
+            "on every feature of the whole image, and on the brain region with feature groups left out. "
+            "The acceptance judges above see only the brain region (the brain mask dilated by 5 px).</p><table><tr><th>features</th><th>classifier accuracy</th>"
             f"<th>Fréchet / floor</th></tr>{sub}</table>"
         )
     return table

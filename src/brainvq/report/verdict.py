@@ -38,7 +38,7 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         g, r = judged["generated_vs_test"], judged["validation_vs_test"]
         c2 = g["c2st"]
         lines.append(
-            f"Two-sample classifier: accuracy {c2['accuracy']:.2f} ± {c2['stderr']:.2f} "
+            f"Two-sample classifier (brain region: nothing outside the brain mask dilated by 5 px): accuracy {c2['accuracy']:.2f} ± {c2['stderr']:.2f} "
             f"(real validation vs test {r['c2st']['accuracy']:.2f}; accept <= {judged['config']['c2st_accept']})."
         )
         fd = g["frechet"]
@@ -54,10 +54,10 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         parts = [
             f"{row}: classifier {b['c2st']:.2f}, Fréchet {b['frechet_ratio']:.1f}x"
             for row, b in (judged.get("feature_breakdown") or {}).items()
-            if row != "all features"
+            if row != "brain region (acceptance)"
         ]
         if parts:
-            lines.append("What tells them apart (diagnostic, features left out): " + "; ".join(parts) + ".")
+            lines.append("Diagnostics (not acceptance): " + "; ".join(parts) + ".")
     decoded = gen.get("judges_vs_reconstructions")
     if decoded:
         g, r = decoded["generated_vs_test"], decoded["validation_vs_test"]

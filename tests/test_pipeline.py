@@ -54,8 +54,8 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
         samples=4,
         prior_batch_size=4,
         judges=False,
-        sharpen_epochs=1,
-        sharpen_minutes=5.0,
+        generation_decoder_epochs=1,
+        generation_decoder_minutes=5.0,
         total_minutes=6.0,  # 5.5 min for 10 min of caps: the VQ-VAE's cap shrinks, and its 2 epochs still fit
         reserve_minutes=0.5,
     )

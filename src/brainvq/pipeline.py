@@ -11,7 +11,7 @@ slowly), that stage's cap and the later ones shrink in proportion, so that the w
 training (``reserve_minutes``) still fits (:class:`TimeBudget`).
 
 Two decoders share the VQ-VAE's codes: the reconstruction decoder (the VQ-VAE's own, trained on
-pixel MSE) serves reconstruction metrics and figures; a recipe with ``sharpen_epochs`` also trains a
+pixel MSE) serves reconstruction metrics and figures; a recipe with ``generation_decoder_epochs`` also trains a
 generation decoder (``brainvq sharpen``: the decoder fine-tuned adversarially, encoder and codebooks
 frozen) into ``generation_decoder/``, which draws the generated slices.
 """
@@ -41,8 +41,8 @@ class Recipe:
     prior_minutes: float
     samples: int  # generated slices that are judged
     # the generation decoder: the decoder fine-tuned adversarially (``brainvq sharpen``); 0 epochs = none
-    sharpen_epochs: int = 0
-    sharpen_minutes: float = 0.0
+    generation_decoder_epochs: int = 0
+    generation_decoder_minutes: float = 0.0
     prior_batch_size: int = 16
     # a two-level prior's top level trained alone first (PriorTrainConfig.top_epochs); then the
     # bottom level gets prior_epochs / prior_minutes. None: both levels together
@@ -201,8 +201,8 @@ def _prior_caps(recipe: Recipe) -> dict[str, float]:
 
 
 def _generation_decoder_caps(recipe: Recipe) -> dict[str, float]:
-    if recipe.sharpen_epochs and recipe.sharpen_minutes:
-        return {"generation_decoder": recipe.sharpen_minutes}
+    if recipe.generation_decoder_epochs and recipe.generation_decoder_minutes:
+        return {"generation_decoder": recipe.generation_decoder_minutes}
     return {}
 
 
@@ -234,10 +234,12 @@ def _generation_decoder_stage(run: _Run) -> dict:
 
     def work(resume: bool) -> dict:
         caps = run.budget.caps("generation decoder", _generation_decoder_caps(r), sum(_prior_caps(r).values()))
-        cfg.trainer = run.trainer(cfg.trainer, r.sharpen_epochs, caps.get("generation_decoder"))
+        cfg.trainer = run.trainer(cfg.trainer, r.generation_decoder_epochs, caps.get("generation_decoder"))
         return train_sharpen(cfg, resume=resume)
 
-    return run.stage("generation_decoder", {"epochs": r.sharpen_epochs, "minutes": r.sharpen_minutes}, work)
+    return run.stage(
+        "generation_decoder", {"epochs": r.generation_decoder_epochs, "minutes": r.generation_decoder_minutes}, work
+    )
 
 
 def _prior_stage(run: _Run) -> dict:
@@ -321,7 +323,7 @@ def run_pipeline(
     vq = _vqvae_stage(run, vqvae_model)
     vq_weights = layout.vqvae_weights  # the reconstruction decoder's: reconstruction metrics, the prior's codes
     ev = run.stage("evaluate", {}, lambda _: evaluate_vqvae(vq_weights, data, layout.vqvae_dir, progress=progress))
-    drawer = _generation_decoder_stage(run) if recipe.sharpen_epochs else {}
+    drawer = _generation_decoder_stage(run) if recipe.generation_decoder_epochs else {}
     prior = _prior_stage(run)
     gen = run.stage(
         "generation",

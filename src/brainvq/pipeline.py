@@ -76,14 +76,31 @@ RECIPES: dict[str, Recipe] = {
         "quality-cpu",
         vqvae_epochs=20,
         vqvae_minutes=13.0,
-        prior_epochs=4,  # the bottom level's: its 20-min cap ends it at about 3.4 (AVX-512) or 2 (AVX2) on 2 cores
-        prior_minutes=20.0,
+        generation_decoder_epochs=2,  # about 4 min an epoch on 2 cores (AVX-512, fp32)
+        generation_decoder_minutes=8.0,
+        prior_epochs=4,  # the bottom level's: its cap ends it after about 2-3 epochs on 2 cores
+        prior_minutes=13.0,
         prior_top_epochs=8,  # the top level alone first (docs/experiments/2026-11-26-prior-levels-in-turn.md)
-        prior_top_minutes=17.0,
+        prior_top_minutes=14.0,
         samples=256,
         total_minutes=60.0,
         reserve_minutes=10.0,  # codes cached, prior test bits, 256 samples judged: 9.4 min on an AVX2-only 2-core CPU
         note="OASIS-1 subset; <= 60 min on 2 CPU cores in fp32",
+    ),
+    "quality-cpu-long": Recipe(
+        "quality-cpu-long",
+        vqvae_epochs=20,
+        vqvae_minutes=25.0,
+        generation_decoder_epochs=4,
+        generation_decoder_minutes=16.0,
+        prior_epochs=6,
+        prior_minutes=30.0,
+        prior_top_epochs=10,
+        prior_top_minutes=35.0,
+        samples=256,
+        total_minutes=120.0,
+        reserve_minutes=12.0,
+        note="OASIS-1 subset; <= 2 hours on 2 CPU cores in fp32 (the best recipe when no GPU is lent)",
     ),
     "quality-gpu": Recipe(
         "quality-gpu",
@@ -92,6 +109,8 @@ RECIPES: dict[str, Recipe] = {
         prior_epochs=20,
         prior_minutes=15.0,
         samples=256,
+        generation_decoder_epochs=4,
+        generation_decoder_minutes=6.0,
         prior_batch_size=32,
         accelerator="gpu",
         precision="bf16-mixed",

@@ -85,6 +85,8 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
     assert json.loads((run / "generation_decoder" / "train_summary.json").read_text())["sharpened_from"] == str(mse)
     assert summary["reconstruction_test"]["weights"] == str(mse)  # reconstructions: the MSE decoder's
     assert summary["generation"]["decoder"] == {"drew": "generation", "weights": str(drawer)}
+    hw = summary["hardware"]  # where it ran and in what precision, bf16 units detected
+    assert hw["precision"] == "32-true" and hw["bf16_used"] is False and isinstance(hw["cpu"]["bf16_units"], bool)
     recon, gen = load_vqvae(mse), load_vqvae(drawer)
     assert recon.config.refine_channels == 0 and gen.config.refine_channels > 0  # the VQ-VAE left as trained
     assert codebook_fingerprint(recon) == codebook_fingerprint(gen)

@@ -28,6 +28,7 @@ from brainvq.io import write_json
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.report.verdict import verdict_lines
 from brainvq.runs import RunLayout, StageLedger, config_key
+from brainvq.runtime import hardware_record
 
 
 @dataclasses.dataclass
@@ -373,6 +374,7 @@ def run_pipeline(
         "prior": {k: prior.get(k) for k in PRIOR_KEYS if k in prior},
         "generation": gen,
         "timings": timings,
+        "hardware": hardware_record(recipe.accelerator, recipe.precision),
         "time_budget": {**budget_record, "carried_minutes": round(carried_s / 60, 2)},
     }
     summary = {**(opening or {}), "verdict": verdict_lines(summary), **summary}  # the answer first, the details after

@@ -154,13 +154,15 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 # --- pipeline ------------------------------------------------------------------------------
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
     """The ``pipeline`` parser."""
+    from brainvq.pipeline import RECIPES
+
     p = sub.add_parser(
         "pipeline",
         help="a whole recipe on your data: VQ-VAE, evaluation, prior, judged samples, report (e.g. quality-cpu)",
     )
     _add_data_args(p)
     p.add_argument("--out", default="runs/pipeline")
-    p.add_argument("--recipe", default="quality-cpu", help="demo, quality-cpu or quality-gpu")
+    p.add_argument("--recipe", default="quality-cpu", help=", ".join(RECIPES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=_positive_int, help="generated slices to judge (default: the recipe's)")
     p.add_argument("--precision", help="default: the recipe's (fp32 on CPU, bf16-mixed on GPU)")

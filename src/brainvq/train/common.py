@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from brainvq.data.errors import ConfigError
 from brainvq.io import atomic_write, remove_stale_temp_files, to_plain
-from brainvq.runtime import keep_freed_memory
+from brainvq.runtime import cpu_info, keep_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ def write_run_config(out_dir: Path, config: Any, name: str = "config.yaml") -> P
             "torch": str(torch.__version__),
             "lightning": str(L.__version__),
             "cuda": torch.cuda.is_available(),
+            "cpu": cpu_info(),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
     }

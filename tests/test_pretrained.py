@@ -15,7 +15,13 @@ import torch
 
 from brainvq.cli import main
 from brainvq.data.errors import CheckpointError, ConfigError
-from brainvq.pretrained import PRETRAINED, PretrainedModel, load_pretrained, pretrained_paths
+from brainvq.pretrained import (
+    PRETRAINED,
+    PretrainedModel,
+    load_pretrained,
+    pretrained_generation_decoder,
+    pretrained_paths,
+)
 from brainvq.pretrained.reference import quality_floor
 from brainvq.sample.generate import generate
 
@@ -31,6 +37,11 @@ def test_shipped_files_are_what_the_registry_names(oasis1):
     model = PRETRAINED["oasis1"]
     assert oasis1.levels == ("top", "bottom") and oasis1.conditional
     assert pretrained_paths("oasis1") == (model.folder / "vqvae.safetensors", model.folder / "prior.safetensors")
+    assert list(model.files()) == ["vqvae.safetensors", "prior.safetensors", "generation_decoder.safetensors"]
+    assert pretrained_generation_decoder("oasis1") == model.folder / "generation_decoder.safetensors"
+    assert oasis1.drawing_decoder == "generation"  # generated slices are drawn by the shipped generation decoder
+    assert oasis1.decoder_record()["weights"] == str(model.folder / "generation_decoder.safetensors")
+    assert load_pretrained("oasis1", device="cpu", generation_decoder=False).drawing_decoder == "reconstruction"
     card = model.card.read_text().replace("**", "")
     for must in ("OASIS", "Marcus", "Not for diagnosis", "brainvq evaluate --pretrained oasis1"):
         assert must in card, must
@@ -89,6 +100,27 @@ def test_a_missing_or_altered_file_stops_with_one_line(copied: Path, capsys: pyt
         pretrained_paths("mnist")
 
 
+def test_a_missing_or_altered_generation_decoder_stops_with_one_line(copied: Path, capsys: pytest.CaptureFixture):
+    decoder = copied / "generation_decoder.safetensors"
+    data = bytearray(decoder.read_bytes())
+    data[-1] ^= 1
+    decoder.write_bytes(bytes(data))
+    for load in (pretrained_paths, pretrained_generation_decoder, load_pretrained):
+        with pytest.raises(CheckpointError, match="generation_decoder.safetensors has been altered"):
+            load("oasis1")
+    argv = ["sample", "--pretrained", "oasis1", "--n", "1", "--out", str(copied / "x"), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "generation_decoder.safetensors has been altered" in err
+    assert "reinstall brainvq" in err
+    decoder.unlink()
+    with pytest.raises(CheckpointError, match="generation_decoder.safetensors is missing"):
+        load_pretrained("oasis1")
+    assert main([*argv, "--no-generation-decoder"]) == 2  # every shipped file is checked, used or not
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "generation_decoder.safetensors is missing" in err
+
+
 def test_sample_command_with_pretrained_weights(tmp_path: Path):
     t = time.time()
     out = tmp_path / "s"
@@ -99,10 +131,52 @@ def test_sample_command_with_pretrained_weights(tmp_path: Path):
     assert summary["prior"].endswith("pretrained/oasis1/prior.safetensors")
     assert len(list((out / "images").glob("*.png"))) == 2
     assert time.time() - t < 60  # README: under 30 s for 16 slices on a 2-core CPU
+    assert summary["decoder"]["drew"] == "generation"
+    assert summary["decoder"]["weights"].endswith("pretrained/oasis1/generation_decoder.safetensors")
+    argv = ["sample", "--pretrained", "oasis1", "--n", "1", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main([*argv, "--no-generation-decoder"]) == 0
+    summary = json.loads((tmp_path / "r" / "sample_summary.json").read_text())
+    assert summary["decoder"] == {"drew": "reconstruction", "weights": summary["vqvae"]}
     with pytest.raises(ConfigError, match="either --pretrained or --vqvae/--prior"):
         from brainvq.cli import build_parser, cmd_sample
 
         cmd_sample(build_parser().parse_args(["sample", "--pretrained", "oasis1", "--prior", "p.safetensors"]))
+
+
+def test_evaluate_draws_with_the_shipped_generation_decoder_and_anomaly_only_decodes(monkeypatch, tmp_path: Path):
+    import brainvq.anomaly.command
+    import brainvq.evaluate as ev
+
+    drawers, seen = [], {}
+    monkeypatch.setattr(ev, "evaluate_vqvae", lambda *a, **k: {})
+    monkeypatch.setattr(ev, "evaluate_generation", lambda *a, **k: drawers.append(k["generation_decoder"]) or {})
+    monkeypatch.setattr(brainvq.anomaly.command, "anomaly_command", lambda *a, **k: seen.update(k))
+    for flags in ([], ["--no-generation-decoder"], ["--generation-decoder", "g.safetensors"]):
+        assert main(["evaluate", "--pretrained", "oasis1", "--data", str(tmp_path), *flags]) == 0
+    assert drawers == [pretrained_generation_decoder("oasis1"), None, Path("g.safetensors")]
+    assert main(["anomaly", "--pretrained", "oasis1", "--input", "x.png"]) == 0
+    assert seen and "generation_decoder" not in seen  # anomaly maps use the reconstruction decoder
+
+
+def test_packaging_ships_the_run_folders_generation_decoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import brainvq.pretrained.package as package
+    from brainvq.runs import RunLayout
+
+    shipped, layout = PRETRAINED["oasis1"], RunLayout(tmp_path / "run")
+    run_files = (layout.vqvae_weights, layout.prior_weights, layout.generation_decoder)
+    for file, dest in zip(shipped.files(), run_files, strict=True):
+        dest.parent.mkdir(parents=True)
+        shutil.copyfile(shipped.folder / file, dest)
+    monkeypatch.setattr(package, "__file__", str(tmp_path / "pretrained" / "package.py"))
+    monkeypatch.setattr(package, "write_reference", lambda data, path: Path(path).write_text("{}"))
+    (tmp_path / "pretrained").mkdir()
+    digests = package.package(layout.root, tmp_path / "data", "m")
+    assert list(digests) == ["vqvae.safetensors", "prior.safetensors", "generation_decoder.safetensors"]
+    assert digests["generation_decoder.safetensors"] == shipped.generation_decoder_sha256
+    assert digests["vqvae.safetensors"] == shipped.vqvae_sha256
+    layout.generation_decoder.unlink()  # a run without one: none shipped, none left from before
+    assert list(package.package(layout.root, tmp_path / "data", "m")) == ["vqvae.safetensors", "prior.safetensors"]
+    assert not (tmp_path / "pretrained" / "m" / "generation_decoder.safetensors").exists()
 
 
 def test_readme_python_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -20,7 +20,8 @@ FRESH_HELP = (
 MISMATCH_HELP = "use a prior with a VQ-VAE other than the one whose codes it learned (warned in the summary)"
 GENERATION_DECODER_HELP = (
     "VQ-VAE weights whose decoder draws the generated slices (same codebooks as the VQ-VAE's, e.g. from "
-    "`brainvq sharpen`); default: the run folder's generation_decoder/vqvae.safetensors when there is one"
+    "`brainvq sharpen`); default: the run folder's generation_decoder/vqvae.safetensors when there is one, "
+    "with --pretrained the one shipped with the model"
 )
 TOTAL_HELP = (
     "wall budget of the whole run in minutes, dataset included: training caps shrink when earlier "
@@ -138,13 +139,18 @@ def _add_generation_decoder_args(p: argparse.ArgumentParser) -> None:
 # --- from flags to configs -----------------------------------------------------------------
 def _generation_decoder(args: argparse.Namespace, vqvae: Path) -> Path | None:
     """The generation decoder the command draws with: --generation-decoder's, none with
-    --no-generation-decoder or --pretrained, else the run folder's beside ``vqvae`` if any."""
+    --no-generation-decoder, with --pretrained the shipped model's (hash-checked; None when it
+    ships none), else the run folder's beside ``vqvae`` if any."""
     from brainvq.runs import find_generation_decoder
 
     if args.generation_decoder:
         return Path(args.generation_decoder)
-    if args.no_generation_decoder or getattr(args, "pretrained", None):
+    if args.no_generation_decoder:
         return None
+    if getattr(args, "pretrained", None):
+        from brainvq.pretrained import pretrained_generation_decoder
+
+        return pretrained_generation_decoder(args.pretrained)
     return find_generation_decoder(vqvae)
 
 

@@ -43,7 +43,8 @@ def showcase(
         out,
         pair.num_codes,
         ncols=len(positions),
-        suptitle=f"drawn by the pretrained {name} model (no training), one column per slice position",
+        suptitle=f"drawn by the pretrained {name} model's {pair.drawing_decoder} decoder (no training), "
+        "one column per slice position",
     )["grid"]
     titles = [f"pos {p:.2f}" for p in grid_pos]
     first = slice(0, len(positions))
@@ -53,7 +54,8 @@ def showcase(
         out / "completions.png",
         ncols=len(positions),
         titles=titles[first] + ["upper half kept"] * len(positions) + ["lower half completed"] * len(positions),
-        suptitle=f"completions by the pretrained {name} model: upper half kept, lower half drawn again",
+        suptitle=f"completions by the pretrained {name} model: upper half kept, lower half drawn again "
+        f"(drawn by the {pair.drawing_decoder} decoder)",
     )
     summary = {
         "model": name,

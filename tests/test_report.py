@@ -48,7 +48,7 @@ def test_report_contents(report_run: Path):
     assert "frechet_position_features" not in metrics  # the legacy, unchecked Fréchet distance is gone
     assert "c2st" not in metrics  # the unchecked CNN two-sample test is gone: the judges' classifier replaces it
     for text in (
-        "Reconstruction (test split)",
+        "Reconstruction (test split, reconstruction decoder)",
         "ssim_mean",
         "bits_per_code",
         "fraction_brain_shaped",

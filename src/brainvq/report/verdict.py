@@ -18,7 +18,9 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
     rec = summary.get("reconstruction_test") or {}
     if "ssim_mean" in rec:
         brain = f", brain region {rec['brain_ssim_mean']:.3f}" if "brain_ssim_mean" in rec else ""
-        lines.append(f"Reconstruction (test split): SSIM {rec['ssim_mean']:.3f} whole image{brain}.")
+        lines.append(
+            f"Reconstruction (test split, reconstruction decoder): SSIM {rec['ssim_mean']:.3f} whole image{brain}."
+        )
     prior = summary.get("prior") or {}
     if "test_bits_per_code" in prior:
         levels = ""
@@ -31,7 +33,8 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
     if "generated" in gen:
         lines.append(
             f"Brain-shaped: {_pct(gen['generated']['fraction_brain_shaped'])} of {gen.get('n_samples', '?')} generated "
-            f"slices (real test: {_pct(gen['real_test']['fraction_brain_shaped'])})."
+            f"slices (real test: {_pct(gen['real_test']['fraction_brain_shaped'])}); drawn by the "
+            f"{(gen.get('decoder') or {}).get('drew', 'reconstruction')} decoder."
         )
     judged = gen.get("judges")
     if judged:
@@ -60,10 +63,11 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
             lines.append("Diagnostics (not acceptance): " + "; ".join(parts) + ".")
     decoded = gen.get("judges_vs_reconstructions")
     if decoded:
+        drawer = (gen.get("decoder") or {}).get("drew", "reconstruction")
         g, r = decoded["generated_vs_test"], decoded["validation_vs_test"]
         lines.append(
-            "Against the VQ-VAE's reconstructions of real test slices (the best any prior can reach with this "
-            f"decoder): two-sample accuracy {g['c2st']['accuracy']:.2f} (reconstructed validation vs test "
+            f"Against the {drawer} decoder's reconstructions of real test slices (the best any prior can reach "
+            f"with this decoder): two-sample accuracy {g['c2st']['accuracy']:.2f} (reconstructed validation vs test "
             f"{r['c2st']['accuracy']:.2f}), Fréchet distance {g['frechet']['ratio']:.1f}x its floor."
         )
     return lines

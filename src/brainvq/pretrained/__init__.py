@@ -67,7 +67,7 @@ PRETRAINED: dict[str, PretrainedModel] = {
         vqvae_sha256="7935a006438d55ea430ed7a883c2a4c53deb3a17bc7d1797c3d075ab1a576e19",
         prior_sha256="f6be4e5d08fad2340a69ef79259ce781ac9a334fc852999c6a2bb6be88425007",
         summary="two-level VQ-VAE + gated PixelCNN prior trained on the OASIS-1 subset (quality-cpu recipe)",
-        generation_decoder_sha256="f71c8c1da48bce2214fe1e6388c8760e549c145db05a99fcd3554adaf131f79e",
+        generation_decoder_sha256="e9d9d020c7c7fb6b66a339ef06ef2559f0582893d4491a4b29bbcb171a87b60c",
     ),
 }
 

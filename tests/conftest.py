@@ -49,3 +49,11 @@ def tiny_oasis(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRAINVQ_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _fp32_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default ("auto") precision resolves to 32-true in tests: the suite's numbers and run
+    times hold on every machine, whether its CPU has bf16 units or not (tests/test_precision.py
+    lifts this to test "auto" itself)."""
+    monkeypatch.setenv("BRAINVQ_PRECISION", "32-true")

@@ -17,7 +17,7 @@ from tests.test_untested_paths import _Clock
 
 def test_demo_recipe_budgets_leave_room_within_15_minutes_in_fp32():
     demo = get_recipe("demo")
-    assert demo.precision == "32-true"  # the default must hold without bf16 units
+    assert demo.precision == "auto"  # fp32 without bf16 units: the budgets below must hold in fp32
     # both trainers are capped; dataset, evaluation, sampling and judging get the other ~6 minutes
     assert demo.vqvae_minutes + demo.prior_minutes <= 9
     assert demo.samples <= 64  # sampling and judging are bounded by the number of samples
@@ -26,7 +26,7 @@ def test_demo_recipe_budgets_leave_room_within_15_minutes_in_fp32():
 
 def test_quality_recipes():
     cpu, gpu = get_recipe("quality-cpu"), get_recipe("quality-gpu")
-    assert cpu.precision == "32-true" and cpu.vqvae_minutes + cpu.prior_minutes <= 50  # of 60 in all
+    assert cpu.precision == "auto" and cpu.vqvae_minutes + cpu.prior_minutes <= 50  # of 60 in all
     assert cpu.samples >= 256 and gpu.samples >= 256  # enough for the judges' standard errors
     planned = cpu.vqvae_minutes + cpu.prior_top_minutes + cpu.prior_minutes
     assert cpu.total_minutes == 60 and planned + cpu.reserve_minutes <= 60
@@ -85,8 +85,9 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
     assert json.loads((run / "generation_decoder" / "train_summary.json").read_text())["sharpened_from"] == str(mse)
     assert summary["reconstruction_test"]["weights"] == str(mse)  # reconstructions: the MSE decoder's
     assert summary["generation"]["decoder"] == {"drew": "generation", "weights": str(drawer)}
-    hw = summary["hardware"]  # where it ran and in what precision, bf16 units detected
-    assert hw["precision"] == "32-true" and hw["bf16_used"] is False and isinstance(hw["cpu"]["bf16_units"], bool)
+    hw = summary["hardware"]  # where it ran and in what precision (auto, 32-true in tests), bf16 units detected
+    assert (hw["precision_requested"], hw["precision"]) == ("auto", "32-true") and hw["bf16_used"] is False
+    assert isinstance(hw["cpu"]["bf16_units"], bool)
     recon, gen = load_vqvae(mse), load_vqvae(drawer)
     assert recon.config.refine_channels == 0 and gen.config.refine_channels > 0  # the VQ-VAE left as trained
     assert codebook_fingerprint(recon) == codebook_fingerprint(gen)

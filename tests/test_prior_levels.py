@@ -83,7 +83,7 @@ def test_top_epochs_plans_the_levels_in_turn_and_refuses_what_cannot_apply():
     (top, top_t), (bottom, bottom_t) = cfg.phases(two_level)
     assert (top, bottom) == ("top", "bottom") and bottom_t == cfg.trainer
     assert (top_t.epochs, top_t.max_minutes) == (7, 3.5)
-    assert (top_t.batch_size, top_t.lr, top_t.precision) == (cfg.trainer.batch_size, cfg.trainer.lr, "32-true")
+    assert (top_t.batch_size, top_t.lr, top_t.precision) == (cfg.trainer.batch_size, cfg.trainer.lr, "auto")
     with pytest.raises(ConfigError, match="two-level VQ-VAE; this VQ-VAE has one level"):
         cfg.phases(one_level)
     for kw, message in (

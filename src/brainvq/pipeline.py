@@ -55,7 +55,9 @@ class Recipe:
     total_minutes: float | None = None
     reserve_minutes: float = 0.0
     accelerator: str = "auto"
-    precision: str = "32-true"
+    # auto: bf16-mixed on CPUs with bf16 units and bf16-capable GPUs, else 32-true
+    # (brainvq.runtime.resolve_precision; the summary's hardware records the one used)
+    precision: str = "auto"
     judges: bool = True
     note: str = ""
 
@@ -114,7 +116,6 @@ RECIPES: dict[str, Recipe] = {
         generation_decoder_minutes=6.0,
         prior_batch_size=32,
         accelerator="gpu",
-        precision="bf16-mixed",
         note="OASIS-1 subset; one GPU (about 8 min on an H100)",
     ),
 }

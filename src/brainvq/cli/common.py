@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from brainvq.data.errors import ConfigError
+from brainvq.runtime import PRECISIONS
 
 if TYPE_CHECKING:
     from brainvq.data.sources import DataConfig
@@ -22,6 +23,10 @@ GENERATION_DECODER_HELP = (
     "VQ-VAE weights whose decoder draws the generated slices (same codebooks as the VQ-VAE's, e.g. from "
     "`brainvq sharpen`); default: the run folder's generation_decoder/vqvae.safetensors when there is one, "
     "with --pretrained the one shipped with the model"
+)
+PRECISION_HELP = (
+    "auto (default): bf16-mixed on CPUs with bf16 units (AVX-512 BF16, AMX) and bf16-capable GPUs, "
+    "else 32-true; 32-true forces fp32 ($BRAINVQ_PRECISION replaces auto)"
 )
 TOTAL_HELP = (
     "wall budget of the whole run in minutes, dataset included: training caps shrink when earlier "
@@ -93,7 +98,7 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
     g.add_argument("--devices", type=_devices, default="auto", help="number of devices (e.g. 2) or auto")
     g.add_argument("--num-nodes", type=_positive_int, default=1)
     g.add_argument("--strategy", default="auto", help="e.g. ddp (gloo on CPU, nccl on GPU)")
-    g.add_argument("--precision", default="32-true", help="32-true, bf16-mixed or 16-mixed")
+    g.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
     g.add_argument("--num-workers", type=int, default=0)
     g.add_argument("--no-progress", action="store_true")
 

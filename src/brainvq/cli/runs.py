@@ -10,6 +10,7 @@ from pathlib import Path
 
 from brainvq.cli.common import (
     FRESH_HELP,
+    PRECISION_HELP,
     TOTAL_HELP,
     _add_data_args,
     _data_config,
@@ -18,6 +19,7 @@ from brainvq.cli.common import (
     _positive_int,
     _total_budget,
 )
+from brainvq.runtime import PRECISIONS
 
 
 # --- check-judges --------------------------------------------------------------------------
@@ -98,7 +100,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--prior-minutes", type=_positive_float)
     g.add_argument("--samples", type=_positive_int)
     g.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
-    g.add_argument("--precision", help="32-true (default), bf16-mixed, 16-mixed")
+    g.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--fresh", action="store_true", help=FRESH_HELP)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
@@ -165,7 +167,7 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", default="quality-cpu", help=", ".join(RECIPES))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--samples", type=_positive_int, help="generated slices to judge (default: the recipe's)")
-    p.add_argument("--precision", help="default: the recipe's (fp32 on CPU, bf16-mixed on GPU)")
+    p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--accelerator", help="default: the recipe's")
     p.add_argument("--total-minutes", type=float, help=TOTAL_HELP)
     p.add_argument("--fresh", action="store_true", help=FRESH_HELP)

@@ -21,7 +21,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from brainvq.data.errors import ConfigError
 from brainvq.io import atomic_write, remove_stale_temp_files, to_plain
-from brainvq.runtime import cpu_info, keep_freed_memory
+from brainvq.runtime import PRECISIONS, cpu_info, keep_freed_memory, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ class TrainerConfig:
     devices: Any = "auto"  # e.g. 1, 2, "auto"
     num_nodes: int = 1
     strategy: str = "auto"  # e.g. ddp; on CPU with devices=2: ddp with gloo
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    # auto (bf16-mixed on CPUs with bf16 units and bf16-capable GPUs, else 32-true; see
+    # brainvq.runtime.resolve_precision) | 32-true | bf16-mixed | 16-mixed | bf16-true
+    precision: str = "auto"
     num_workers: int = 0
     threads: int | None = None  # torch intra-op threads on CPU (None: torch default)
     progress: bool = True
@@ -54,23 +56,30 @@ class TrainerConfig:
             raise ConfigError(f"max_minutes must be > 0, got {self.max_minutes}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
-        if self.precision not in ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"):
-            raise ConfigError(f"unknown precision {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+
+
+def precision_record(cfg: TrainerConfig) -> dict:
+    """The precision a run asked for (e.g. ``auto``) and the one it trains in."""
+    return {"requested": cfg.precision, "resolved": resolve_precision(cfg.precision, cfg.accelerator)}
 
 
 def write_run_config(out_dir: Path, config: Any, name: str = "config.yaml") -> Path:
-    """Record the full config (with seed) and the environment beside the run's outputs."""
+    """Record the full config (with seed) and the environment beside the run's outputs; a
+    config with a :class:`TrainerConfig` (``config.trainer``) also records its precision,
+    requested and resolved (:func:`precision_record`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    doc = {
-        "config": to_plain(config),
-        "environment": {
-            "torch": str(torch.__version__),
-            "lightning": str(L.__version__),
-            "cuda": torch.cuda.is_available(),
-            "cpu": cpu_info(),
-            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-        },
+    trainer = config if isinstance(config, TrainerConfig) else getattr(config, "trainer", None)
+    environment = {
+        "torch": str(torch.__version__),
+        "lightning": str(L.__version__),
+        "cuda": torch.cuda.is_available(),
+        "cpu": cpu_info(),
+        **({"precision": precision_record(trainer)} if isinstance(trainer, TrainerConfig) else {}),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    doc = {"config": to_plain(config), "environment": environment}
     path = out_dir / name
     atomic_write(path, lambda tmp: tmp.write_text(yaml.safe_dump(doc, sort_keys=False)))
     return path
@@ -172,8 +181,12 @@ def build_trainer(
     cfg: TrainerConfig, out_dir: Path, monitor: str, mode: str, extra_callbacks: list[Callback] | None = None
 ) -> L.Trainer:
     """A Lightning trainer with best/last checkpoints, CSV + TensorBoard logs and progress bars
-    (``extra_callbacks`` run before the checkpoint callbacks, so their state is saved with them)."""
+    (``extra_callbacks`` run before the checkpoint callbacks, so their state is saved with them).
+    It trains in ``cfg.precision`` resolved by :func:`~brainvq.runtime.resolve_precision`."""
     cfg.validate()
+    precision = resolve_precision(cfg.precision, cfg.accelerator)
+    if precision != cfg.precision:
+        log.info("precision %s: training in %s", cfg.precision, precision)
     keep_freed_memory()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -221,7 +234,7 @@ def build_trainer(
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=cfg.precision,
+        precision=precision,
         callbacks=callbacks,
         logger=loggers,
         default_root_dir=out_dir,

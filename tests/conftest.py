@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+# Tests train eagerly: compiling each tiny model would cost the suite minutes. tests/test_compiled.py
+# turns torch.compile back on where it is what is tested.
+os.environ.setdefault("BRAINVQ_COMPILE", "0")
 
 
 def blob_slice(rng: np.random.Generator, size: int, position: float) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     summary = train_prior(cfg)
     assert summary["n_train_codes"] == 2 * 24  # whole training split, plus its left-right flips
     assert summary["n_test_codes"] == 12
+    assert summary["compile"] == "eager"  # tests train eagerly (conftest: BRAINVQ_COMPILE=0)
     # quality floors: better than uniform over K codes, and better than the training codes'
     # frequencies alone (what a prior that ignores all context would reach)
     bits = summary["test_bits_per_code"]

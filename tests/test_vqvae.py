@@ -192,3 +192,29 @@ def test_space_to_depth_and_back_match_pixel_shuffles(channels_last: bool, c: in
     (g1,) = torch.autograd.grad((DepthToSpace(r)(y2) * x).sum(), y2)
     (g2,) = torch.autograd.grad((F.pixel_shuffle(y2, r) * x).sum(), y2)
     assert torch.equal(g1, g2)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_patch_sequential_equals_sequential(bias: bool) -> None:
+    """Space-to-depth + 1x1 conv as one strided conv, 1x1 conv + depth-to-space as one transposed
+    conv: the same outputs and gradients as running the modules one by one, and the same state dict."""
+    from torch import nn
+
+    from brainvq.models.blocks import DepthToSpace, PatchSequential, SpaceToDepth
+
+    torch.manual_seed(0)
+    mods = [SpaceToDepth(2), nn.Conv2d(12, 8, 1, bias=bias), nn.ReLU(), nn.Conv2d(8, 20, 1, bias=bias), DepthToSpace(2)]
+    fused, plain = PatchSequential(*mods), nn.Sequential(*mods)
+    assert fused.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xa = x.contiguous(memory_format=layout).requires_grad_()
+        xb = x.contiguous(memory_format=layout).requires_grad_()
+        ya, yb = fused(xa), plain(xb)
+        assert ya.shape == yb.shape == (2, 5, 8, 8)
+        torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-6)
+        w = torch.randn_like(ya)
+        ga = torch.autograd.grad((ya * w).sum(), [xa, *fused.parameters()])
+        gb = torch.autograd.grad((yb * w).sum(), [xb, *plain.parameters()])
+        for a, b in zip(ga, gb, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -134,6 +134,12 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
         type=_positive_float,
         help="wall-time cap of the top level's training (--max-minutes caps the bottom level's only)",
     )
+    p.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="train eagerly instead of through torch.compile (which falls back to eager by itself if it fails)",
+    )
     _add_trainer_args(p, "PriorTrainConfig")
     p.set_defaults(func=cmd_train_prior)
 
@@ -168,6 +174,7 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         bottom_model=level(defaults.bottom_model, scale == "all", **arch),
         trainer=_trainer_config(args, defaults.trainer),
         out_dir=args.out,
+        compile=args.compile,
         **_flags_given(args, keep="keep", top_epochs="top_epochs", top_max_minutes="top_max_minutes"),
     )
 

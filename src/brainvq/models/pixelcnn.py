@@ -95,6 +95,13 @@ def _fourier(values: Tensor) -> Tensor:
     return torch.cat([torch.sin(values[:, None] * freqs), torch.cos(values[:, None] * freqs)], dim=1)
 
 
+def _check_values() -> bool:
+    """Whether to check input values (code ranges, finite conditions): always, except inside a
+    compiled training loss (:mod:`brainvq.train.compiled`), where reading a value would break the
+    graph; the codes there come from brainvq's own encoder."""
+    return not torch.compiler.is_compiling()
+
+
 def _gate(x: Tensor) -> Tensor:
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
@@ -201,7 +208,7 @@ class GatedPixelCNN(nn.Module):
             raise ConfigError(
                 f"top must be int64 ({batch},{cfg.top_grid},{cfg.top_grid}), got {top.dtype} {tuple(top.shape)}"
             )
-        if top.numel() and (int(top.min()) < 0 or int(top.max()) >= cfg.top_codes):
+        if _check_values() and top.numel() and (int(top.min()) < 0 or int(top.max()) >= cfg.top_codes):
             raise ConfigError(f"top codes must lie in [0, {cfg.top_codes})")
 
     def check_inputs(self, codes: Tensor | None, cond: Tensor | None, batch: int) -> Tensor | None:
@@ -213,7 +220,7 @@ class GatedPixelCNN(nn.Module):
                 raise ConfigError(
                     f"codes must be int64 (B,{cfg.grid_size},{cfg.grid_size}), got {codes.dtype} {tuple(codes.shape)}"
                 )
-            if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cfg.num_codes):
+            if _check_values() and codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= cfg.num_codes):
                 raise ConfigError(f"codes must lie in [0, {cfg.num_codes})")
         if not cfg.conditional:
             if cond is not None:
@@ -231,7 +238,7 @@ class GatedPixelCNN(nn.Module):
                 "this prior is also conditioned on the slice's intensity scale: pass cond rows "
                 "(position, scale) (brainvq.models.conditioning.slice_conditions)"
             )
-        if not torch.isfinite(cond).all():
+        if _check_values() and not torch.isfinite(cond).all():
             raise ConfigError("slice positions and intensity scales must be finite")
         return cond
 

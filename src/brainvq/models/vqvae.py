@@ -51,6 +51,8 @@ class VQVAEConfig:
     # are conditioned on; 0 = a single level (the layout of every brainvq before 0.2).
     top_downsample: int = 4
     top_num_codes: int = 256
+    top_channels: int = 64  # channels of the top encoder and decoder
+    top_res_bottleneck: int = 2  # their residual blocks' 3x3 convs have top_channels // this outputs
     top_aux_weight: float = 1.0  # weight of the top level's own low-resolution reconstruction loss
     # Full-resolution refinement of the decoder's output (channels; 0 = none): 3x3 convolutions at
     # the image resolution, added to the output logits, so fine detail need not repeat every 4x4
@@ -64,7 +66,15 @@ class VQVAEConfig:
             raise ConfigError(
                 f"image size {self.image_size} is not divisible by the downsampling factor {self.downsample}"
             )
-        for name in ("num_codes", "code_dim", "stem_channels", "hidden_channels", "res_bottleneck"):
+        for name in (
+            "num_codes",
+            "code_dim",
+            "stem_channels",
+            "hidden_channels",
+            "res_bottleneck",
+            "top_channels",
+            "top_res_bottleneck",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("stem_res_blocks", "encoder_res_blocks", "decoder_res_blocks", "refine_channels"):
@@ -117,6 +127,8 @@ def upgrade_saved_config(config: dict) -> dict:
     config.setdefault("res_bottleneck", 2)
     config.setdefault("top_downsample", 0)  # before the top level existed: a single level
     config.setdefault("refine_channels", 0)  # before the refiner existed
+    config.setdefault("top_channels", 2 * config.get("hidden_channels", 32))  # before the top width was its own
+    config.setdefault("top_res_bottleneck", 2)
     return config
 
 

@@ -129,8 +129,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--peak-size", type=int, default=2048, help="side of the fp32 matmul that measures the peak")
+    p.add_argument(
+        "--threads", type=int, default=2, help="torch threads (the matmul peak is measured at the same count)"
+    )
+    p.add_argument("--top-channels", type=int, help="brainvq's top-level width (default: VQVAEConfig's)")
+    p.add_argument(
+        "--top-res-bottleneck", type=int, help="brainvq's top-level residual bottleneck (default: VQVAEConfig's)"
+    )
     p.add_argument("--out", default="runs/bench_vqvae.json")
     a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    our_cfg = VQVAEConfig(
+        **{k: v for k, v in (("top_channels", a.top_channels), ("top_res_bottleneck", a.top_res_bottleneck)) if v}
+    )
     # Process-wide, so it speeds up both models alike (brainvq's training does this too).
     malloc_tuned = keep_freed_memory()
     data = DataConfig(root=a.data)
@@ -142,9 +153,11 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": torch.get_num_threads(),
         "matmul_gflops": peak,
         "seconds_each": a.seconds,
+        "dtype": "float32 (no autocast, bf16 off)",
+        "brainvq_config": our_cfg.to_dict(),
         "keep_freed_memory": malloc_tuned,
     }
-    models = {"brainvq": VQVAE(VQVAEConfig()), "baseline": BaselineVQVAE()}
+    models = {"brainvq": VQVAE(our_cfg), "baseline": BaselineVQVAE()}
     flops = {name: train_flops(m, train.shape[-1]) for name, m in models.items()}
     runs = {name: Run(m, train, a.batch_size, a.lr, a.seed) for name, m in models.items()}
     timing = train_side_by_side(runs, a.seconds)
@@ -166,8 +179,9 @@ def main(argv: list[str] | None = None) -> dict:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(results, indent=2))
     print(
-        f"matmul peak {peak:.1f} GFLOP/s; brainvq {ours['speedup_images_per_second']:.2f}x the baseline's "
-        f"images/s; SSIM after the same time {ours['val_ssim_after_same_time']:.4f} "
+        f"matmul peak {peak:.1f} GFLOP/s ({a.threads} threads); brainvq {ours['speedup_images_per_second']:.2f}x "
+        f"the baseline's images/s at {100 * ours['fraction_of_matmul_peak']:.0f} % of the peak (baseline "
+        f"{100 * base['fraction_of_matmul_peak']:.0f} %); SSIM after the same time {ours['val_ssim_after_same_time']:.4f} "
         f"vs {base['val_ssim_after_same_time']:.4f}"
     )
     return results

@@ -91,7 +91,7 @@ def test_bench_sampling_tiny(tmp_path: Path) -> None:
 def test_bench_vqvae_tiny(tmp_path: Path, tiny_oasis: Path) -> None:
     torch.set_num_threads(1)
     r = load("bench_vqvae").main(
-        ["--data", str(tiny_oasis), "--seconds", "0.01", "--batch-size", "2", "--peak-size", "128"]
+        ["--data", str(tiny_oasis), "--seconds", "0.01", "--batch-size", "2", "--peak-size", "128", "--threads", "1"]
         + ["--out", str(tmp_path / "v.json")]
     )
     for name in ("brainvq", "baseline"):

@@ -68,7 +68,7 @@ RECIPES: dict[str, Recipe] = {
         vqvae_epochs=20,
         vqvae_minutes=4.0,
         prior_epochs=6,
-        prior_minutes=4.5,
+        prior_minutes=5.0,  # compiling the prior takes about 1 min of it (4.91 of 6 epochs in 4.5 min, AVX-512 fp32)
         samples=32,
         prior_flip=False,
         total_minutes=15.0,
@@ -78,16 +78,18 @@ RECIPES: dict[str, Recipe] = {
     "quality-cpu": Recipe(
         "quality-cpu",
         vqvae_epochs=20,
-        vqvae_minutes=13.0,
-        generation_decoder_epochs=2,  # about 4 min an epoch on 2 cores (AVX-512, fp32)
-        generation_decoder_minutes=8.0,
-        prior_epochs=4,  # the bottom level's: its cap ends it after about 2-3 epochs on 2 cores
-        prior_minutes=13.0,
+        vqvae_minutes=12.0,
+        # about 4 min an epoch on 2 cores (AVX-512, fp32); 4 epochs: classifier 0.875 against 0.928
+        # after 2 (docs/experiments/2026-11-29-brain-region-two-decoders.md)
+        generation_decoder_epochs=4,
+        generation_decoder_minutes=15.0,
+        prior_epochs=4,  # the bottom level's
+        prior_minutes=12.0,
         prior_top_epochs=8,  # the top level alone first (docs/experiments/2026-11-26-prior-levels-in-turn.md)
-        prior_top_minutes=14.0,
+        prior_top_minutes=12.0,
         samples=256,
         total_minutes=60.0,
-        reserve_minutes=10.0,  # codes cached, prior test bits, 256 samples judged: 9.4 min on an AVX2-only 2-core CPU
+        reserve_minutes=9.0,  # codes cached, prior test bits, 256 samples judged: 9.4 min on an AVX2-only 2-core CPU
         note="OASIS-1 subset; <= 60 min on 2 CPU cores in fp32",
     ),
     "quality-cpu-long": Recipe(

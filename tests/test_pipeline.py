@@ -35,6 +35,26 @@ def test_quality_recipes():
         get_recipe("fast")
 
 
+def test_quality_cpu_long_plans_inside_two_hours():
+    long = get_recipe("quality-cpu-long")
+    planned = long.vqvae_minutes + long.generation_decoder_minutes + long.prior_top_minutes + long.prior_minutes
+    assert long.total_minutes == 120 and planned + long.reserve_minutes <= 120 and long.samples >= 256
+
+
+def test_a_stage_key_names_the_precision_auto_resolves_to(monkeypatch: pytest.MonkeyPatch):
+    """A run folder resumed where ``auto`` resolves to another precision trains again."""
+    from brainvq.pipeline import _budget
+    from brainvq.runs import config_key
+
+    recipe = get_recipe("demo")
+    monkeypatch.setenv("BRAINVQ_PRECISION", "32-true")
+    fp32 = _budget(recipe)
+    monkeypatch.setenv("BRAINVQ_PRECISION", "bf16-mixed")
+    bf16 = _budget(recipe)
+    assert (fp32["precision"], fp32["precision_used"], bf16["precision_used"]) == ("auto", "32-true", "bf16-mixed")
+    assert config_key(fp32) != config_key(bf16)
+
+
 def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_the_verdict(
     tiny_oasis: Path, tmp_path: Path
 ):

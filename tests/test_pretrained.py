@@ -100,6 +100,27 @@ def test_a_missing_or_altered_file_stops_with_one_line(copied: Path, capsys: pyt
         pretrained_paths("mnist")
 
 
+def test_a_shipped_file_is_hashed_once_until_it_changes(copied: Path):
+    import os
+
+    from brainvq.pretrained import _sha256
+
+    _sha256.cache_clear()
+    pretrained_paths("oasis1")
+    read = _sha256.cache_info().misses
+    assert read == len(PRETRAINED["oasis1"].files())  # every shipped file hashed once
+    pretrained_paths("oasis1"), pretrained_generation_decoder("oasis1")
+    assert _sha256.cache_info().misses == read  # and not again
+    prior = copied / "prior.safetensors"
+    data = bytearray(prior.read_bytes())
+    data[-1] ^= 1
+    stat = prior.stat()
+    prior.write_bytes(bytes(data))
+    os.utime(prior, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later modification time
+    with pytest.raises(CheckpointError, match="prior.safetensors has been altered"):
+        pretrained_paths("oasis1")
+
+
 def test_a_missing_or_altered_generation_decoder_stops_with_one_line(copied: Path, capsys: pytest.CaptureFixture):
     decoder = copied / "generation_decoder.safetensors"
     data = bytearray(decoder.read_bytes())

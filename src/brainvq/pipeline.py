@@ -28,7 +28,7 @@ from brainvq.io import write_json
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.report.verdict import verdict_lines
 from brainvq.runs import RunLayout, StageLedger, config_key
-from brainvq.runtime import hardware_record
+from brainvq.runtime import hardware_record, resolve_precision
 
 
 @dataclasses.dataclass
@@ -289,8 +289,11 @@ def _prior_stage(run: _Run) -> dict:
 
 
 def _budget(r: Recipe) -> dict:
-    """What shapes every training stage's caps (a changed total redoes the stages it shapes)."""
-    return {k: getattr(r, k) for k in ("vqvae_minutes", "total_minutes", "reserve_minutes", "accelerator", "precision")}
+    """What shapes every training stage's caps (a changed total redoes the stages it shapes), and
+    the precision the run trains in: ``auto`` resolved on this machine, so that a run folder
+    resumed where ``auto`` means another precision trains its stages again."""
+    keys = ("vqvae_minutes", "total_minutes", "reserve_minutes", "accelerator", "precision")
+    return {**{k: getattr(r, k) for k in keys}, "precision_used": resolve_precision(r.precision, r.accelerator)}
 
 
 PRIOR_KEYS = (

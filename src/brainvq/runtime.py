@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,10 @@ def keep_freed_memory(threshold_bytes: int = 1 << 30) -> bool:
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_info() -> dict:
-    """What this machine's CPU is, for run records: model name, the kernel set PyTorch uses
-    (e.g. AVX2, AVX512), whether it has bf16 units (:data:`BF16_FLAGS`), and its thread count."""
-    import os
-
-    import torch
-
-    model, flags = "unknown", set()
+@functools.lru_cache(maxsize=1)
+def _proc_cpuinfo() -> tuple[str, frozenset[str]]:
+    """The CPU's model name and flags from /proc/cpuinfo (read once per process)."""
+    model, flags = "unknown", frozenset()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -59,9 +56,20 @@ def cpu_info() -> dict:
                 if key.strip() == "model name" and model == "unknown":
                     model = value.strip()
                 elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
+                    flags = frozenset(value.split())
     except OSError:  # not Linux: the flags are unknown
         pass
+    return model, flags
+
+
+def cpu_info() -> dict:
+    """What this machine's CPU is, for run records: model name, the kernel set PyTorch uses
+    (e.g. AVX2, AVX512), whether it has bf16 units (:data:`BF16_FLAGS`), and its thread count."""
+    import os
+
+    import torch
+
+    model, flags = _proc_cpuinfo()
     return {
         "model": model,
         "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),

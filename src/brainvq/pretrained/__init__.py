@@ -20,6 +20,7 @@ From Python::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
@@ -73,6 +74,13 @@ PRETRAINED: dict[str, PretrainedModel] = {
 
 
 def sha256(path: Path) -> str:
+    """The file's SHA-256, computed once per process for each (path, size, modification time)."""
+    stat = Path(path).stat()
+    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

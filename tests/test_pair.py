@@ -214,6 +214,22 @@ def test_generate_draws_what_the_samplers_drew_before_the_pair(levels: int):
     assert torch.allclose(got.images, pair.vqvae.decode(got.codes, got.top), atol=1e-6)
 
 
+def test_generate_draws_the_top_grid_at_its_own_temperature():
+    """``top_temperature`` is what the top grid is drawn at (the bottom stays at ``temperature``);
+    a single-level prior refuses it with one line."""
+    pair, positions = pair_of(2), np.array([0.2, 0.5, 0.8], np.float32)
+    got = generate(pair, positions, seed=5, temperature=0.9, top_temperature=0.6, progress=False)
+    g = torch.Generator().manual_seed(5)
+    cond = conditions_for(pair.prior, positions, generator=g)
+    top = sample_cached(pair.prior.top, 3, cond, 0.6, g)
+    assert torch.equal(got.top, top)
+    assert torch.equal(got.codes, sample_cached(pair.prior.bottom, 3, cond, 0.9, g, top=top))
+    same = generate(pair, positions, seed=5, temperature=0.9, progress=False)
+    assert not torch.equal(same.top, got.top)  # the default draws the top grid at 0.9
+    with pytest.raises(ConfigError, match="needs a two-level prior"):
+        generate(pair_of(1), positions, top_temperature=0.6, progress=False)
+
+
 @pytest.mark.parametrize("levels", LEVELS)
 def test_complete_keeps_the_upper_half_of_the_coarsest_grid(levels: int):
     pair = pair_of(levels)

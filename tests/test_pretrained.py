@@ -155,9 +155,10 @@ def test_sample_command_with_pretrained_weights(tmp_path: Path):
     assert summary["decoder"]["drew"] == "generation"
     assert summary["decoder"]["weights"].endswith("pretrained/oasis1/generation_decoder.safetensors")
     argv = ["sample", "--pretrained", "oasis1", "--n", "1", "--out", str(tmp_path / "r"), "--no-progress"]
-    assert main([*argv, "--no-generation-decoder"]) == 0
+    assert main([*argv, "--no-generation-decoder", "--top-temperature", "0.8"]) == 0
     summary = json.loads((tmp_path / "r" / "sample_summary.json").read_text())
     assert summary["decoder"] == {"drew": "reconstruction", "weights": summary["vqvae"]}
+    assert (summary["temperature"], summary["top_temperature"]) == (1.0, 0.8)
     with pytest.raises(ConfigError, match="either --pretrained or --vqvae/--prior"):
         from brainvq.cli import build_parser, cmd_sample
 

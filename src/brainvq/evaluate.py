@@ -238,11 +238,13 @@ def evaluate_generation(
     judges: bool = True,
     allow_mismatch: bool = False,
     generation_decoder: str | Path | None = None,
+    top_temperature: float | None = None,
 ) -> dict:
     """Sample ``n_samples`` slices at positions spread like the test split and measure how many
     are brain-shaped, next to the same statistic on the real test slices. The slices are drawn by
     ``generation_decoder`` when given (else by the VQ-VAE's own decoder); ``decoder`` in the
-    summary says which.
+    summary says which. A two-level prior draws its top grid at ``top_temperature`` (default
+    ``temperature``).
 
     Unless ``skip_metrics``, also runs the power-checked judges of :mod:`brainvq.judges` (if
     ``judges``) and the metrics of :mod:`brainvq.judges.generation` (memorisation, diversity,
@@ -269,6 +271,7 @@ def evaluate_generation(
         temperature=temperature,
         seed=seed,
         progress=progress,
+        top_temperature=top_temperature,
     )
     gen_pos = positions  # unconditional samples are judged against the test positions' range
     timings = {"generation_s": round(time.time() - t0, 1)}
@@ -283,6 +286,7 @@ def evaluate_generation(
         "data": str(data.root),
         "n_samples": n_samples,
         "temperature": temperature,
+        **({"top_temperature": top_temperature} if top_temperature is not None else {}),
         "decoder": pair.decoder_record(),
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),

@@ -54,6 +54,11 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="only the brain-shape check: skip the two-sample test, Fréchet distance, memorisation, diversity and tissue judges",
     )
     p.add_argument("--temperature", type=_positive_float, default=1.0)
+    p.add_argument(
+        "--top-temperature",
+        type=_positive_float,
+        help="two-level priors: sampling temperature of the top grid (default: --temperature)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -93,6 +98,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         temperature=args.temperature,
         seed=args.seed,
         progress=prog,
+        top_temperature=args.top_temperature,
         skip_metrics=args.no_generation_metrics,
         allow_mismatch=args.allow_mismatched_pair,
         generation_decoder=_generation_decoder(args, weights),
@@ -114,6 +120,11 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         help="axial slice position in [0,1] (default: spread over 0.1..0.9)",
     )
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument(
+        "--top-temperature",
+        type=_positive_float,
+        help="two-level priors: sampling temperature of the top grid (default: --temperature)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample)
@@ -135,4 +146,5 @@ def cmd_sample(args: argparse.Namespace) -> dict:
         progress=not args.no_progress,
         allow_mismatch=args.allow_mismatched_pair,
         generation_decoder=_generation_decoder(args, vqvae),
+        top_temperature=args.top_temperature,
     )

@@ -50,7 +50,8 @@ def generate(
     progress: bool = True,
     top_temperature: float | None = None,
 ) -> Generated:
-    """Sample ``n`` (or ``len(positions)``) code grids and draw them (:meth:`ModelPair.draw`)."""
+    """Sample ``n`` (or ``len(positions)``) code grids and draw them (:meth:`ModelPair.draw`).
+    A two-level prior draws its top grid at ``top_temperature`` (default ``temperature``)."""
     if pair.conditional:
         if positions is None:
             raise ConfigError("this prior is conditioned on slice position: give positions")
@@ -58,6 +59,10 @@ def generate(
         n = len(positions)
     elif n is None:
         raise ConfigError("give the number of samples")
+    if top_temperature is not None and "top" not in pair.levels:
+        raise ConfigError("--top-temperature needs a two-level prior; this one has a single level")
+    if top_temperature is not None and not top_temperature > 0:
+        raise ConfigError(f"--top-temperature must be > 0, got {top_temperature}")
     gen = torch.Generator().manual_seed(seed)
     conds = pair.conditions(positions, generator=gen)  # intensity scales drawn here if needed
     parts = []
@@ -168,6 +173,7 @@ def sample_command(
     progress: bool = True,
     allow_mismatch: bool = False,
     generation_decoder: str | Path | None = None,
+    top_temperature: float | None = None,
 ) -> dict:
     """What ``brainvq sample`` does: N samples (near ``position`` or spread over the axial range),
     drawn by ``generation_decoder`` when given, else by the VQ-VAE's own (reconstruction) decoder."""
@@ -186,6 +192,7 @@ def sample_command(
         temperature=temperature,
         seed=seed,
         progress=progress,
+        top_temperature=top_temperature,
     )
     out = save_generated(gen, Path(out_dir), pair.num_codes)
     summary = {
@@ -193,6 +200,7 @@ def sample_command(
         "prior": str(prior_path),
         "decoder": pair.decoder_record(),
         "temperature": temperature,
+        **({"top_temperature": top_temperature} if top_temperature is not None else {}),
         "seed": seed,
         "positions": gen.positions.tolist(),
         **({"intensity_scales": gen.scales.tolist()} if gen.scales is not None else {}),

@@ -228,6 +228,12 @@ def test_generate_draws_the_top_grid_at_its_own_temperature():
     assert not torch.equal(same.top, got.top)  # the default draws the top grid at 0.9
     with pytest.raises(ConfigError, match="needs a two-level prior"):
         generate(pair_of(1), positions, top_temperature=0.6, progress=False)
+    codes, cond = batch_of(2, 2)  # completion: the top grid completed at top_temperature too
+    done = pair.complete(codes, cond, temperature=0.9, top_temperature=0.6, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    top = complete(pair.prior.top, codes.top, cond, None, 0.6, g)
+    assert torch.equal(done.top, top)
+    assert torch.equal(done.bottom, sample_cached(pair.prior.bottom, 2, cond, 0.9, g, top=top))
 
 
 @pytest.mark.parametrize("levels", LEVELS)

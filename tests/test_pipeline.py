@@ -244,3 +244,33 @@ def test_the_stage_ledger_reuses_resumes_or_redoes_a_stage(tmp_path: Path):
     assert again.plan("vqvae", {"epochs": 3}) == "fresh"
     assert again.notes == ["redoing vqvae: its configuration changed (epochs)"]
     assert StageLedger.open(tmp_path / "stages.json", fresh=True).plan("vqvae", {"epochs": 2}) == "fresh"
+
+
+def test_a_ledger_from_before_stage_keys_named_the_precision_is_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Stages recorded without ``precision_used`` (older brainvq) are reused, and so are the
+    stages after them; a recorded precision other than this machine's redoes the stage."""
+    from brainvq.pipeline import _budget, _Run
+    from brainvq.runs import StageLedger
+
+    monkeypatch.setenv("BRAINVQ_PRECISION", "32-true")
+    recipe = get_recipe("demo")
+    now = {"epochs": 2, **_budget(recipe)}
+    legacy = {k: v for k, v in now.items() if k != "precision_used"}
+
+    def run_of(ledger: StageLedger) -> _Run:
+        return _Run(None, None, recipe, {}, None, ledger, 0.0, {})
+
+    def never(resume: bool) -> dict:
+        raise AssertionError("trained again")
+
+    old = run_of(StageLedger.open(tmp_path / "old.json"))
+    old.stage("vqvae", legacy, lambda resume: {"epochs_run": 2})
+    old.stage("prior", {"epochs": 1}, lambda resume: {"epochs_run": 1})
+    again = run_of(StageLedger.open(tmp_path / "old.json"))
+    assert again.stage("vqvae", now, never) == {"epochs_run": 2}
+    assert again.stage("prior", {"epochs": 1}, never) == {"epochs_run": 1}
+    other = run_of(StageLedger.open(tmp_path / "bf16.json"))
+    other.stage("vqvae", {**now, "precision_used": "bf16-mixed"}, lambda resume: {"epochs_run": 2})
+    redone = run_of(StageLedger.open(tmp_path / "bf16.json"))
+    assert redone.stage("vqvae", now, lambda resume: {"epochs_run": 3}) == {"epochs_run": 3}
+    assert redone.ledger.notes == ["redoing vqvae: its configuration changed (precision_used)"]

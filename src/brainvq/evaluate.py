@@ -223,6 +223,23 @@ def evaluate_vqvae(
     return summary
 
 
+def _sample_figures(pair, gen, test: SliceSet, out: Path, *, seed: int, temperature: float, top_temperature) -> None:
+    """Completions of real test slices (sampled like ``gen``) and ``gen`` beside real test slices."""
+    from brainvq.sample.generate import completion_figure
+
+    completion_figure(
+        pair,
+        test,
+        out / "figures" / "completions.png",
+        seed=seed,
+        temperature=temperature,
+        top_temperature=top_temperature,
+    )
+    real_vs_generated_figure(
+        gen.images, gen.positions, test, out / "samples" / "real_vs_generated.png", decoder=pair.drawing_decoder
+    )
+
+
 def evaluate_generation(
     vqvae_path: str | Path,
     prior_path: str | Path,
@@ -254,10 +271,11 @@ def evaluate_generation(
     """
     from brainvq.judges.shape import AreaModel, brain_shape_check
     from brainvq.models.pair import ModelPair
-    from brainvq.sample.generate import completion_figure, generate, save_generated
+    from brainvq.sample.generate import generate, save_generated
 
     out = Path(out_dir)
     pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch, generation_decoder=generation_decoder)
+    pair.check_top_temperature(top_temperature)  # before minutes of loading and fitting
     train = _split_with_masks(data, "train", progress, warn=not skip_metrics)
     test = _split_with_masks(data, "test", progress, warn=False)
     area_model = AreaModel.fit(train.images, train.positions)  # once: the shape check here and the judges'
@@ -278,10 +296,7 @@ def evaluate_generation(
     save_generated(gen, out / "samples", pair.num_codes)
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
-    completion_figure(pair, test, out / "figures" / "completions.png", seed=seed, temperature=temperature)
-    real_vs_generated_figure(
-        gen.images, gen.positions, test, out / "samples" / "real_vs_generated.png", decoder=pair.drawing_decoder
-    )
+    _sample_figures(pair, gen, test, out, seed=seed, temperature=temperature, top_temperature=top_temperature)
     summary = {
         "data": str(data.root),
         "n_samples": n_samples,

@@ -204,6 +204,9 @@ class _Run:
         """Run ``work(resume)`` for stage ``name`` unless it finished before with ``config``
         (then its recorded result is returned); record start and result in the ledger."""
         config = {**config, "after": [self.keys[k] for k in sorted(self.keys)]}  # every stage before it
+        recorded = self.ledger.stages.get(name, {}).get("config", {})
+        if "precision_used" in config and recorded and "precision_used" not in recorded:
+            config.pop("precision_used")  # a ledger from before stage keys named it: this machine's taken
         plan = self.ledger.plan(name, config)
         self.keys[name] = config_key(config)
         if plan == "reuse":

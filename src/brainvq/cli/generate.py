@@ -85,6 +85,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     weights, prior, out = _evaluate_weights(args)
     if args.generation_decoder and not prior:
         raise ConfigError("--generation-decoder draws generated slices: give --prior too")
+    if args.top_temperature is not None and not prior:
+        raise ConfigError("--top-temperature is a sampling temperature: give --prior too")
     prog = not args.no_progress
     result = evaluate_vqvae(weights, _data_config(args), out, split=args.split, progress=prog)
     if not prior:
@@ -119,7 +121,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="axial slice position in [0,1] (default: spread over 0.1..0.9)",
     )
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=_positive_float, default=1.0)
     p.add_argument(
         "--top-temperature",
         type=_positive_float,

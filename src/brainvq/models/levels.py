@@ -208,13 +208,16 @@ def complete_codes(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     keep_rows: int | None = None,
+    top_temperature: float | None = None,
 ) -> Codes:
     """The first ``keep_rows`` rows (default: the upper half) of the coarsest grid kept and the
-    rest drawn again. Two levels: the top grid is completed, then the whole bottom grid is drawn
-    given it (bottom codes under new top codes would mean something else)."""
+    rest drawn again. Two levels: the top grid is completed (at ``top_temperature``, default
+    ``temperature``), then the whole bottom grid is drawn given it (bottom codes under new top
+    codes would mean something else)."""
     levels = prior_levels(prior)
     first = next(iter(levels))
-    done = complete(levels[first], getattr(codes, first), cond, keep_rows, temperature, generator)
+    t_first = temperature if first == "bottom" or top_temperature is None else top_temperature
+    done = complete(levels[first], getattr(codes, first), cond, keep_rows, t_first, generator)
     if first == "bottom":
         return Codes(None, done)
     return Codes(done, sample_cached(levels["bottom"], len(codes), cond, temperature, generator, top=done))

@@ -191,6 +191,15 @@ class ModelPair(nn.Module):
         """The code grids, top first: ``("top", "bottom")`` or ``("bottom",)``."""
         return tuple(prior_levels(self.prior))
 
+    def check_top_temperature(self, top_temperature: float | None) -> None:
+        """ConfigError unless ``top_temperature`` is None or a positive temperature for a two-level prior."""
+        if top_temperature is None:
+            return
+        if "top" not in self.levels:
+            raise ConfigError("a top-level temperature needs a two-level prior; this one has a single level")
+        if not top_temperature > 0:
+            raise ConfigError(f"the top-level temperature must be > 0, got {top_temperature}")
+
     @property
     def conditional(self) -> bool:
         """True when the prior needs a slice position for every image."""
@@ -266,10 +275,12 @@ class ModelPair(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
         keep_rows: int | None = None,
+        top_temperature: float | None = None,
     ) -> Codes:
         """The upper ``keep_rows`` rows (default half) of the coarsest grid kept, the rest drawn again
-        (two levels: then the whole bottom grid given the completed top grid)."""
-        return complete_codes(self.prior, codes, conditions, temperature, generator, keep_rows)
+        (two levels: the top grid at ``top_temperature``, default ``temperature``; then the whole
+        bottom grid given the completed top grid)."""
+        return complete_codes(self.prior, codes, conditions, temperature, generator, keep_rows, top_temperature)
 
     def resample(
         self,

@@ -74,13 +74,16 @@ PRETRAINED: dict[str, PretrainedModel] = {
 
 
 def sha256(path: Path) -> str:
-    """The file's SHA-256, computed once per process for each (path, size, modification time)."""
-    stat = Path(path).stat()
-    return _sha256(str(path), stat.st_size, stat.st_mtime_ns)
+    """The file's SHA-256, computed once per process for each (path, inode, size, modification and
+    change times): a rewritten file (its change time moves even when its modification time is set
+    back) is hashed again."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _sha256(str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=32)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
+def _sha256(path: str, inode: int, size: int, mtime_ns: int, ctime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -59,10 +59,7 @@ def generate(
         n = len(positions)
     elif n is None:
         raise ConfigError("give the number of samples")
-    if top_temperature is not None and "top" not in pair.levels:
-        raise ConfigError("--top-temperature needs a two-level prior; this one has a single level")
-    if top_temperature is not None and not top_temperature > 0:
-        raise ConfigError(f"--top-temperature must be > 0, got {top_temperature}")
+    pair.check_top_temperature(top_temperature)
     gen = torch.Generator().manual_seed(seed)
     conds = pair.conditions(positions, generator=gen)  # intensity scales drawn here if needed
     parts = []
@@ -125,13 +122,15 @@ def complete_lower_half(
     *,
     seed: int = 0,
     temperature: float = 1.0,
+    top_temperature: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Slices ``x`` (B,1,H,W) with the lower half of their code grids drawn again by the prior:
     ``(kept upper half, completed slice)``, both drawn by :meth:`ModelPair.draw`, on the CPU."""
     x = x.to(pair.device)
     codes = pair.encode(x)
     cond = pair.conditions(torch.from_numpy(np.asarray(positions, np.float32)), images=x)
-    done = pair.complete(codes, cond, temperature=temperature, generator=torch.Generator().manual_seed(seed))
+    gen = torch.Generator().manual_seed(seed)
+    done = pair.complete(codes, cond, temperature=temperature, generator=gen, top_temperature=top_temperature)
     kept = pair.draw(codes).cpu()
     kept[:, :, kept.shape[-2] // 2 :] = 0
     return kept, pair.draw(done).cpu()
@@ -145,12 +144,15 @@ def completion_figure(
     n: int = 6,
     seed: int = 0,
     temperature: float = 1.0,
+    top_temperature: float | None = None,
 ) -> Path:
     """Real slices, their top-half-kept code grids completed by the prior, drawn side by side."""
     idx = np.linspace(len(data) * 0.2, len(data) * 0.8, n).astype(int)
     sub = data.subset(idx)
     x = as_tensor(sub)
-    kept, after = complete_lower_half(pair, x, sub.positions, seed=seed, temperature=temperature)
+    kept, after = complete_lower_half(
+        pair, x, sub.positions, seed=seed, temperature=temperature, top_temperature=top_temperature
+    )
     titles = [f"real pos {p:.2f}" for p in sub.positions] + ["kept top half"] * n + ["completed"] * n
     return figures.image_grid(
         torch.cat([x, kept, after]),
@@ -184,6 +186,7 @@ def sample_command(
     if position is not None and not 0 <= position <= 1:
         raise ConfigError(f"--position must be in [0, 1], got {position}")
     pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch, generation_decoder=generation_decoder)
+    pair.check_top_temperature(top_temperature)
     positions = np.full(n, position, np.float32) if position is not None else spread_positions(n)
     gen = generate(
         pair,

@@ -324,3 +324,20 @@ def test_judge_generated_rejects_scattered_fragments_against_real_splits(tmp_pat
     assert not gen["brain_shape"]["accept"] and real["brain_shape"]["accept"]
     assert gen["c2st"]["accuracy"] > real["c2st"]["accuracy"]
     assert gen["frechet"]["value"] > 3 * gen["frechet"]["floor"]
+
+
+def test_the_position_regressor_does_not_depend_on_what_ran_before():
+    """Same slices and seed, whatever the global random state before (a model built or sampled
+    earlier in the process): the same regressor, so the judges' floor is the same from run to run."""
+    from brainvq.judges.features import train_position_regressor
+
+    x, pos = torch.rand(16, 1, 32, 32), np.linspace(0.1, 0.9, 16)
+    cfg = FeatureConfig(work_size=32, feature_dim=8, steps=3, batch_size=8)
+    torch.manual_seed(1)
+    first = train_position_regressor(x, pos, cfg, seed=0).state_dict()
+    torch.manual_seed(2)
+    torch.rand(100)
+    again = train_position_regressor(x, pos, cfg, seed=0).state_dict()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    other = train_position_regressor(x, pos, cfg, seed=1).state_dict()
+    assert not all(torch.equal(first[k], other[k]) for k in first)

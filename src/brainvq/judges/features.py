@@ -162,6 +162,7 @@ def train_position_regressor(
     train: torch.Tensor, positions: np.ndarray, cfg: FeatureConfig, seed: int = 0, progress: bool = False
 ) -> SliceCNN:
     """A :class:`SliceCNN` that predicts the normalised slice position of (downsampled) real slices."""
+    torch.manual_seed(seed)  # the initial weights do not depend on what ran before (like the segmenter's)
     model = SliceCNN(outputs=1, work_size=cfg.work_size, feature_dim=cfg.feature_dim)
     target = torch.as_tensor(np.asarray(positions), dtype=torch.float32)[:, None]
     fit(

@@ -121,7 +121,7 @@ def test_evaluate_prior_defaults_to_at_least_256_samples_but_demo_stays_small(mo
     assert seen["n_samples"] >= 256
     cmd_evaluate(build_parser().parse_args(["evaluate", "--prior", "p.safetensors", "--samples", "40"]))
     assert seen["n_samples"] == 40
-    from brainvq.pipeline import get_recipe
+    from brainvq.recipes import get_recipe
 
     assert build_parser().parse_args(["demo"]).samples is None  # flags left out keep the demo recipe's
     assert get_recipe("demo").samples <= 64  # the demo keeps its own small number

@@ -11,7 +11,8 @@ import yaml
 
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
-from brainvq.pipeline import RECIPES, Recipe, TimeBudget, get_recipe, run_pipeline
+from brainvq.pipeline import TimeBudget, run_pipeline
+from brainvq.recipes import RECIPES, Recipe, get_recipe
 from tests.test_untested_paths import _Clock
 
 
@@ -78,6 +79,7 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
         generation_decoder_minutes=5.0,
         total_minutes=6.0,  # 5.5 min for 10 min of caps: the VQ-VAE's cap shrinks, and its 2 epochs still fit
         reserve_minutes=0.5,
+        top_temperature=0.9,
     )
     summary = run_pipeline(
         DataConfig(root=str(tiny_oasis), image_size=64),
@@ -105,6 +107,8 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
     assert json.loads((run / "generation_decoder" / "train_summary.json").read_text())["sharpened_from"] == str(mse)
     assert summary["reconstruction_test"]["weights"] == str(mse)  # reconstructions: the MSE decoder's
     assert summary["generation"]["decoder"] == {"drew": "generation", "weights": str(drawer)}
+    assert summary["generation"]["top_temperature"] == stages["generation"]["config"]["top_temperature"] == 0.9
+    assert any("top grid sampled at temperature 0.9" in line for line in summary["verdict"])
     hw = summary["hardware"]  # where it ran and in what precision (auto, 32-true in tests), bf16 units detected
     assert (hw["precision_requested"], hw["precision"]) == ("auto", "32-true") and hw["bf16_used"] is False
     assert isinstance(hw["cpu"]["bf16_units"], bool)
@@ -177,7 +181,8 @@ import torch
 
 torch.set_num_threads(1)
 from brainvq.data.sources import DataConfig
-from brainvq.pipeline import Recipe, run_pipeline
+from brainvq.pipeline import run_pipeline
+from brainvq.recipes import Recipe
 from tests.test_train_vqvae import tiny_cfg
 
 root, out = sys.argv[1], Path(sys.argv[2])

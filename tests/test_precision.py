@@ -75,7 +75,7 @@ def test_the_environment_variable_replaces_auto_only(monkeypatch) -> None:
 
 def test_auto_is_the_default_of_the_cli_the_configs_and_the_recipes() -> None:
     from brainvq.cli import _vqvae_train_config, build_parser
-    from brainvq.pipeline import RECIPES
+    from brainvq.recipes import RECIPES
     from brainvq.train.common import TrainerConfig
 
     parser = build_parser()

@@ -22,108 +22,13 @@ import dataclasses
 import time
 from pathlib import Path
 
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.io import write_json
 from brainvq.models.vqvae import VQVAEConfig
+from brainvq.recipes import Recipe
 from brainvq.report.verdict import verdict_lines
 from brainvq.runs import RunLayout, StageLedger, config_key
 from brainvq.runtime import hardware_record, resolve_precision
-
-
-@dataclasses.dataclass
-class Recipe:
-    """Budgets of one end-to-end run."""
-
-    name: str
-    vqvae_epochs: int
-    vqvae_minutes: float
-    prior_epochs: int
-    prior_minutes: float
-    samples: int  # generated slices that are judged
-    # the generation decoder: the decoder fine-tuned adversarially (``brainvq sharpen``); 0 epochs = none
-    generation_decoder_epochs: int = 0
-    generation_decoder_minutes: float = 0.0
-    prior_batch_size: int = 16
-    # a two-level prior's top level trained alone first (PriorTrainConfig.top_epochs); then the
-    # bottom level gets prior_epochs / prior_minutes. None: both levels together
-    prior_top_epochs: int | None = None
-    prior_top_minutes: float | None = None
-    prior_flip: bool = True  # also train the prior on the codes of mirrored slices
-    # wall budget of the whole run (dataset included) and the part of it kept for the work after
-    # the prior's training (its test bits, sampling, judging, report); None: no budget
-    total_minutes: float | None = None
-    reserve_minutes: float = 0.0
-    accelerator: str = "auto"
-    # auto: bf16-mixed on CPUs with bf16 units and bf16-capable GPUs, else 32-true
-    # (brainvq.runtime.resolve_precision; the summary's hardware records the one used)
-    precision: str = "auto"
-    judges: bool = True
-    note: str = ""
-
-
-RECIPES: dict[str, Recipe] = {
-    "demo": Recipe(
-        "demo",
-        vqvae_epochs=20,
-        vqvae_minutes=4.0,
-        prior_epochs=6,
-        prior_minutes=5.0,  # compiling takes about 1 min of it: 5.43 of 6 epochs (4.91 in 4.5 min), AVX-512 fp32
-        samples=32,
-        prior_flip=False,
-        total_minutes=15.0,
-        reserve_minutes=5.0,  # codes cached, prior test bits, 32 samples judged: 4.3 min on a 2-core AVX2 CPU
-        note="stand-in data; <= 15 min on 2 CPU cores in fp32",
-    ),
-    "quality-cpu": Recipe(
-        "quality-cpu",
-        vqvae_epochs=20,
-        vqvae_minutes=12.0,
-        # about 4 min an epoch on 2 cores (AVX-512, fp32); 4 epochs: classifier 0.875 against 0.928
-        # after 2 (docs/experiments/2026-11-29-brain-region-two-decoders.md)
-        generation_decoder_epochs=4,
-        generation_decoder_minutes=15.0,
-        prior_epochs=4,  # the bottom level's
-        prior_minutes=12.0,
-        prior_top_epochs=8,  # the top level alone first (docs/experiments/2026-11-26-prior-levels-in-turn.md)
-        prior_top_minutes=12.0,
-        samples=256,
-        total_minutes=60.0,
-        reserve_minutes=9.0,  # codes cached, prior test bits, 256 samples judged: 9.4 min on an AVX2-only 2-core CPU
-        note="OASIS-1 subset; <= 60 min on 2 CPU cores in fp32",
-    ),
-    "quality-cpu-long": Recipe(
-        "quality-cpu-long",
-        # measured rates (2-core AVX-512 CPU, fp32): VQ-VAE 1.3 epochs/min, generation decoder
-        # 3.9 min/epoch, prior top level 1.9 min/epoch, bottom level 4.0 min/epoch
-        vqvae_epochs=20,
-        vqvae_minutes=18.0,
-        # the generation decoder is the samples' ceiling (its own reconstructions: 0.78 after 4 epochs)
-        generation_decoder_epochs=7,
-        generation_decoder_minutes=29.0,
-        prior_epochs=7,
-        prior_minutes=29.0,
-        prior_top_epochs=10,
-        prior_top_minutes=21.0,
-        samples=256,
-        total_minutes=120.0,
-        reserve_minutes=12.0,
-        note="OASIS-1 subset; <= 2 hours on 2 CPU cores in fp32 (the best recipe when no GPU is lent)",
-    ),
-    "quality-gpu": Recipe(
-        "quality-gpu",
-        vqvae_epochs=30,
-        vqvae_minutes=10.0,
-        prior_epochs=20,
-        prior_minutes=15.0,
-        samples=256,
-        generation_decoder_epochs=4,
-        generation_decoder_minutes=6.0,
-        prior_batch_size=32,
-        accelerator="gpu",
-        note="OASIS-1 subset; one GPU (about 8 min on an H100)",
-    ),
-}
 
 
 @dataclasses.dataclass
@@ -178,12 +83,6 @@ class TimeBudget:
             "took_minutes": round(took, 2),
             "stages": self.stages,
         }
-
-
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise ConfigError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    return RECIPES[name]
 
 
 @dataclasses.dataclass
@@ -291,6 +190,32 @@ def _prior_stage(run: _Run) -> dict:
     return run.stage("prior", {k: getattr(r, k) for k in keys}, work)
 
 
+def _generation_stage(run: _Run, drawer: bool, seed: int, progress: bool) -> dict:
+    """Samples at test positions (the top grid at the recipe's ``top_temperature``), judged."""
+    from brainvq.evaluate import evaluate_generation
+
+    r, layout = run.recipe, run.layout
+    config = {"samples": r.samples, "judges": r.judges, "seed": seed, "generation_decoder": drawer}
+    if r.top_temperature is not None:  # absent from older ledgers' keys
+        config["top_temperature"] = r.top_temperature
+    return run.stage(
+        "generation",
+        config,
+        lambda _: evaluate_generation(
+            layout.vqvae_weights,
+            layout.prior_weights,
+            run.data,
+            layout.generation_dir,
+            n_samples=r.samples,
+            seed=seed,
+            progress=progress,
+            judges=r.judges,
+            generation_decoder=layout.generation_decoder if drawer else None,
+            top_temperature=r.top_temperature,
+        ),
+    )
+
+
 def _budget(r: Recipe) -> dict:
     """What shapes every training stage's caps (a changed total redoes the stages it shapes), and
     the precision the run trains in: ``auto`` resolved on this machine, so that a run folder
@@ -336,7 +261,7 @@ def run_pipeline(
     showcase and dataset), counted in the time budget; ``vqvae_model``: the VQ-VAE architecture
     (default :class:`VQVAEConfig`'s); ``data_note``: what the summary says the data is (default
     its path); ``opening``: what the summary opens with, before the verdict."""
-    from brainvq.evaluate import evaluate_generation, evaluate_vqvae
+    from brainvq.evaluate import evaluate_vqvae
     from brainvq.report.html import build_report
     from brainvq.train.prior import PriorTrainConfig
 
@@ -357,21 +282,7 @@ def run_pipeline(
     ev = run.stage("evaluate", {}, lambda _: evaluate_vqvae(vq_weights, data, layout.vqvae_dir, progress=progress))
     drawer = _generation_decoder_stage(run) if recipe.generation_decoder_epochs else {}
     prior = _prior_stage(run)
-    gen = run.stage(
-        "generation",
-        {"samples": recipe.samples, "judges": recipe.judges, "seed": seed, "generation_decoder": bool(drawer)},
-        lambda _: evaluate_generation(
-            vq_weights,
-            layout.prior_weights,
-            data,
-            layout.generation_dir,
-            n_samples=recipe.samples,
-            seed=seed,
-            progress=progress,
-            judges=recipe.judges,
-            generation_decoder=layout.generation_decoder if drawer else None,
-        ),
-    )
+    gen = _generation_stage(run, bool(drawer), seed, progress)
     timings["total_s"] = round(time.time() - t0 + before_s, 1)
     budget_record = budget.finish()
     warnings = [s["warning"] for s in (vq, drawer, prior) if s.get("warning")] + budget.warnings

@@ -93,7 +93,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
         default="oasis1",
         help="first show what this shipped model draws (default oasis1; none: skip)",
     )
-    g = p.add_argument_group("budgets (flags left out keep the demo recipe's, see brainvq.pipeline.RECIPES)")
+    g = p.add_argument_group("budgets (flags left out keep the demo recipe's, see brainvq.recipes.RECIPES)")
     g.add_argument("--vqvae-epochs", type=_positive_int)
     g.add_argument("--vqvae-minutes", type=_positive_float)
     g.add_argument("--prior-epochs", type=_positive_int)
@@ -110,7 +110,8 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     """Stand-in dataset, then the ``demo`` recipe: VQ-VAE, evaluation, prior, judged samples, report."""
     from brainvq.data.sources import DataConfig
     from brainvq.data.standin import StandInConfig, make_standin_dataset
-    from brainvq.pipeline import get_recipe, run_pipeline
+    from brainvq.pipeline import run_pipeline
+    from brainvq.recipes import get_recipe
 
     t0 = time.time()
     recipe = dataclasses.replace(
@@ -156,7 +157,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
 # --- pipeline ------------------------------------------------------------------------------
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
     """The ``pipeline`` parser."""
-    from brainvq.pipeline import RECIPES
+    from brainvq.recipes import RECIPES
 
     p = sub.add_parser(
         "pipeline",
@@ -177,7 +178,8 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
 
 def cmd_pipeline(args: argparse.Namespace) -> dict:
     """A whole recipe on the user's data."""
-    from brainvq.pipeline import get_recipe, run_pipeline
+    from brainvq.pipeline import run_pipeline
+    from brainvq.recipes import get_recipe
 
     recipe = dataclasses.replace(
         get_recipe(args.recipe),

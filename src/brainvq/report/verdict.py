@@ -34,7 +34,8 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         lines.append(
             f"Brain-shaped: {_pct(gen['generated']['fraction_brain_shaped'])} of {gen.get('n_samples', '?')} generated "
             f"slices (real test: {_pct(gen['real_test']['fraction_brain_shaped'])}); drawn by the "
-            f"{(gen.get('decoder') or {}).get('drew', 'reconstruction')} decoder."
+            f"{(gen.get('decoder') or {}).get('drew', 'reconstruction')} decoder"
+            + (f", top grid sampled at temperature {gen['top_temperature']}." if "top_temperature" in gen else ".")
         )
     judged = gen.get("judges")
     if judged:

@@ -121,7 +121,7 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
         type=float,
         help="axial slice position in [0,1] (default: spread over 0.1..0.9)",
     )
-    p.add_argument("--temperature", type=_positive_float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument(
         "--top-temperature",
         type=_positive_float,

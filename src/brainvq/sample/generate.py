@@ -186,7 +186,6 @@ def sample_command(
     if position is not None and not 0 <= position <= 1:
         raise ConfigError(f"--position must be in [0, 1], got {position}")
     pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch, generation_decoder=generation_decoder)
-    pair.check_top_temperature(top_temperature)
     positions = np.full(n, position, np.float32) if position is not None else spread_positions(n)
     gen = generate(
         pair,

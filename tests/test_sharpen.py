@@ -17,7 +17,7 @@ from brainvq.data.sources import DataConfig, load_split
 from brainvq.models.discriminator import PatchDiscriminator
 from brainvq.models.weights import load_vqvae
 from brainvq.train.common import TrainerConfig
-from brainvq.train.sharpen import SharpenConfig, detail_energy, train_sharpen
+from brainvq.train.sharpen import SharpenConfig, detail_energy, ema_update, train_sharpen
 from brainvq.train.vqvae import train_vqvae
 from tests.test_train_vqvae import tiny_cfg
 
@@ -32,7 +32,10 @@ def test_detail_energy_orders_blurred_real_and_noisy_images(tiny_oasis: Path):
 
 def test_patch_discriminator_gives_one_logit_per_patch():
     d = PatchDiscriminator(channels=8, layers=3)
-    assert d(torch.rand(2, 1, 64, 64)).shape == (2, 1, 7, 7)
+    x = torch.rand(2, 1, 64, 64)
+    assert d(x).shape == (2, 1, 7, 7)
+    feats = d.features(x)
+    assert [f.shape[1] for f in feats] == [8, 16, 32, 1] and torch.equal(feats[-1], d(x))
 
 
 def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
@@ -47,6 +50,7 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
         adversarial_start=1,
         disc_channels=8,
         refine_channels=4,
+        feature_matching_weight=1.0,
     )
     summary = train_sharpen(cfg)
     assert summary["schedule_completed"] and summary["steps_run"] == summary["planned_steps"]
@@ -63,6 +67,14 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
     ]
     saved = json.loads((tmp_path / "sharp" / "train_summary.json").read_text())
     assert saved["sharpened_from"] == cfg.vqvae
+    # the export is the weights' moving average, not the last step's weights (kept for --resume)
+    last = torch.load(tmp_path / "sharp" / "checkpoints" / "last.ckpt", weights_only=True)
+    raw = {k.removeprefix("model."): v for k, v in last["current_model_state"].items() if k.startswith("model.")}
+    assert not torch.equal(raw["decoder.head.1.weight"], a["decoder.head.1.weight"])
+    logged = (tmp_path / "sharp" / "logs" / "metrics.csv").read_text().splitlines()
+    column = logged[0].split(",").index("train/feature_matching_epoch")
+    fm = [float(row.split(",")[column]) for row in logged[1:] if row.split(",")[column]]
+    assert len(fm) == 2 and min(fm) > 0  # one value per epoch, the discriminator's features matched
 
 
 def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
@@ -78,6 +90,19 @@ def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
         )
     with pytest.raises(ConfigError, match="adversarial_weight"):
         train_sharpen(SharpenConfig(adversarial_weight=-1))
+    with pytest.raises(ConfigError, match="feature_matching_weight"):
+        train_sharpen(SharpenConfig(feature_matching_weight=-0.5))
+    with pytest.raises(ConfigError, match="ema_decay"):
+        train_sharpen(SharpenConfig(ema_decay=1.0))
+
+
+def test_moving_average_moves_towards_the_weights_and_keeps_frozen_ones_exact():
+    frozen = torch.randn(1000)
+    assert torch.equal(ema_update(frozen.clone(), frozen, torch.tensor(3), decay=0.99), frozen)
+    avg, cur = torch.zeros(4), torch.ones(4)
+    assert torch.allclose(ema_update(avg, cur, torch.tensor(1), decay=0.9), torch.full((4,), 0.1))
+    count = torch.tensor([7])
+    assert torch.equal(ema_update(torch.tensor([3]), count, torch.tensor(1), decay=0.9), count)
 
 
 def test_zero_initialised_refiner_leaves_the_output_unchanged():

@@ -51,6 +51,7 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
         disc_channels=8,
         refine_channels=4,
         feature_matching_weight=1.0,
+        ema_decay=0.99,
     )
     summary = train_sharpen(cfg)
     assert summary["schedule_completed"] and summary["steps_run"] == summary["planned_steps"]

@@ -9,9 +9,10 @@ loss, the recipe of VQGAN (Esser et al. 2021) without its perceptual network (th
 to be downloaded). The adversarial term is weighted adaptively by the ratio of the two losses'
 gradients at the decoder's last layer, as in VQGAN. Optionally the decoder also matches the
 discriminator's intermediate activations on the real slice it reconstructs (feature matching, as in
-pix2pixHD), weighted the same adaptive way. The exported decoder is an exponential moving
-average of its weights over the training steps (Lightning's ``WeightAveraging``), which evens out
-the step-to-step swings of adversarial training (Yazici et al. 2019).
+pix2pixHD), weighted the same adaptive way, and the exported decoder can be an exponential moving
+average of its weights (Lightning's ``WeightAveraging``; Yazici et al. 2019). Both are off by
+default: on the OASIS-1 subset each made the decoder's reconstructions easier to tell from real
+slices (docs/experiments/2026-11-30-generation-decoder-levers.md).
 """
 
 from __future__ import annotations
@@ -64,9 +65,9 @@ class SharpenConfig:
     disc_channels: int = 32
     disc_layers: int = 3
     refine_channels: int = 8  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
-    # validated and exported: the weights' moving average, updated after every batch, horizon ~100
-    # batches (a 4-epoch run on the OASIS-1 subset has 920; 0: the raw weights)
-    ema_decay: float = 0.99
+    # > 0: validate and export the weights' moving average, updated after every batch (0.99: a
+    # horizon of ~100 of the 920 batches of 4 epochs on the OASIS-1 subset); 0: the raw weights
+    ema_decay: float = 0.0
 
     def validate(self) -> None:
         if self.adversarial_weight < 0:
@@ -207,7 +208,7 @@ class SharpenModule(L.LightningModule):
 def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     """Fine-tune the decoder of ``cfg.vqvae``; export ``vqvae.safetensors`` (same architecture, same
     codes) from the epoch whose reconstructions' fine detail is closest to the real slices' (the
-    weights' moving average when ``cfg.ema_decay`` > 0: validation sees and checkpoints hold it)."""
+    weights' moving average when ``cfg.ema_decay`` > 0: validation sees it, checkpoints hold it)."""
     cfg.validate()
     out = Path(cfg.out_dir)
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)

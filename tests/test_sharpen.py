@@ -17,7 +17,7 @@ from brainvq.data.sources import DataConfig, load_split
 from brainvq.models.discriminator import PatchDiscriminator
 from brainvq.models.weights import load_vqvae
 from brainvq.train.common import TrainerConfig
-from brainvq.train.sharpen import SharpenConfig, detail_energy, ema_update, train_sharpen
+from brainvq.train.sharpen import SharpenConfig, detail_energy, ema_update, grid_pattern, train_sharpen
 from brainvq.train.vqvae import train_vqvae
 from tests.test_train_vqvae import tiny_cfg
 
@@ -28,6 +28,16 @@ def test_detail_energy_orders_blurred_real_and_noisy_images(tiny_oasis: Path):
     noisy = (x + 0.05 * torch.randn_like(x) * (x > 0.05)).clamp(0, 1)
     e_blur, e_real, e_noise = (float(detail_energy(v).mean()) for v in (blurred, x, noisy))
     assert e_blur < 0.7 * e_real < 0.7 * e_noise
+
+
+def test_grid_pattern_sees_detail_repeating_every_four_pixels(tiny_oasis: Path):
+    x = as_tensor(load_split(DataConfig(root=str(tiny_oasis), image_size=64), "train", progress=False))[:4]
+    cell = torch.zeros(1, 1, 4, 4)
+    cell[..., 0, 0] = 0.1
+    gridded = x + cell.repeat(1, 1, 16, 16) * (x > 0.05)
+    plain, painted = grid_pattern(x), grid_pattern(gridded)
+    assert bool((painted > 2 * plain).all()), (plain, painted)
+    assert torch.allclose(grid_pattern(torch.roll(gridded, (1, 2), (-2, -1))), painted, rtol=0.2)
 
 
 def test_patch_discriminator_gives_one_logit_per_patch():
@@ -51,6 +61,7 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
         disc_channels=8,
         refine_channels=4,
         feature_matching_weight=1.0,
+        grid_weight=1.0,
         ema_decay=0.99,
     )
     summary = train_sharpen(cfg)
@@ -73,9 +84,10 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
     raw = {k.removeprefix("model."): v for k, v in last["current_model_state"].items() if k.startswith("model.")}
     assert not torch.equal(raw["decoder.head.1.weight"], a["decoder.head.1.weight"])
     logged = (tmp_path / "sharp" / "logs" / "metrics.csv").read_text().splitlines()
-    column = logged[0].split(",").index("train/feature_matching_epoch")
-    fm = [float(row.split(",")[column]) for row in logged[1:] if row.split(",")[column]]
-    assert len(fm) == 2 and min(fm) > 0  # one value per epoch, the discriminator's features matched
+    for name in ("train/feature_matching_epoch", "train/grid_epoch"):  # both terms took part
+        column = logged[0].split(",").index(name)
+        values = [float(row.split(",")[column]) for row in logged[1:] if row.split(",")[column]]
+        assert len(values) == 2 and min(values) > 0, name
 
 
 def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
@@ -93,6 +105,8 @@ def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
         train_sharpen(SharpenConfig(adversarial_weight=-1))
     with pytest.raises(ConfigError, match="feature_matching_weight"):
         train_sharpen(SharpenConfig(feature_matching_weight=-0.5))
+    with pytest.raises(ConfigError, match="grid_weight"):
+        train_sharpen(SharpenConfig(grid_weight=-1))
     with pytest.raises(ConfigError, match="ema_decay"):
         train_sharpen(SharpenConfig(ema_decay=1.0))
 

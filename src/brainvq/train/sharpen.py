@@ -12,7 +12,7 @@ discriminator's intermediate activations on the real slice it reconstructs (feat
 pix2pixHD), weighted the same adaptive way, and the exported decoder can be an exponential moving
 average of its weights (Lightning's ``WeightAveraging``; Yazici et al. 2019). Both are off by
 default: on the OASIS-1 subset each made the decoder's reconstructions easier to tell from real
-slices (docs/experiments/2026-11-30-generation-decoder-levers.md).
+slices (docs/experiments/2026-11-29-generation-decoder-levers.md).
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ class SharpenConfig:
     adversarial_start: int = 50  # batches of discriminator-only training before the decoder sees it
     # feature matching on the discriminator's activations, weighted like the adversarial term (0: off)
     feature_matching_weight: float = 0.0
+    # a penalty on fine detail that repeats every 4 pixels (the depth-to-space head's grid, which
+    # adversarial training grows), weighted like the adversarial term (0: off)
+    grid_weight: float = 0.0
     disc_channels: int = 32
     disc_layers: int = 3
     refine_channels: int = 8  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
@@ -72,6 +75,8 @@ class SharpenConfig:
     def validate(self) -> None:
         if self.adversarial_weight < 0:
             raise ConfigError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
+        if self.grid_weight < 0:
+            raise ConfigError(f"grid_weight must be >= 0, got {self.grid_weight}")
         if self.feature_matching_weight < 0:
             raise ConfigError(f"feature_matching_weight must be >= 0, got {self.feature_matching_weight}")
         if self.adversarial_start < 0:
@@ -80,14 +85,30 @@ class SharpenConfig:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
 
+def _high_pass(images: torch.Tensor) -> torch.Tensor:
+    """Images (B,1,H,W) minus their 5x5 Gaussian blur (sigma 1)."""
+    k = torch.exp(-0.5 * torch.arange(-2, 3, dtype=images.dtype, device=images.device) ** 2)
+    k = k / k.sum()
+    return images - F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), (k[:, None] * k[None, :])[None, None])
+
+
 def detail_energy(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
     """Mean absolute difference between images (B,1,H,W) and their 5x5 Gaussian blur (sigma 1)
     inside the brain (pixels above ``threshold``): the finest-scale detail, per image (B,)."""
-    k = torch.exp(-0.5 * torch.arange(-2, 3, dtype=images.dtype, device=images.device) ** 2)
-    k = k / k.sum()
-    blurred = F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), (k[:, None] * k[None, :])[None, None])
     mask = (images > threshold).to(images.dtype)
-    return ((images - blurred).abs() * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3)).clamp_min(1)
+    return (_high_pass(images).abs() * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3)).clamp_min(1)
+
+
+def grid_pattern(images: torch.Tensor, period: int = 4) -> torch.Tensor:
+    """How much of the images' (B,1,H,W) fine detail repeats every ``period`` pixels, per image (B,):
+    the RMS over the period x period pixel phases of the high-pass image's mean at each phase,
+    over the high-pass image's RMS. A decoder ending in a depth-to-space upsampling by ``period``
+    can paint such a grid; real slices have almost none."""
+    hp = _high_pass(images)
+    b, _, h, w = hp.shape
+    hp = hp[:, 0, : h - h % period, : w - w % period]
+    phases = hp.unflatten(1, (-1, period)).unflatten(3, (-1, period)).mean((1, 3))  # (B, period, period)
+    return phases.pow(2).mean((1, 2)).sqrt() / hp.pow(2).mean((1, 2)).sqrt().clamp_min(1e-8)
 
 
 def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
@@ -111,6 +132,7 @@ class SharpenModule(L.LightningModule):
         disc_layers: int,
         kind: str = "vqvae",
         feature_matching_weight: float = 0.0,
+        grid_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain values only: loads with weights_only=True
@@ -148,7 +170,7 @@ class SharpenModule(L.LightningModule):
         l1 = F.l1_loss(rec, x.float())
         fake_feats = self.disc.features(rec)
         adv = -fake_feats[-1].float().mean()
-        weight = fm_weight = fm = torch.zeros((), device=x.device)
+        weight = fm_weight = fm = grid_w = grid = torch.zeros((), device=x.device)
         h = self.hparams
         if self.trainer.fit_loop.total_batch_idx >= h.adversarial_start:
             if h.adversarial_weight > 0:
@@ -159,7 +181,10 @@ class SharpenModule(L.LightningModule):
                 pairs = list(zip(fake_feats[:-1], real_feats[:-1], strict=True))
                 fm = sum(F.l1_loss(f.float(), r.float()) for f, r in pairs) / len(pairs)
                 fm_weight = self._adaptive(l1, fm, h.feature_matching_weight)
-        loss_g = l1 + weight * adv + fm_weight * fm
+            if h.grid_weight > 0:
+                grid = grid_pattern(rec).mean()
+                grid_w = self._adaptive(l1, grid, h.grid_weight)
+        loss_g = l1 + weight * adv + fm_weight * fm + grid_w * grid
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -174,6 +199,7 @@ class SharpenModule(L.LightningModule):
                 "train/adversarial": adv,
                 "train/adaptive_weight": weight,
                 "train/feature_matching": fm,
+                "train/grid": grid,
                 "train/disc": loss_d,
             },
             on_step=True,
@@ -192,6 +218,7 @@ class SharpenModule(L.LightningModule):
             "val/l1": F.l1_loss(rec, x),
             "val/detail_ratio": ratio,
             "val/detail_gap": (ratio - 1).abs(),
+            "val/grid": grid_pattern(rec).mean(),
         }
         self.log_dict(logs, on_epoch=True, batch_size=len(x), sync_dist=True)
         self.log("val_ssim", logs["val/ssim"], prog_bar=True, on_epoch=True, batch_size=len(x), logger=False)
@@ -231,6 +258,7 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
         cfg.disc_channels,
         cfg.disc_layers,
         feature_matching_weight=cfg.feature_matching_weight,
+        grid_weight=cfg.grid_weight,
     )
     missing, unexpected = module.model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not k.startswith("decoder.refine.") for k in missing):

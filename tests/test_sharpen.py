@@ -38,6 +38,9 @@ def test_grid_pattern_sees_detail_repeating_every_four_pixels(tiny_oasis: Path):
     plain, painted = grid_pattern(x), grid_pattern(gridded)
     assert bool((painted > 2 * plain).all()), (plain, painted)
     assert torch.allclose(grid_pattern(torch.roll(gridded, (1, 2), (-2, -1))), painted, rtol=0.2)
+    flat = torch.zeros(2, 1, 64, 64, requires_grad=True)
+    grid_pattern(flat).sum().backward()
+    assert torch.isfinite(flat.grad).all()
 
 
 def test_patch_discriminator_gives_one_logit_per_patch():
@@ -60,9 +63,6 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
         adversarial_start=1,
         disc_channels=8,
         refine_channels=4,
-        feature_matching_weight=1.0,
-        grid_weight=1.0,
-        ema_decay=0.99,
     )
     summary = train_sharpen(cfg)
     assert summary["schedule_completed"] and summary["steps_run"] == summary["planned_steps"]
@@ -79,24 +79,44 @@ def test_sharpen_changes_only_the_decoder(tiny_oasis: Path, tmp_path: Path):
     ]
     saved = json.loads((tmp_path / "sharp" / "train_summary.json").read_text())
     assert saved["sharpened_from"] == cfg.vqvae
-    # the export is the weights' moving average, not the last step's weights (kept for --resume)
-    last = torch.load(tmp_path / "sharp" / "checkpoints" / "last.ckpt", weights_only=True)
-    raw = {k.removeprefix("model."): v for k, v in last["current_model_state"].items() if k.startswith("model.")}
-    assert not torch.equal(raw["decoder.head.1.weight"], a["decoder.head.1.weight"])
-    logged = (tmp_path / "sharp" / "logs" / "metrics.csv").read_text().splitlines()
-    for name in ("train/feature_matching_epoch", "train/grid_epoch"):  # both terms took part
-        column = logged[0].split(",").index(name)
-        values = [float(row.split(",")[column]) for row in logged[1:] if row.split(",")[column]]
-        assert len(values) == 2 and min(values) > 0, name
 
 
 def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
     base = tmp_path / "vq"
     train_vqvae(tiny_cfg(tiny_oasis, base, epochs=1))
     args = ["sharpen", "--data", str(tiny_oasis), "--image-size", "64", "--vqvae", str(base / "vqvae.safetensors")]
-    args += ["--out", str(tmp_path / "s"), "--epochs", "1", "--batch-size", "4", "--no-progress"]
+    args += ["--out", str(tmp_path / "s"), "--epochs", "2", "--batch-size", "4", "--no-progress"]
+    args += ["--weight-average-decay", "0.9", "--feature-matching-weight", "1", "--grid-weight", "0.5"]
+    args += ["--adversarial-start", "1"]
     assert main(args) == 0
-    assert load_vqvae(tmp_path / "s" / "vqvae.safetensors").config.image_size == 64
+    exported = load_vqvae(tmp_path / "s" / "vqvae.safetensors")
+    assert exported.config.image_size == 64
+    recorded = (tmp_path / "s" / "config.yaml").read_text()
+    for line in ("weight_average_decay: 0.9", "feature_matching_weight: 1.0", "grid_weight: 0.5"):
+        assert line in recorded
+    # the export is the best epoch's weight average; its raw weights stay in the checkpoint for --resume
+    best = torch.load(tmp_path / "s" / "checkpoints" / "best.ckpt", weights_only=True)
+    averaged, raw = (
+        {k.removeprefix("model."): v for k, v in best[key].items() if k.startswith("model.")}
+        for key in ("state_dict", "current_model_state")
+    )
+    ours = exported.state_dict()
+    assert all(torch.equal(ours[k], averaged[k]) for k in ours)
+    assert not torch.equal(ours["decoder.head.1.weight"], raw["decoder.head.1.weight"])
+    logged = (tmp_path / "s" / "logs" / "metrics.csv").read_text().splitlines()
+    for name in ("train/feature_matching_epoch", "train/grid_epoch"):  # both terms took part
+        column = logged[0].split(",").index(name)
+        values = [float(row.split(",")[column]) for row in logged[1:] if row.split(",")[column]]
+        assert len(values) == 2 and min(values) > 0, name
+    resumed = SharpenConfig(
+        vqvae=str(base / "vqvae.safetensors"),
+        data=DataConfig(root=str(tiny_oasis), image_size=64),
+        trainer=TrainerConfig(epochs=3, batch_size=4, progress=False),
+        out_dir=str(tmp_path / "s"),
+    )
+    with pytest.raises(ConfigError, match="weight average"):
+        train_sharpen(resumed, resume=True)
+    assert (tmp_path / "s" / "config.yaml").read_text() == recorded  # refused before touching the run
     with pytest.raises(ConfigError, match="32px"):
         train_sharpen(
             SharpenConfig(vqvae=str(base / "vqvae.safetensors"), data=DataConfig(root=str(tiny_oasis), image_size=32))
@@ -107,8 +127,8 @@ def test_sharpen_cli_and_errors(tiny_oasis: Path, tmp_path: Path):
         train_sharpen(SharpenConfig(feature_matching_weight=-0.5))
     with pytest.raises(ConfigError, match="grid_weight"):
         train_sharpen(SharpenConfig(grid_weight=-1))
-    with pytest.raises(ConfigError, match="ema_decay"):
-        train_sharpen(SharpenConfig(ema_decay=1.0))
+    with pytest.raises(ConfigError, match="weight_average_decay"):
+        train_sharpen(SharpenConfig(weight_average_decay=1.0))
 
 
 def test_moving_average_moves_towards_the_weights_and_keeps_frozen_ones_exact():

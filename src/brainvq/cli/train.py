@@ -201,7 +201,9 @@ def add_sharpen(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--adversarial-start", type=int, help="discriminator-only steps before the decoder sees it")
     g.add_argument("--feature-matching-weight", type=float, help="match the discriminator's activations (0: off)")
     g.add_argument("--grid-weight", type=float, help="penalise detail repeating every 4 pixels (0: off)")
-    g.add_argument("--ema-decay", type=float, help="export the weights' moving average with this decay (0: raw)")
+    g.add_argument(
+        "--weight-average-decay", type=float, help="export the weights' moving average with this decay (0: raw)"
+    )
     _add_trainer_args(p, "SharpenConfig")
     p.set_defaults(func=cmd_sharpen)
 
@@ -222,7 +224,7 @@ def cmd_sharpen(args: argparse.Namespace) -> dict:
             adversarial_start="adversarial_start",
             feature_matching_weight="feature_matching_weight",
             grid_weight="grid_weight",
-            ema_decay="ema_decay",
+            weight_average_decay="weight_average_decay",
         ),
     )
     return train_sharpen(cfg, resume=args.resume)

@@ -10,9 +10,12 @@ to be downloaded). The adversarial term is weighted adaptively by the ratio of t
 gradients at the decoder's last layer, as in VQGAN. Optionally the decoder also matches the
 discriminator's intermediate activations on the real slice it reconstructs (feature matching, as in
 pix2pixHD), weighted the same adaptive way, and the exported decoder can be an exponential moving
-average of its weights (Lightning's ``WeightAveraging``; Yazici et al. 2019). Both are off by
+average of its weights (Lightning's ``WeightAveraging``; Yazici et al. 2019); both are off by
 default: on the OASIS-1 subset each made the decoder's reconstructions easier to tell from real
-slices (docs/experiments/2026-11-29-generation-decoder-levers.md).
+slices. A third option, also off for the same reason, penalises fine detail that repeats every
+4 pixels (:func:`grid_pattern`, logged as ``val/grid`` in every run): the grid that adversarial
+training grows in the depth-to-space head's 4 x 4 sub-pixels
+(docs/experiments/2026-11-29-generation-decoder-levers.md).
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ class SharpenConfig:
     refine_channels: int = 8  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
     # > 0: validate and export the weights' moving average, updated after every batch (0.99: a
     # horizon of ~100 of the 920 batches of 4 epochs on the OASIS-1 subset); 0: the raw weights
-    ema_decay: float = 0.0
+    weight_average_decay: float = 0.0
 
     def validate(self) -> None:
         if self.adversarial_weight < 0:
@@ -81,8 +84,8 @@ class SharpenConfig:
             raise ConfigError(f"feature_matching_weight must be >= 0, got {self.feature_matching_weight}")
         if self.adversarial_start < 0:
             raise ConfigError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
-        if not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0 <= self.weight_average_decay < 1:
+            raise ConfigError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
 
 
 def _high_pass(images: torch.Tensor) -> torch.Tensor:
@@ -105,10 +108,10 @@ def grid_pattern(images: torch.Tensor, period: int = 4) -> torch.Tensor:
     over the high-pass image's RMS. A decoder ending in a depth-to-space upsampling by ``period``
     can paint such a grid; real slices have almost none."""
     hp = _high_pass(images)
-    b, _, h, w = hp.shape
+    h, w = hp.shape[-2:]
     hp = hp[:, 0, : h - h % period, : w - w % period]
     phases = hp.unflatten(1, (-1, period)).unflatten(3, (-1, period)).mean((1, 3))  # (B, period, period)
-    return phases.pow(2).mean((1, 2)).sqrt() / hp.pow(2).mean((1, 2)).sqrt().clamp_min(1e-8)
+    return ((phases.pow(2).mean((1, 2)) + 1e-12) / (hp.pow(2).mean((1, 2)) + 1e-12)).sqrt()
 
 
 def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
@@ -153,14 +156,16 @@ class SharpenModule(L.LightningModule):
             top, codes = self.model.encode_levels(x)
             return self.model.decoder_input(codes, top)
 
-    def _adaptive(self, rec_loss: torch.Tensor, term: torch.Tensor, scale: float) -> torch.Tensor:
-        """``scale`` x the ratio of the reconstruction loss's gradient norm to ``term``'s at the
-        decoder's last layer (VQGAN's adaptive weight), detached."""
+    def _last_layer_grad_norm(self, loss: torch.Tensor) -> torch.Tensor:
+        """The norm of ``loss``'s gradient at the decoder's last layer."""
         dec = self.model.decoder
         last = dec.refine.net[-1].weight if dec.refine is not None else dec.head[-2].weight
-        g_rec = torch.autograd.grad(rec_loss, last, retain_graph=True)[0]
-        g_term = torch.autograd.grad(term, last, retain_graph=True)[0]
-        return (g_rec.norm() / (g_term.norm() + 1e-4)).clamp(0, 1e4).detach() * scale
+        return torch.autograd.grad(loss, last, retain_graph=True)[0].norm()
+
+    def _adaptive(self, rec_norm: torch.Tensor, term: torch.Tensor, scale: float) -> torch.Tensor:
+        """``scale`` x the ratio of the reconstruction loss's gradient norm (``rec_norm``) to
+        ``term``'s at the decoder's last layer (VQGAN's adaptive weight), detached."""
+        return (rec_norm / (self._last_layer_grad_norm(term) + 1e-4)).clamp(0, 1e4).detach() * scale
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         opt_g, opt_d = self.optimizers()
@@ -173,17 +178,18 @@ class SharpenModule(L.LightningModule):
         weight = fm_weight = fm = grid_w = grid = torch.zeros((), device=x.device)
         h = self.hparams
         if self.trainer.fit_loop.total_batch_idx >= h.adversarial_start:
+            rec_norm = self._last_layer_grad_norm(l1)
             if h.adversarial_weight > 0:
-                weight = self._adaptive(l1, adv, h.adversarial_weight)
+                weight = self._adaptive(rec_norm, adv, h.adversarial_weight)
             if h.feature_matching_weight > 0:
                 with torch.no_grad():
                     real_feats = self.disc.features(x)
                 pairs = list(zip(fake_feats[:-1], real_feats[:-1], strict=True))
                 fm = sum(F.l1_loss(f.float(), r.float()) for f, r in pairs) / len(pairs)
-                fm_weight = self._adaptive(l1, fm, h.feature_matching_weight)
+                fm_weight = self._adaptive(rec_norm, fm, h.feature_matching_weight)
             if h.grid_weight > 0:
                 grid = grid_pattern(rec).mean()
-                grid_w = self._adaptive(l1, grid, h.grid_weight)
+                grid_w = self._adaptive(rec_norm, grid, h.grid_weight)
         loss_g = l1 + weight * adv + fm_weight * fm + grid_w * grid
         opt_g.zero_grad()
         self.manual_backward(loss_g)
@@ -199,7 +205,9 @@ class SharpenModule(L.LightningModule):
                 "train/adversarial": adv,
                 "train/adaptive_weight": weight,
                 "train/feature_matching": fm,
+                "train/feature_matching_weight": fm_weight,
                 "train/grid": grid,
+                "train/grid_weight": grid_w,
                 "train/disc": loss_d,
             },
             on_step=True,
@@ -232,12 +240,27 @@ class SharpenModule(L.LightningModule):
         )
 
 
+def _check_resume_averaging(ckpt: str | Path | None, averaging: bool) -> None:
+    """Refuse to resume a run saved with a weight average without one, or the other way round:
+    the checkpoint's ``state_dict`` holds the averaged weights when it was saved with one."""
+    if ckpt is None:
+        return
+    saved = "current_model_state" in torch.load(ckpt, map_location="cpu", weights_only=True)
+    if saved != averaging:
+        raise ConfigError(
+            f"{ckpt}: saved {'with' if saved else 'without'} a weight average, resumed "
+            f"{'with' if averaging else 'without'} one; resume with the same --weight-average-decay setting"
+        )
+
+
 def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     """Fine-tune the decoder of ``cfg.vqvae``; export ``vqvae.safetensors`` (same architecture, same
     codes) from the epoch whose reconstructions' fine detail is closest to the real slices' (the
-    weights' moving average when ``cfg.ema_decay`` > 0: validation sees it, checkpoints hold it)."""
+    weights' moving average when ``cfg.weight_average_decay`` > 0: validation sees it, checkpoints hold it)."""
     cfg.validate()
     out = Path(cfg.out_dir)
+    ckpt = resume_path(out, resume)
+    _check_resume_averaging(ckpt, cfg.weight_average_decay > 0)  # before anything in ``out`` changes
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     base = load_vqvae(cfg.vqvae)
     if base.config.image_size != cfg.data.image_size:
@@ -263,10 +286,12 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     missing, unexpected = module.model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not k.startswith("decoder.refine.") for k in missing):
         raise ConfigError(f"{cfg.vqvae}: weights do not fit the model to sharpen ({(missing + unexpected)[:3]})")
-    averaging = [WeightAveraging(avg_fn=partial(ema_update, decay=cfg.ema_decay))] if cfg.ema_decay > 0 else None
+    averaging = None
+    if cfg.weight_average_decay > 0:
+        averaging = [WeightAveraging(avg_fn=partial(ema_update, decay=cfg.weight_average_decay))]
     trainer = build_trainer(t, out, monitor="val/detail_gap", mode="min", extra_callbacks=averaging)
     t0 = time.time()
-    trainer.fit(module, train_dl, val_dl, ckpt_path=resume_path(out, resume), weights_only=True)
+    trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt, weights_only=True)
     wall = time.time() - t0
     summary = {
         "out_dir": str(out),

@@ -200,9 +200,6 @@ def add_sharpen(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--adversarial-weight", type=float, help="multiplies the adaptive weight (0: L1 only)")
     g.add_argument("--adversarial-start", type=int, help="discriminator-only steps before the decoder sees it")
     g.add_argument("--feature-matching-weight", type=float, help="match the discriminator's activations (0: off)")
-    g.add_argument(
-        "--histogram-weight", type=float, help="hold each reconstruction's intensity histogram to its slice's (0: off)"
-    )
     g.add_argument("--grid-weight", type=float, help="penalise detail repeating every 4 pixels (0: off)")
     g.add_argument(
         "--weight-average-decay", type=float, help="export the weights' moving average with this decay (0: raw)"
@@ -227,7 +224,6 @@ def cmd_sharpen(args: argparse.Namespace) -> dict:
             adversarial_start="adversarial_start",
             feature_matching_weight="feature_matching_weight",
             grid_weight="grid_weight",
-            histogram_weight="histogram_weight",
             weight_average_decay="weight_average_decay",
         ),
     )

@@ -68,9 +68,6 @@ class SharpenConfig:
     # a penalty on fine detail that repeats every 4 pixels (the depth-to-space head's grid, which
     # adversarial training grows), weighted like the adversarial term (0: off)
     grid_weight: float = 0.0
-    # L1 between the sorted intensities of each reconstruction and of its own input slice (a fixed
-    # weight beside the L1 loss; 0: off): holds the decoder's intensity histogram to the slice's
-    histogram_weight: float = 0.0
     disc_channels: int = 32
     disc_layers: int = 3
     refine_channels: int = 8  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
@@ -81,8 +78,6 @@ class SharpenConfig:
     def validate(self) -> None:
         if self.adversarial_weight < 0:
             raise ConfigError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
-        if self.histogram_weight < 0:
-            raise ConfigError(f"histogram_weight must be >= 0, got {self.histogram_weight}")
         if self.grid_weight < 0:
             raise ConfigError(f"grid_weight must be >= 0, got {self.grid_weight}")
         if self.feature_matching_weight < 0:
@@ -119,13 +114,6 @@ def grid_pattern(images: torch.Tensor, period: int = 4) -> torch.Tensor:
     return ((phases.pow(2).mean((1, 2)) + 1e-12) / (hp.pow(2).mean((1, 2)) + 1e-12)).sqrt()
 
 
-def histogram_l1(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference between the sorted pixel intensities of each image (B,1,H,W) and of
-    its own target: the 1-D Wasserstein distance between their intensity histograms, blind to where
-    the pixels are (a plain L1 loss, which compares pixel by pixel, is never below it)."""
-    return (images.flatten(1).sort(1).values - targets.flatten(1).sort(1).values).abs().mean()
-
-
 def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
     """One step of the moving average; exact for weights that do not move (the frozen encoder and
     codebooks stay bit-identical) and integer buffers follow the current value."""
@@ -148,7 +136,6 @@ class SharpenModule(L.LightningModule):
         kind: str = "vqvae",
         feature_matching_weight: float = 0.0,
         grid_weight: float = 0.0,
-        histogram_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain values only: loads with weights_only=True
@@ -188,10 +175,8 @@ class SharpenModule(L.LightningModule):
         l1 = F.l1_loss(rec, x.float())
         fake_feats = self.disc.features(rec)
         adv = -fake_feats[-1].float().mean()
-        weight = fm_weight = fm = grid_w = grid = hist = torch.zeros((), device=x.device)
+        weight = fm_weight = fm = grid_w = grid = torch.zeros((), device=x.device)
         h = self.hparams
-        if h.histogram_weight > 0:
-            hist = histogram_l1(rec, x.float())
         if self.trainer.fit_loop.total_batch_idx >= h.adversarial_start:
             rec_norm = self._last_layer_grad_norm(l1)
             if h.adversarial_weight > 0:
@@ -205,7 +190,7 @@ class SharpenModule(L.LightningModule):
             if h.grid_weight > 0:
                 grid = grid_pattern(rec).mean()
                 grid_w = self._adaptive(rec_norm, grid, h.grid_weight)
-        loss_g = l1 + h.histogram_weight * hist + weight * adv + fm_weight * fm + grid_w * grid
+        loss_g = l1 + weight * adv + fm_weight * fm + grid_w * grid
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -222,7 +207,6 @@ class SharpenModule(L.LightningModule):
                 "train/feature_matching": fm,
                 "train/feature_matching_weight": fm_weight,
                 "train/grid": grid,
-                "train/histogram": hist,
                 "train/grid_weight": grid_w,
                 "train/disc": loss_d,
             },
@@ -298,7 +282,6 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
         cfg.disc_layers,
         feature_matching_weight=cfg.feature_matching_weight,
         grid_weight=cfg.grid_weight,
-        histogram_weight=cfg.histogram_weight,
     )
     missing, unexpected = module.model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not k.startswith("decoder.refine.") for k in missing):

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from brainvq.judges.breakdown import breakdown_markdown, feature_breakdown
+from brainvq.judges.breakdown import breakdown_markdown, feature_breakdown, telling_features
 from brainvq.judges.power import JudgeConfig, Profile
 
 REGION = ["detail_1", "gradient", "area", "cnn_0", "cnn_1", "position"]
@@ -65,3 +65,14 @@ def test_without_whole_image_features_the_diagnostic_row_is_left_out():
 def test_breakdown_of_a_real_like_set_is_near_chance_in_every_row():
     rows = _rows({}, seed=1)
     assert len(rows) == 3 and all(r["c2st"] < 0.65 for r in rows.values()), rows
+
+
+def test_telling_features_name_the_shifted_feature_first_and_real_sets_near_chance():
+    rng = np.random.default_rng(3)
+    ref, base, cand = _profile(rng, {}), _profile(rng, {}), _profile(rng, {"gradient": -1.5, "cnn_1": 0.8})
+    rows = telling_features(_judges(), cand, ref, base, top=3)
+    assert [r["feature"] for r in rows[:2]] == ["gradient", "cnn_1"]
+    assert rows[0]["auc"] > 0.8 > rows[1]["auc"] > 0.6 and rows[0]["median_shift"] < -1
+    assert all(r["real_auc"] < 0.62 for r in rows) and len(rows) == 3
+    same = telling_features(_judges(), base, ref, base, top=len(REGION))
+    assert len(same) == len(REGION) and all(r["auc"] < 0.62 for r in same)

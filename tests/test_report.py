@@ -13,7 +13,7 @@ from brainvq.cli import main
 from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
 from brainvq.evaluate import evaluate_generation
-from brainvq.report.html import build_report
+from brainvq.report.html import build_report, judges_html
 from tests.test_judges_generation import FAST
 from tests.test_prior_pipeline import trained  # noqa: F401  (module-scoped fixture)
 
@@ -163,3 +163,15 @@ def test_browser_check_fails_instead_of_skipping_in_ci(monkeypatch: pytest.Monke
     monkeypatch.setenv("CI", "false")
     with pytest.raises(pytest.skip.Exception, match="chromium"):
         _browser_or_skip()
+
+
+def test_judges_table_names_the_features_that_tell_samples_apart():
+    judge = {"value": 0.9, "accept": False}
+    judged = {
+        "generated_vs_test": {"c2st": judge},
+        "validation_vs_test": {"c2st": {"value": 0.4, "accept": True}},
+        "telling_features": [{"feature": "gradient", "auc": 0.77, "real_auc": 0.51, "median_shift": -0.0033}],
+    }
+    page = judges_html(judged)
+    assert "<td>gradient</td><td>0.77</td><td>0.51</td><td>-0.0033</td>" in page
+    assert "gradient" not in judges_html({k: v for k, v in judged.items() if k != "telling_features"})

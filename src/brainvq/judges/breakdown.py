@@ -6,6 +6,7 @@ real slices by its background, its fine detail, or its anatomy."""
 from __future__ import annotations
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from brainvq.judges.twosample import classifier_two_sample, frechet
 
@@ -63,6 +64,32 @@ def feature_breakdown(judges, candidate, reference, baseline) -> dict[str, dict]
             "frechet_ratio": fd / floor if floor > 0 else float("nan"),
         }
     return out
+
+
+def _separation(reference: np.ndarray, other: np.ndarray) -> float:
+    """ROC AUC of one feature between two sets, folded to >= 0.5 (0.5: no separation, 1: complete)."""
+    auc = roc_auc_score(np.r_[np.zeros(len(reference)), np.ones(len(other))], np.r_[reference, other])
+    return float(max(auc, 1 - auc))
+
+
+def telling_features(judges, candidate, reference, baseline, top: int = 8) -> list[dict]:
+    """The acceptance features that tell ``candidate`` from ``reference`` best on their own (profiles
+    of :class:`~brainvq.judges.power.FittedJudges`), most telling first: each one's ROC AUC (folded
+    to >= 0.5), beside the same for ``baseline`` (a second real set: how far real sets differ),
+    and the shift of its median. A diagnostic: it names what still differs, one feature at a time."""
+    fx = judges.features
+    rows = []
+    for i, name in enumerate(fx.names):
+        ref, cand = reference.features[:, i], candidate.features[:, i]
+        rows.append(
+            {
+                "feature": name,
+                "auc": _separation(ref, cand),
+                "real_auc": _separation(ref, baseline.features[:, i]),
+                "median_shift": float(np.median(cand) - np.median(ref)),
+            }
+        )
+    return sorted(rows, key=lambda r: -r["auc"])[:top]
 
 
 def breakdown_markdown(rows: dict[str, dict]) -> str:

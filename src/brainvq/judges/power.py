@@ -24,7 +24,7 @@ import torch
 from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
 from brainvq.judges.anatomy import AnatomyConfig, binned_difference, symmetry_range_check
-from brainvq.judges.breakdown import feature_breakdown
+from brainvq.judges.breakdown import feature_breakdown, telling_features
 from brainvq.judges.features import FeatureConfig, FeatureExtractor, fit_feature_extractor
 from brainvq.judges.shape import AreaModel, brain_shape_check
 from brainvq.judges.twosample import classifier_two_sample, frechet
@@ -196,6 +196,7 @@ def judge_generated(
         "validation_vs_test": compare(judges, base, ref, base),
         # diagnostic, not acceptance: the distribution judges with feature groups left out
         "feature_breakdown": feature_breakdown(judges, cand, ref, base),
+        "telling_features": telling_features(judges, cand, ref, base),
     }
     out["accepted_by_all"] = all(r["accept"] for r in out["generated_vs_test"].values())
     out["seconds"] = round(time.time() - t0, 1)

@@ -252,6 +252,20 @@ def judges_html(judged: dict) -> str:
             "The acceptance judges above see only the brain region (the brain mask dilated by 5 px).</p><table><tr><th>features</th><th>classifier accuracy</th>"
             f"<th>Fréchet / floor</th></tr>{sub}</table>"
         )
+    telling = judged.get("telling_features")
+    if telling:
+        sub = "".join(
+            f"<tr><td>{html.escape(r['feature'])}</td><td>{_fmt(r['auc'])}</td><td>{_fmt(r['real_auc'])}</td>"
+            f"<td>{r['median_shift']:+.4g}</td></tr>"
+            for r in telling
+        )
+        table += (
+            "<p>The features that tell them apart best on their own (diagnostic): each one's ROC AUC between "
+            "generated and real test slices (0.5: no difference, 1: every slice apart), beside the same for "
+            "real validation slices, and how far the generated median lies from the real one.</p>"
+            "<table><tr><th>feature</th><th>AUC, generated vs test</th><th>AUC, validation vs test</th>"
+            f"<th>median shift</th></tr>{sub}</table>"
+        )
     return table
 
 

@@ -169,3 +169,31 @@ def test_pretrained_flag_gives_the_shipped_weights_to_every_command_that_takes_w
     assert main(["anomaly", "--input", "x.png"]) == 0  # without the flag: the run folder's defaults
     assert seen["anomaly"] == (Path("runs/vqvae/vqvae.safetensors"), Path("runs/prior/prior.safetensors"))
     assert main(["evaluate", "--pretrained", "oasis1", "--prior", "p.safetensors"]) == 2
+
+
+def test_training_loop_flags_apply_over_a_config_and_architecture_flags_are_refused(tmp_path: Path) -> None:
+    from brainvq.train.common import write_run_config
+
+    saved = dataclasses.replace(PriorTrainConfig(), top_epochs=8, top_max_minutes=12.0, out_dir=str(tmp_path))
+    saved.trainer = dataclasses.replace(saved.trainer, max_minutes=11.5, precision="32-true", epochs=4)
+    write_run_config(tmp_path, saved)
+    config = str(tmp_path / "config.yaml")
+    plain = _prior_train_config(build_parser().parse_args(["train-prior", "--config", config]))
+    assert (plain.trainer.max_minutes, plain.trainer.precision, plain.top_epochs) == (11.5, "32-true", 8)
+    assert plain.vqvae == saved.vqvae and plain.data == saved.data
+    args = ["train-prior", "--config", config, "--max-minutes", "20", "--top-epochs", "5", "--no-compile"]
+    args += ["--data", str(tmp_path), "--vqvae", "other.safetensors", "--no-progress"]
+    cfg = _prior_train_config(build_parser().parse_args(args))
+    assert (cfg.trainer.max_minutes, cfg.trainer.epochs, cfg.trainer.precision) == (20.0, 4, "32-true")
+    assert (cfg.top_epochs, cfg.top_max_minutes, cfg.compile, cfg.trainer.progress) == (5, 12.0, False, False)
+    assert (cfg.data.root, cfg.vqvae, cfg.model) == (str(tmp_path), "other.safetensors", saved.model)
+    with pytest.raises(ConfigError, match="--top-layers cannot be combined with --config"):
+        _prior_train_config(build_parser().parse_args(["train-prior", "--config", config, "--top-layers", "3"]))
+    vq = tmp_path / "vq"
+    write_run_config(vq, VQVAETrainConfig())
+    a = build_parser().parse_args(["train-vqvae", "--config", str(vq / "config.yaml"), "--epochs", "3"])
+    assert _vqvae_train_config(a).trainer.epochs == 3
+    with pytest.raises(ConfigError, match="--num-codes cannot be combined"):
+        _vqvae_train_config(
+            build_parser().parse_args(["train-vqvae", "--config", str(vq / "config.yaml"), "--num-codes", "64"])
+        )

@@ -57,11 +57,14 @@ def _devices(s: str) -> int | str:
 
 
 # --- flag groups ---------------------------------------------------------------------------
+DATA_DEFAULT = "data/standin"
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     """--data and how its slices are read."""
     p.add_argument(
         "--data",
-        default="data/standin",
+        default=DATA_DEFAULT,
         help="OASIS root (keras_png_slices_*), image folder or NIfTI file/folder",
     )
     p.add_argument(
@@ -79,6 +82,17 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: the training-loop flags whose default is not None, and that default
+TRAINER_FLAG_DEFAULTS: dict[str, object] = {
+    "accelerator": "auto",
+    "devices": "auto",
+    "num_nodes": 1,
+    "strategy": "auto",
+    "precision": "auto",
+    "num_workers": 0,
+}
+
+
 def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
     """The training-loop flags (epochs, batch size, devices, ...) of a training command."""
     g = p.add_argument_group(f"training loop (flags left out keep the defaults of {config_name})")
@@ -94,12 +108,13 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
         default=None,
         help="resume from last.ckpt of --out (or a given .ckpt)",
     )
-    g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-    g.add_argument("--devices", type=_devices, default="auto", help="number of devices (e.g. 2) or auto")
-    g.add_argument("--num-nodes", type=_positive_int, default=1)
-    g.add_argument("--strategy", default="auto", help="e.g. ddp (gloo on CPU, nccl on GPU)")
-    g.add_argument("--precision", default="auto", choices=PRECISIONS, help=PRECISION_HELP)
-    g.add_argument("--num-workers", type=int, default=0)
+    d = TRAINER_FLAG_DEFAULTS
+    g.add_argument("--accelerator", default=d["accelerator"], help="cpu, gpu or auto")
+    g.add_argument("--devices", type=_devices, default=d["devices"], help="number of devices (e.g. 2) or auto")
+    g.add_argument("--num-nodes", type=_positive_int, default=d["num_nodes"])
+    g.add_argument("--strategy", default=d["strategy"], help="e.g. ddp (gloo on CPU, nccl on GPU)")
+    g.add_argument("--precision", default=d["precision"], choices=PRECISIONS, help=PRECISION_HELP)
+    g.add_argument("--num-workers", type=int, default=d["num_workers"])
     g.add_argument("--no-progress", action="store_true")
 
 
@@ -186,6 +201,11 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
     )
 
 
+def _data_root_over(args: argparse.Namespace, base: DataConfig) -> DataConfig:
+    """``base`` (a ``--config``'s data) with ``--data`` applied when the user gave one."""
+    return base if args.data == DATA_DEFAULT else dataclasses.replace(base, root=args.data)
+
+
 def _total_budget(args: argparse.Namespace) -> dict:
     """``{"total_minutes": ...}`` when ``--total-minutes`` was given (0 turns the budget off)."""
     if args.total_minutes is None:
@@ -199,6 +219,26 @@ def _flags_given(args: argparse.Namespace, **fields: str) -> dict:
     """``{field: args.<flag>}`` for the flags the user gave (flags left out default to None,
     so the config dataclasses stay the one place that holds defaults)."""
     return {field: getattr(args, flag) for field, flag in fields.items() if getattr(args, flag) is not None}
+
+
+def _trainer_flags_over(args: argparse.Namespace, base: TrainerConfig) -> TrainerConfig:
+    """``base`` (a ``--config``'s training loop) with only the training-loop flags the user gave."""
+    given = _flags_given(
+        args, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed", max_minutes="max_minutes"
+    )
+    given |= {k: getattr(args, k) for k, default in TRAINER_FLAG_DEFAULTS.items() if getattr(args, k) != default}
+    if args.no_progress:
+        given["progress"] = False
+    return dataclasses.replace(base, **given)
+
+
+def _refuse_flags_with_config(args: argparse.Namespace, *flags: str) -> None:
+    """``--config`` fixes the architecture: refuse architecture flags beside it instead of ignoring them."""
+    given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) not in (None, False)]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot be combined with --config (it fixes the architecture): edit the config instead"
+        )
 
 
 def _trainer_config(args: argparse.Namespace, defaults: TrainerConfig) -> TrainerConfig:

@@ -10,10 +10,13 @@ from brainvq.cli.common import (
     _add_data_args,
     _add_trainer_args,
     _data_config,
+    _data_root_over,
     _flags_given,
     _positive_float,
     _positive_int,
+    _refuse_flags_with_config,
     _trainer_config,
+    _trainer_flags_over,
 )
 from brainvq.data.errors import ConfigError
 
@@ -25,6 +28,32 @@ if TYPE_CHECKING:
 SCALE_LEVELS = ("none", "top", "all")  # train-prior --intensity-scale: which levels are conditioned on it
 
 
+VQVAE_WEIGHTS_DEFAULT = "runs/vqvae/vqvae.safetensors"
+
+#: flags that set an architecture, which a --config fixes
+VQVAE_ARCHITECTURE_FLAGS = (
+    "downsample",
+    "num_codes",
+    "code_dim",
+    "stem_channels",
+    "hidden_channels",
+    "stem_res_blocks",
+    "res_bottleneck",
+    "encoder_res_blocks",
+    "decoder_res_blocks",
+)
+PRIOR_ARCHITECTURE_FLAGS = (
+    "hidden",
+    "layers",
+    "kernel_size",
+    "top_hidden",
+    "top_layers",
+    "top_kernel_size",
+    "unconditional",
+    "intensity_scale",
+)
+
+
 # --- train-vqvae ---------------------------------------------------------------------------
 def add_train_vqvae(sub: argparse._SubParsersAction) -> None:
     """The ``train-vqvae`` parser."""
@@ -33,7 +62,7 @@ def add_train_vqvae(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/vqvae")
     p.add_argument(
         "--config",
-        help="YAML config (e.g. a previous run's config.yaml); overrides the flags below",
+        help="YAML config (e.g. a previous run's config.yaml); training-loop flags given apply over it",
     )
     g = p.add_argument_group("architecture (flags left out keep the defaults of VQVAEConfig)")
     g.add_argument("--downsample", type=_positive_int, help="image size / latent grid size")
@@ -62,8 +91,11 @@ def _vqvae_train_config(args: argparse.Namespace) -> VQVAETrainConfig:
     from brainvq.train.vqvae import VQVAETrainConfig, upgrade_saved_run_config
 
     if args.config:
+        _refuse_flags_with_config(args, *VQVAE_ARCHITECTURE_FLAGS)
         cfg = load_yaml_config(VQVAETrainConfig, args.config, upgrade=upgrade_saved_run_config)
         cfg.out_dir = args.out
+        cfg.data = _data_root_over(args, cfg.data)
+        cfg.trainer = _trainer_flags_over(args, cfg.trainer)
         return cfg
     model = VQVAEConfig(
         **_flags_given(
@@ -98,9 +130,11 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
         help="train the gated PixelCNN prior on the VQ-VAE codes of the whole training split",
     )
     _add_data_args(p)
-    p.add_argument("--vqvae", default="runs/vqvae/vqvae.safetensors")
+    p.add_argument("--vqvae", default=VQVAE_WEIGHTS_DEFAULT)
     p.add_argument("--out", default="runs/prior")
-    p.add_argument("--config", help="YAML config (e.g. a previous run's config.yaml)")
+    p.add_argument(
+        "--config", help="YAML config (e.g. a previous run's config.yaml); training-loop flags given apply over it"
+    )
     g = p.add_argument_group(
         "architecture (flags left out keep the defaults of PriorTrainConfig; with a two-level "
         "VQ-VAE --hidden/--layers/--kernel-size set the bottom PixelCNN, --top-* the top one)"
@@ -150,9 +184,15 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
     from brainvq.train.prior import PriorTrainConfig
 
     if args.config:
+        _refuse_flags_with_config(args, *PRIOR_ARCHITECTURE_FLAGS)
         cfg = load_yaml_config(PriorTrainConfig, args.config)
         cfg.out_dir = args.out
-        return cfg
+        cfg.data = _data_root_over(args, cfg.data)
+        if args.vqvae != VQVAE_WEIGHTS_DEFAULT:
+            cfg.vqvae = args.vqvae
+        cfg.trainer = _trainer_flags_over(args, cfg.trainer)
+        given = _flags_given(args, keep="keep", top_epochs="top_epochs", top_max_minutes="top_max_minutes")
+        return dataclasses.replace(cfg, **given, **({} if args.compile else {"compile": False}))
     defaults = PriorTrainConfig()
     arch = _flags_given(args, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
     top_arch = _flags_given(args, hidden="top_hidden", n_layers="top_layers", kernel_size="top_kernel_size")

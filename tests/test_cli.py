@@ -182,9 +182,11 @@ def test_training_loop_flags_apply_over_a_config_and_architecture_flags_are_refu
     assert (plain.trainer.max_minutes, plain.trainer.precision, plain.top_epochs) == (11.5, "32-true", 8)
     assert plain.vqvae == saved.vqvae and plain.data == saved.data
     args = ["train-prior", "--config", config, "--max-minutes", "20", "--top-epochs", "5", "--no-compile"]
-    args += ["--data", str(tmp_path), "--vqvae", "other.safetensors", "--no-progress"]
+    args += ["--data", str(tmp_path), "--vqvae", "other.safetensors", "--no-progress", "--no-cache"]
+    args += ["--precision", "auto", "--image-size", "128"]  # a flag given at its default value still applies
     cfg = _prior_train_config(build_parser().parse_args(args))
-    assert (cfg.trainer.max_minutes, cfg.trainer.epochs, cfg.trainer.precision) == (20.0, 4, "32-true")
+    assert (cfg.trainer.max_minutes, cfg.trainer.epochs, cfg.trainer.precision) == (20.0, 4, "auto")
+    assert (cfg.data.image_size, cfg.data.cache) == (128, False)
     assert (cfg.top_epochs, cfg.top_max_minutes, cfg.compile, cfg.trainer.progress) == (5, 12.0, False, False)
     assert (cfg.data.root, cfg.vqvae, cfg.model) == (str(tmp_path), "other.safetensors", saved.model)
     with pytest.raises(ConfigError, match="--top-layers cannot be combined with --config"):
@@ -193,7 +195,8 @@ def test_training_loop_flags_apply_over_a_config_and_architecture_flags_are_refu
     write_run_config(vq, VQVAETrainConfig())
     a = build_parser().parse_args(["train-vqvae", "--config", str(vq / "config.yaml"), "--epochs", "3"])
     assert _vqvae_train_config(a).trainer.epochs == 3
-    with pytest.raises(ConfigError, match="--num-codes cannot be combined"):
-        _vqvae_train_config(
-            build_parser().parse_args(["train-vqvae", "--config", str(vq / "config.yaml"), "--num-codes", "64"])
-        )
+    for flag, value in (("--num-codes", "64"), ("--decoder-res-blocks", "0")):  # 0 is given too
+        with pytest.raises(ConfigError, match=f"{flag} cannot be combined"):
+            _vqvae_train_config(
+                build_parser().parse_args(["train-vqvae", "--config", str(vq / "config.yaml"), flag, value])
+            )

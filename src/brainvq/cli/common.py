@@ -70,11 +70,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--image-size",
         type=_positive_int,
-        default=256,
-        help="slices are resized to this (with a warning)",
+        help="slices are resized to this (with a warning; default 256)",
     )
-    p.add_argument("--on-wrong-size", choices=("resize", "error"), default="resize")
-    p.add_argument("--on-rgb", choices=("convert", "error"), default="convert")
+    p.add_argument("--on-wrong-size", choices=("resize", "error"), help="default resize")
+    p.add_argument("--on-rgb", choices=("convert", "error"), help="default convert")
     p.add_argument(
         "--no-cache",
         action="store_true",
@@ -82,15 +81,13 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-#: the training-loop flags whose default is not None, and that default
-TRAINER_FLAG_DEFAULTS: dict[str, object] = {
-    "accelerator": "auto",
-    "devices": "auto",
-    "num_nodes": 1,
-    "strategy": "auto",
-    "precision": "auto",
-    "num_workers": 0,
-}
+#: TrainerConfig field -> the training-loop flag (``args`` attribute) that sets it (--max-minutes aside)
+LOOP_FLAGS: dict[str, str] = {
+    k: k
+    for k in (
+        "epochs", "batch_size", "lr", "seed", "accelerator", "devices", "num_nodes", "strategy", "precision", "num_workers"
+    )
+}  # fmt: skip
 
 
 def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
@@ -100,7 +97,12 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
     g.add_argument("--batch-size", type=_positive_int)
     g.add_argument("--lr", type=_positive_float)
     g.add_argument("--seed", type=int)
-    g.add_argument("--max-minutes", type=_positive_float, default=None, help="stop after this wall time")
+    g.add_argument(
+        "--max-minutes",
+        type=_positive_float,
+        default=None,
+        help="stop after this much training time (in total across --resume: raise it to train on)",
+    )
     g.add_argument(
         "--resume",
         nargs="?",
@@ -108,13 +110,13 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
         default=None,
         help="resume from last.ckpt of --out (or a given .ckpt)",
     )
-    d = TRAINER_FLAG_DEFAULTS
-    g.add_argument("--accelerator", default=d["accelerator"], help="cpu, gpu or auto")
-    g.add_argument("--devices", type=_devices, default=d["devices"], help="number of devices (e.g. 2) or auto")
-    g.add_argument("--num-nodes", type=_positive_int, default=d["num_nodes"])
-    g.add_argument("--strategy", default=d["strategy"], help="e.g. ddp (gloo on CPU, nccl on GPU)")
-    g.add_argument("--precision", default=d["precision"], choices=PRECISIONS, help=PRECISION_HELP)
-    g.add_argument("--num-workers", type=int, default=d["num_workers"])
+    # defaults None: TrainerConfig holds them, and a flag given beside --config is told from one left out
+    g.add_argument("--accelerator", help="cpu, gpu or auto (default)")
+    g.add_argument("--devices", type=_devices, help="number of devices (e.g. 2) or auto (default)")
+    g.add_argument("--num-nodes", type=_positive_int, help="default 1")
+    g.add_argument("--strategy", help="e.g. ddp (gloo on CPU, nccl on GPU); default auto")
+    g.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
+    g.add_argument("--num-workers", type=int, help="default 0")
     g.add_argument("--no-progress", action="store_true")
 
 
@@ -192,18 +194,16 @@ def _data_config(args: argparse.Namespace) -> DataConfig:
     """The :class:`DataConfig` of the ``_add_data_args`` flags."""
     from brainvq.data.sources import DataConfig
 
-    return DataConfig(
-        root=args.data,
-        image_size=args.image_size,
-        on_wrong_size=args.on_wrong_size,
-        on_rgb=args.on_rgb,
-        cache=not args.no_cache,
-    )
+    return _data_over(args, DataConfig())
 
 
-def _data_root_over(args: argparse.Namespace, base: DataConfig) -> DataConfig:
-    """``base`` (a ``--config``'s data) with ``--data`` applied when the user gave one."""
-    return base if args.data == DATA_DEFAULT else dataclasses.replace(base, root=args.data)
+DATA_FLAGS = {"image_size": "image_size", "on_wrong_size": "on_wrong_size", "on_rgb": "on_rgb"}
+
+
+def _data_over(args: argparse.Namespace, base: DataConfig) -> DataConfig:
+    """``base`` (the defaults, or a ``--config``'s data) with the data flags the user gave."""
+    given = _flags_given(args, **DATA_FLAGS) | ({"cache": False} if args.no_cache else {})
+    return dataclasses.replace(base, root=args.data if args.data != DATA_DEFAULT else base.root, **given)
 
 
 def _total_budget(args: argparse.Namespace) -> dict:
@@ -223,10 +223,7 @@ def _flags_given(args: argparse.Namespace, **fields: str) -> dict:
 
 def _trainer_flags_over(args: argparse.Namespace, base: TrainerConfig) -> TrainerConfig:
     """``base`` (a ``--config``'s training loop) with only the training-loop flags the user gave."""
-    given = _flags_given(
-        args, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed", max_minutes="max_minutes"
-    )
-    given |= {k: getattr(args, k) for k, default in TRAINER_FLAG_DEFAULTS.items() if getattr(args, k) != default}
+    given = _flags_given(args, max_minutes="max_minutes", **LOOP_FLAGS)
     if args.no_progress:
         given["progress"] = False
     return dataclasses.replace(base, **given)
@@ -234,7 +231,9 @@ def _trainer_flags_over(args: argparse.Namespace, base: TrainerConfig) -> Traine
 
 def _refuse_flags_with_config(args: argparse.Namespace, *flags: str) -> None:
     """``--config`` fixes the architecture: refuse architecture flags beside it instead of ignoring them."""
-    given = [f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) not in (None, False)]
+    given = [
+        f"--{f.replace('_', '-')}" for f in flags if getattr(args, f) is not None and getattr(args, f) is not False
+    ]
     if given:
         raise ConfigError(
             f"{', '.join(given)} cannot be combined with --config (it fixes the architecture): edit the config instead"
@@ -244,14 +243,5 @@ def _refuse_flags_with_config(args: argparse.Namespace, *flags: str) -> None:
 def _trainer_config(args: argparse.Namespace, defaults: TrainerConfig) -> TrainerConfig:
     """The command's default :class:`TrainerConfig` with the given flags applied."""
     return dataclasses.replace(
-        defaults,
-        **_flags_given(args, epochs="epochs", batch_size="batch_size", lr="lr", seed="seed"),
-        max_minutes=args.max_minutes,
-        accelerator=args.accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy=args.strategy,
-        precision=args.precision,
-        num_workers=args.num_workers,
-        progress=not args.no_progress,
+        defaults, **_flags_given(args, **LOOP_FLAGS), max_minutes=args.max_minutes, progress=not args.no_progress
     )

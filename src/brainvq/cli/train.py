@@ -10,7 +10,7 @@ from brainvq.cli.common import (
     _add_data_args,
     _add_trainer_args,
     _data_config,
-    _data_root_over,
+    _data_over,
     _flags_given,
     _positive_float,
     _positive_int,
@@ -94,7 +94,7 @@ def _vqvae_train_config(args: argparse.Namespace) -> VQVAETrainConfig:
         _refuse_flags_with_config(args, *VQVAE_ARCHITECTURE_FLAGS)
         cfg = load_yaml_config(VQVAETrainConfig, args.config, upgrade=upgrade_saved_run_config)
         cfg.out_dir = args.out
-        cfg.data = _data_root_over(args, cfg.data)
+        cfg.data = _data_over(args, cfg.data)
         cfg.trainer = _trainer_flags_over(args, cfg.trainer)
         return cfg
     model = VQVAEConfig(
@@ -187,7 +187,7 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         _refuse_flags_with_config(args, *PRIOR_ARCHITECTURE_FLAGS)
         cfg = load_yaml_config(PriorTrainConfig, args.config)
         cfg.out_dir = args.out
-        cfg.data = _data_root_over(args, cfg.data)
+        cfg.data = _data_over(args, cfg.data)
         if args.vqvae != VQVAE_WEIGHTS_DEFAULT:
             cfg.vqvae = args.vqvae
         cfg.trainer = _trainer_flags_over(args, cfg.trainer)

@@ -73,10 +73,11 @@ def _separation(reference: np.ndarray, other: np.ndarray) -> float:
 
 
 def telling_features(judges, candidate, reference, baseline, top: int = 8) -> list[dict]:
-    """The acceptance features that tell ``candidate`` from ``reference`` best on their own (profiles
-    of :class:`~brainvq.judges.power.FittedJudges`), most telling first: each one's ROC AUC (folded
-    to >= 0.5), beside the same for ``baseline`` (a second real set: how far real sets differ),
-    and the shift of its median. A diagnostic: it names what still differs, one feature at a time."""
+    """The ``top`` acceptance features that tell ``candidate`` from ``reference`` best on their own
+    (profiles of :class:`~brainvq.judges.power.FittedJudges`), ranked by ROC AUC (folded to >= 0.5),
+    each beside the same for ``baseline`` (a second real set: how far real sets differ on it) and
+    the shift of its median in the feature's own units. A diagnostic: it names what still differs,
+    one feature at a time."""
     fx = judges.features
     rows = []
     for i, name in enumerate(fx.names):

@@ -74,13 +74,16 @@ def test_the_environment_variable_replaces_auto_only(monkeypatch) -> None:
 
 
 def test_auto_is_the_default_of_the_cli_the_configs_and_the_recipes() -> None:
-    from brainvq.cli import _vqvae_train_config, build_parser
+    from brainvq.cli import _prior_train_config, _vqvae_train_config, build_parser
+    from brainvq.cli.common import _trainer_config
     from brainvq.recipes import RECIPES
     from brainvq.train.common import TrainerConfig
+    from brainvq.train.sharpen import SharpenConfig
 
     parser = build_parser()
-    for command in ("train-vqvae", "train-prior", "sharpen"):
-        assert parser.parse_args([command]).precision == "auto"
+    assert _prior_train_config(parser.parse_args(["train-prior"])).trainer.precision == "auto"
+    sharpen = _trainer_config(parser.parse_args(["sharpen"]), SharpenConfig().trainer)
+    assert sharpen.precision == "auto"
     assert parser.parse_args(["train-vqvae", "--precision", "32-true"]).precision == "32-true"
     assert _vqvae_train_config(parser.parse_args(["train-vqvae"])).trainer.precision == "auto"
     assert TrainerConfig().precision == "auto"

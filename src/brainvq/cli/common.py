@@ -221,14 +221,6 @@ def _flags_given(args: argparse.Namespace, **fields: str) -> dict:
     return {field: getattr(args, flag) for field, flag in fields.items() if getattr(args, flag) is not None}
 
 
-def _trainer_flags_over(args: argparse.Namespace, base: TrainerConfig) -> TrainerConfig:
-    """``base`` (a ``--config``'s training loop) with only the training-loop flags the user gave."""
-    given = _flags_given(args, max_minutes="max_minutes", **LOOP_FLAGS)
-    if args.no_progress:
-        given["progress"] = False
-    return dataclasses.replace(base, **given)
-
-
 def _refuse_flags_with_config(args: argparse.Namespace, *flags: str) -> None:
     """``--config`` fixes the architecture: refuse architecture flags beside it instead of ignoring them."""
     given = [
@@ -240,8 +232,8 @@ def _refuse_flags_with_config(args: argparse.Namespace, *flags: str) -> None:
         )
 
 
-def _trainer_config(args: argparse.Namespace, defaults: TrainerConfig) -> TrainerConfig:
-    """The command's default :class:`TrainerConfig` with the given flags applied."""
-    return dataclasses.replace(
-        defaults, **_flags_given(args, **LOOP_FLAGS), max_minutes=args.max_minutes, progress=not args.no_progress
-    )
+def _trainer_config(args: argparse.Namespace, base: TrainerConfig) -> TrainerConfig:
+    """``base`` (the command's defaults, or a ``--config``'s training loop) with the training-loop
+    flags the user gave."""
+    given = _flags_given(args, max_minutes="max_minutes", **LOOP_FLAGS)
+    return dataclasses.replace(base, **given, **({"progress": False} if args.no_progress else {}))

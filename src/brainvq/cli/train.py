@@ -16,7 +16,6 @@ from brainvq.cli.common import (
     _positive_int,
     _refuse_flags_with_config,
     _trainer_config,
-    _trainer_flags_over,
 )
 from brainvq.data.errors import ConfigError
 
@@ -27,8 +26,6 @@ if TYPE_CHECKING:
 
 SCALE_LEVELS = ("none", "top", "all")  # train-prior --intensity-scale: which levels are conditioned on it
 
-
-VQVAE_WEIGHTS_DEFAULT = "runs/vqvae/vqvae.safetensors"
 
 #: flags that set an architecture, which a --config fixes
 VQVAE_ARCHITECTURE_FLAGS = (
@@ -42,6 +39,8 @@ VQVAE_ARCHITECTURE_FLAGS = (
     "encoder_res_blocks",
     "decoder_res_blocks",
 )
+#: PriorTrainConfig field -> flag, for the train-prior flags that are neither architecture nor training loop
+PRIOR_RUN_FLAGS = {"vqvae": "vqvae", "keep": "keep", "top_epochs": "top_epochs", "top_max_minutes": "top_max_minutes"}
 PRIOR_ARCHITECTURE_FLAGS = (
     "hidden",
     "layers",
@@ -95,7 +94,7 @@ def _vqvae_train_config(args: argparse.Namespace) -> VQVAETrainConfig:
         cfg = load_yaml_config(VQVAETrainConfig, args.config, upgrade=upgrade_saved_run_config)
         cfg.out_dir = args.out
         cfg.data = _data_over(args, cfg.data)
-        cfg.trainer = _trainer_flags_over(args, cfg.trainer)
+        cfg.trainer = _trainer_config(args, cfg.trainer)
         return cfg
     model = VQVAEConfig(
         **_flags_given(
@@ -130,7 +129,7 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
         help="train the gated PixelCNN prior on the VQ-VAE codes of the whole training split",
     )
     _add_data_args(p)
-    p.add_argument("--vqvae", default=VQVAE_WEIGHTS_DEFAULT)
+    p.add_argument("--vqvae", help="the VQ-VAE's weights (default runs/vqvae/vqvae.safetensors)")
     p.add_argument("--out", default="runs/prior")
     p.add_argument(
         "--config", help="YAML config (e.g. a previous run's config.yaml); training-loop flags given apply over it"
@@ -188,10 +187,8 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         cfg = load_yaml_config(PriorTrainConfig, args.config)
         cfg.out_dir = args.out
         cfg.data = _data_over(args, cfg.data)
-        if args.vqvae != VQVAE_WEIGHTS_DEFAULT:
-            cfg.vqvae = args.vqvae
-        cfg.trainer = _trainer_flags_over(args, cfg.trainer)
-        given = _flags_given(args, keep="keep", top_epochs="top_epochs", top_max_minutes="top_max_minutes")
+        cfg.trainer = _trainer_config(args, cfg.trainer)
+        given = _flags_given(args, **PRIOR_RUN_FLAGS)
         return dataclasses.replace(cfg, **given, **({} if args.compile else {"compile": False}))
     defaults = PriorTrainConfig()
     arch = _flags_given(args, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
@@ -207,7 +204,6 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         return dataclasses.replace(config, **fields, **cond, **flag)
 
     return PriorTrainConfig(
-        vqvae=args.vqvae,
         data=_data_config(args),
         model=level(defaults.model, scale in ("top", "all"), **arch),
         top_model=level(defaults.top_model, scale in ("top", "all"), **top_arch),
@@ -215,7 +211,7 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         trainer=_trainer_config(args, defaults.trainer),
         out_dir=args.out,
         compile=args.compile,
-        **_flags_given(args, keep="keep", top_epochs="top_epochs", top_max_minutes="top_max_minutes"),
+        **_flags_given(args, **PRIOR_RUN_FLAGS),
     )
 
 

@@ -153,3 +153,46 @@ def test_zero_initialised_refiner_leaves_the_output_unchanged():
     assert torch.equal(plain(x).reconstruction, refined(x).reconstruction)
     torch.nn.init.normal_(refined.decoder.refine.net[-1].weight)
     assert not torch.allclose(plain(x).reconstruction, refined(x).reconstruction)
+
+
+def test_refiner_noise_varies_the_fine_detail_and_is_reproducible_under_a_seed():
+    from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
+
+    small = dict(image_size=32, num_codes=8, code_dim=4, stem_channels=4, hidden_channels=8, top_num_codes=8)
+    torch.manual_seed(0)
+    noisy = VQVAE(VQVAEConfig(**small, refine_channels=4, refine_noise=1)).eval()
+    torch.nn.init.normal_(noisy.decoder.refine.net[-1].weight, std=0.1)
+    x = torch.rand(2, 1, 32, 32)
+    first, second = noisy(x).reconstruction, noisy(x).reconstruction
+    assert not torch.allclose(first, second)  # the noise is drawn at every call
+    torch.manual_seed(5)
+    again = noisy(x).reconstruction
+    torch.manual_seed(5)
+    assert torch.equal(again, noisy(x).reconstruction)
+    assert upgrade_saved_config(dict(small, refine_channels=4))["refine_noise"] == 0  # weights saved before it load
+    with pytest.raises(ConfigError, match="refine_noise"):
+        VQVAEConfig(**small, refine_noise=-1)
+
+
+def test_refine_only_trains_a_smooth_refiner_and_leaves_the_decoder_as_trained(tiny_oasis: Path, tmp_path: Path):
+    base = tmp_path / "vq"
+    train_vqvae(tiny_cfg(tiny_oasis, base, epochs=1))
+    cfg = SharpenConfig(
+        vqvae=str(base / "vqvae.safetensors"),
+        data=DataConfig(root=str(tiny_oasis), image_size=64),
+        trainer=TrainerConfig(epochs=1, batch_size=4, lr=1e-3, progress=False),
+        out_dir=str(tmp_path / "sharp"),
+        adversarial_start=1,
+        disc_channels=8,
+        refine_channels=4,
+        refine_upsample="bilinear",
+        refine_only=True,
+    )
+    after = load_vqvae(train_sharpen(cfg)["weights"])
+    assert after.config.refine_upsample == "bilinear"
+    before = load_vqvae(base / "vqvae.safetensors").state_dict()
+    ours = after.state_dict()
+    assert all(torch.equal(before[k], ours[k]) for k in before)  # only the new refiner was trained
+    assert ours["decoder.refine.net.4.weight"].abs().sum() > 0  # it was: its last layer started at zero
+    with pytest.raises(ConfigError, match="refine_channels"):
+        train_sharpen(dataclasses.replace(cfg, refine_channels=0))

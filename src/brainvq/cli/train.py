@@ -240,12 +240,6 @@ def add_sharpen(sub: argparse._SubParsersAction) -> None:
     g.add_argument(
         "--weight-average-decay", type=float, help="export the weights' moving average with this decay (0: raw)"
     )
-    g.add_argument("--refine-noise", type=int, help="channels of per-pixel noise the refiner sees (0: deterministic)")
-    g.add_argument("--refine-channels", type=int, help="channels of the full-resolution refiner added (0: none)")
-    g.add_argument("--refine-upsample", choices=("depth_to_space", "bilinear"), help="how the refiner upsamples")
-    g.add_argument("--refine-only", action="store_true", default=None, help="train only the refiner")
-    g.add_argument("--l1-blur", type=float, help="compare blurred images in the L1 term (sigma, pixels; 0: off)")
-    g.add_argument("--disc-shift", type=int, help="shift the discriminator's inputs by up to this many pixels (0: off)")
     _add_trainer_args(p, "SharpenConfig")
     p.set_defaults(func=cmd_sharpen)
 
@@ -267,12 +261,6 @@ def cmd_sharpen(args: argparse.Namespace) -> dict:
             feature_matching_weight="feature_matching_weight",
             grid_weight="grid_weight",
             weight_average_decay="weight_average_decay",
-            refine_noise="refine_noise",
-            disc_shift="disc_shift",
-            l1_blur="l1_blur",
-            refine_channels="refine_channels",
-            refine_upsample="refine_upsample",
-            refine_only="refine_only",
         ),
     )
     return train_sharpen(cfg, resume=args.resume)

@@ -143,9 +143,7 @@ class Decoder(nn.Module):
         self.up = PatchSequential(*ups)
         ch = stem if n_up else hid
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, 16, 3, padding=1), DepthToSpace(4))
-        self.refine = (
-            Refiner(ch, cfg.refine_channels, cfg.refine_noise, cfg.refine_upsample) if cfg.refine_channels else None
-        )
+        self.refine = Refiner(ch, cfg.refine_channels) if cfg.refine_channels else None
 
     def forward(self, q: Tensor) -> Tensor:
         h = self.up(self.body(q))
@@ -158,22 +156,13 @@ class Decoder(nn.Module):
 class Refiner(nn.Module):
     """Decoder features at 1/4 resolution and the head's logits -> a logit correction at full
     resolution: depth-to-space to ``ch`` channels, joined with the logits, two 3x3 convolutions.
-    The last convolution starts at zero, so adding a refiner leaves a trained decoder's output as it was.
-    With ``noise`` > 0 it also sees that many channels of per-pixel standard Gaussian noise, drawn
-    from the global random state at every call (StyleGAN's noise inputs, Karras et al. 2019).
-    ``upsample="bilinear"`` brings the features to full resolution smoothly instead of by
-    depth-to-space, so nothing it adds is tied to the 4 x 4 pixel phase of the code grid."""
+    The last convolution starts at zero, so adding a refiner leaves a trained decoder's output as it was."""
 
-    def __init__(self, in_ch: int, ch: int, noise: int = 0, upsample: str = "depth_to_space") -> None:
+    def __init__(self, in_ch: int, ch: int) -> None:
         super().__init__()
-        self.noise = noise
-        if upsample == "bilinear":
-            up = [nn.Conv2d(in_ch, ch, 1), nn.Upsample(scale_factor=4, mode="bilinear", align_corners=False)]
-        else:
-            up = [nn.Conv2d(in_ch, 16 * ch, 1), DepthToSpace(4)]
-        self.expand = nn.Sequential(nn.ReLU(), *up)
+        self.expand = nn.Sequential(nn.ReLU(), nn.Conv2d(in_ch, 16 * ch, 1), DepthToSpace(4))
         self.net = nn.Sequential(
-            nn.Conv2d(ch + 1 + noise, ch, 3, padding=1),
+            nn.Conv2d(ch + 1, ch, 3, padding=1),
             nn.ReLU(),
             nn.Conv2d(ch, ch, 3, padding=1),
             nn.ReLU(),
@@ -183,11 +172,7 @@ class Refiner(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, h: Tensor, logits: Tensor) -> Tensor:
-        parts = [self.expand(h), logits]
-        if self.noise:
-            b, _, height, width = logits.shape
-            parts.append(torch.randn(b, self.noise, height, width, device=logits.device, dtype=logits.dtype))
-        return self.net(torch.cat(parts, 1))
+        return self.net(torch.cat([self.expand(h), logits], 1))
 
 
 class TopEncoder(nn.Module):

@@ -58,11 +58,6 @@ class VQVAEConfig:
     # the image resolution, added to the output logits, so fine detail need not repeat every 4x4
     # block of the depth-to-space head. ``brainvq sharpen`` adds it (zero-initialised).
     refine_channels: int = 0
-    # Channels of per-pixel Gaussian noise the refiner also sees (0 = a deterministic decoder): the
-    # fine detail that the codes do not determine can then vary instead of repeating with them.
-    refine_noise: int = 0
-    # How the refiner brings the decoder's features to full resolution: "depth_to_space" or "bilinear"
-    refine_upsample: str = "depth_to_space"
 
     def __post_init__(self) -> None:
         if self.downsample < 4 or self.downsample & (self.downsample - 1):
@@ -82,11 +77,9 @@ class VQVAEConfig:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("stem_res_blocks", "encoder_res_blocks", "decoder_res_blocks", "refine_channels", "refine_noise"):
+        for name in ("stem_res_blocks", "encoder_res_blocks", "decoder_res_blocks", "refine_channels"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.refine_upsample not in ("depth_to_space", "bilinear"):
-            raise ConfigError(f"refine_upsample must be depth_to_space or bilinear, got {self.refine_upsample!r}")
         if self.num_codes < 2:
             raise ConfigError(f"num_codes must be >= 2, got {self.num_codes}")
         if self.top_downsample:
@@ -134,8 +127,6 @@ def upgrade_saved_config(config: dict) -> dict:
     config.setdefault("res_bottleneck", 2)
     config.setdefault("top_downsample", 0)  # before the top level existed: a single level
     config.setdefault("refine_channels", 0)  # before the refiner existed
-    config.setdefault("refine_noise", 0)  # before the refiner could see noise
-    config.setdefault("refine_upsample", "depth_to_space")  # before the refiner could upsample smoothly
     config.setdefault("top_channels", 2 * config.get("hidden_channels", 32))  # before the top width was its own
     config.setdefault("top_res_bottleneck", 2)
     return config

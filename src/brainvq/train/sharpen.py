@@ -21,7 +21,6 @@ training grows in the depth-to-space head's 4 x 4 sub-pixels
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from functools import partial
 from pathlib import Path
@@ -72,15 +71,6 @@ class SharpenConfig:
     disc_channels: int = 32
     disc_layers: int = 3
     refine_channels: int = 8  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
-    refine_noise: int = 0  # channels of per-pixel noise the new refiner sees (0: a deterministic decoder)
-    refine_upsample: str = "depth_to_space"  # how the new refiner upsamples the features ("bilinear": smoothly)
-    refine_only: bool = False  # train only the new refiner; the decoder it refines stays as trained
-    # > 0: the L1 term compares reconstructions and slices blurred by a Gaussian of this many pixels,
-    # leaving the finer detail to the adversarial term alone (frequency separation)
-    l1_blur: float = 0.0
-    # > 0: the discriminator sees real and decoded slices shifted by the same random 0..disc_shift
-    # pixels each batch, so a pattern locked to the decoder's 4 x 4 pixel grid cannot hide in its strides
-    disc_shift: int = 0
     # > 0: validate and export the weights' moving average, updated after every batch (0.99: a
     # horizon of ~100 of the 920 batches of 4 epochs on the OASIS-1 subset); 0: the raw weights
     weight_average_decay: float = 0.0
@@ -94,23 +84,15 @@ class SharpenConfig:
             raise ConfigError(f"feature_matching_weight must be >= 0, got {self.feature_matching_weight}")
         if self.adversarial_start < 0:
             raise ConfigError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
-        if self.refine_only and not self.refine_channels:
-            raise ConfigError("refine_only trains the refiner alone: give refine_channels > 0")
         if not 0 <= self.weight_average_decay < 1:
             raise ConfigError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
 
 
-def low_pass(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
-    """Images (B,1,H,W) blurred by a Gaussian of ``sigma`` pixels (kernel radius ceil(2 sigma), reflected edges)."""
-    r = math.ceil(2 * sigma)
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=images.dtype, device=images.device) / sigma) ** 2)
-    k = k / k.sum()
-    return F.conv2d(F.pad(images, (r, r, r, r), mode="reflect"), (k[:, None] * k[None, :])[None, None])
-
-
 def _high_pass(images: torch.Tensor) -> torch.Tensor:
     """Images (B,1,H,W) minus their 5x5 Gaussian blur (sigma 1)."""
-    return images - low_pass(images, 1.0)
+    k = torch.exp(-0.5 * torch.arange(-2, 3, dtype=images.dtype, device=images.device) ** 2)
+    k = k / k.sum()
+    return images - F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), (k[:, None] * k[None, :])[None, None])
 
 
 def detail_energy(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
@@ -154,9 +136,6 @@ class SharpenModule(L.LightningModule):
         kind: str = "vqvae",
         feature_matching_weight: float = 0.0,
         grid_weight: float = 0.0,
-        disc_shift: int = 0,
-        l1_blur: float = 0.0,
-        refine_only: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain values only: loads with weights_only=True
@@ -164,16 +143,12 @@ class SharpenModule(L.LightningModule):
         self.model = VQVAE(VQVAEConfig(**model))
         self.disc = PatchDiscriminator(disc_channels, disc_layers)
 
-    def _trained(self) -> torch.nn.Module:
-        dec = self.model.decoder
-        return dec.refine if self.hparams.refine_only else dec
-
     def trainable(self) -> list[torch.nn.Parameter]:
-        return list(self._trained().parameters())
+        return list(self.model.decoder.parameters())
 
     def on_fit_start(self) -> None:
         self.model.requires_grad_(False)
-        self._trained().requires_grad_(True)
+        self.model.decoder.requires_grad_(True)
 
     def _decoder_input(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -192,26 +167,13 @@ class SharpenModule(L.LightningModule):
         ``term``'s at the decoder's last layer (VQGAN's adaptive weight), detached."""
         return (rec_norm / (self._last_layer_grad_norm(term) + 1e-4)).clamp(0, 1e4).detach() * scale
 
-    def _shift(self) -> tuple[int, int]:
-        """This batch's (rows, columns) shift of the discriminator's inputs (``disc_shift``)."""
-        if not self.hparams.disc_shift:
-            return (0, 0)
-        dy, dx = torch.randint(0, self.hparams.disc_shift + 1, (2,)).tolist()
-        return (dy, dx)
-
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         opt_g, opt_d = self.optimizers()
         x = batch["image"]
         self.model.decoder.train()
         rec = self.model.decoder(self._decoder_input(x)).float()
-        l1 = (
-            F.l1_loss(*(low_pass(t, self.hparams.l1_blur) for t in (rec, x.float())))
-            if self.hparams.l1_blur
-            else F.l1_loss(rec, x.float())
-        )
-        shift = self._shift()
-        seen = partial(torch.roll, shifts=shift, dims=(2, 3))  # the background is 0: wrapping adds nothing
-        fake_feats = self.disc.features(seen(rec))
+        l1 = F.l1_loss(rec, x.float())
+        fake_feats = self.disc.features(rec)
         adv = -fake_feats[-1].float().mean()
         weight = fm_weight = fm = grid_w = grid = torch.zeros((), device=x.device)
         h = self.hparams
@@ -221,7 +183,7 @@ class SharpenModule(L.LightningModule):
                 weight = self._adaptive(rec_norm, adv, h.adversarial_weight)
             if h.feature_matching_weight > 0:
                 with torch.no_grad():
-                    real_feats = self.disc.features(seen(x))
+                    real_feats = self.disc.features(x)
                 pairs = list(zip(fake_feats[:-1], real_feats[:-1], strict=True))
                 fm = sum(F.l1_loss(f.float(), r.float()) for f, r in pairs) / len(pairs)
                 fm_weight = self._adaptive(rec_norm, fm, h.feature_matching_weight)
@@ -232,7 +194,7 @@ class SharpenModule(L.LightningModule):
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
-        real, fake = self.disc(seen(x)).float(), self.disc(seen(rec.detach())).float()
+        real, fake = self.disc(x).float(), self.disc(rec.detach()).float()
         loss_d = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
         opt_d.zero_grad()
         self.manual_backward(loss_d)
@@ -311,8 +273,6 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     model_cfg = to_plain(base.config)
     if cfg.refine_channels and not base.config.refine_channels:
         model_cfg["refine_channels"] = cfg.refine_channels  # a new, zero-initialised refiner
-        model_cfg["refine_noise"] = cfg.refine_noise
-        model_cfg["refine_upsample"] = cfg.refine_upsample
     module = SharpenModule(
         model_cfg,
         t.lr,
@@ -322,9 +282,6 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
         cfg.disc_layers,
         feature_matching_weight=cfg.feature_matching_weight,
         grid_weight=cfg.grid_weight,
-        disc_shift=cfg.disc_shift,
-        l1_blur=cfg.l1_blur,
-        refine_only=cfg.refine_only,
     )
     missing, unexpected = module.model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not k.startswith("decoder.refine.") for k in missing):

@@ -189,6 +189,14 @@ def test_training_loop_flags_apply_over_a_config_and_architecture_flags_are_refu
     assert (cfg.data.image_size, cfg.data.cache) == (128, False)
     assert (cfg.top_epochs, cfg.top_max_minutes, cfg.compile, cfg.trainer.progress) == (5, 12.0, False, False)
     assert (cfg.data.root, cfg.vqvae, cfg.model) == (str(tmp_path), "other.safetensors", saved.model)
+    # switches are two-way: a config saved with them off is switched back on from the command line
+    off = dataclasses.replace(cfg, out_dir=str(tmp_path / "off"))
+    write_run_config(tmp_path / "off", off)
+    on = ["train-prior", "--config", str(tmp_path / "off" / "config.yaml"), "--progress", "--compile"]
+    back = _prior_train_config(build_parser().parse_args(on))
+    assert (back.compile, back.trainer.progress) == (True, True)
+    kept = _prior_train_config(build_parser().parse_args(on[:3]))
+    assert (kept.compile, kept.trainer.progress) == (False, False)
     with pytest.raises(ConfigError, match="--top-layers cannot be combined with --config"):
         _prior_train_config(build_parser().parse_args(["train-prior", "--config", config, "--top-layers", "3"]))
     vq = tmp_path / "vq"

@@ -85,7 +85,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 LOOP_FLAGS: dict[str, str] = {
     k: k
     for k in (
-        "epochs", "batch_size", "lr", "seed", "accelerator", "devices", "num_nodes", "strategy", "precision", "num_workers"
+        "epochs", "batch_size", "lr", "seed", "accelerator", "devices", "num_nodes", "strategy", "precision", "num_workers",
+        "progress",
     )
 }  # fmt: skip
 
@@ -117,7 +118,9 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
     g.add_argument("--strategy", help="e.g. ddp (gloo on CPU, nccl on GPU); default auto")
     g.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     g.add_argument("--num-workers", type=int, help="default 0")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, help="progress bars (default on; also over a --config)"
+    )
 
 
 def _add_anomaly_args(p: argparse.ArgumentParser) -> None:
@@ -236,4 +239,4 @@ def _trainer_config(args: argparse.Namespace, base: TrainerConfig) -> TrainerCon
     """``base`` (the command's defaults, or a ``--config``'s training loop) with the training-loop
     flags the user gave."""
     given = _flags_given(args, max_minutes="max_minutes", **LOOP_FLAGS)
-    return dataclasses.replace(base, **given, **({"progress": False} if args.no_progress else {}))
+    return dataclasses.replace(base, **given)

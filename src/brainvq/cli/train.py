@@ -40,7 +40,9 @@ VQVAE_ARCHITECTURE_FLAGS = (
     "decoder_res_blocks",
 )
 #: PriorTrainConfig field -> flag, for the train-prior flags that are neither architecture nor training loop
-PRIOR_RUN_FLAGS = {"vqvae": "vqvae", "keep": "keep", "top_epochs": "top_epochs", "top_max_minutes": "top_max_minutes"}
+PRIOR_RUN_FLAGS = {
+    "vqvae": "vqvae", "keep": "keep", "top_epochs": "top_epochs", "top_max_minutes": "top_max_minutes", "compile": "compile"
+}  # fmt: skip
 PRIOR_ARCHITECTURE_FLAGS = (
     "hidden",
     "layers",
@@ -168,10 +170,9 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
         help="wall-time cap of the top level's training (--max-minutes caps the bottom level's only)",
     )
     p.add_argument(
-        "--no-compile",
-        dest="compile",
-        action="store_false",
-        help="train eagerly instead of through torch.compile (which falls back to eager by itself if it fails)",
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="train through torch.compile (default; it falls back to eager by itself if it fails), or eagerly",
     )
     _add_trainer_args(p, "PriorTrainConfig")
     p.set_defaults(func=cmd_train_prior)
@@ -189,7 +190,7 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         cfg.data = _data_over(args, cfg.data)
         cfg.trainer = _trainer_config(args, cfg.trainer)
         given = _flags_given(args, **PRIOR_RUN_FLAGS)
-        return dataclasses.replace(cfg, **given, **({} if args.compile else {"compile": False}))
+        return dataclasses.replace(cfg, **given)
     defaults = PriorTrainConfig()
     arch = _flags_given(args, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
     top_arch = _flags_given(args, hidden="top_hidden", n_layers="top_layers", kernel_size="top_kernel_size")
@@ -210,7 +211,6 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         bottom_model=level(defaults.bottom_model, scale == "all", **arch),
         trainer=_trainer_config(args, defaults.trainer),
         out_dir=args.out,
-        compile=args.compile,
         **_flags_given(args, **PRIOR_RUN_FLAGS),
     )
 

@@ -136,11 +136,6 @@ class Decoder(nn.Module):
             nn.Conv2d(cfg.code_dim, hid, 1),
             *[ResBlock(hid, neck) for _ in range(cfg.decoder_res_blocks)],
         )
-        extra = [ResBlock(hid, cfg.decoder_extra_bottleneck) for _ in range(cfg.decoder_extra_blocks)]
-        for blk in extra:
-            nn.init.zeros_(blk.conv2.weight)
-            nn.init.zeros_(blk.conv2.bias)
-        self.extra = nn.Sequential(*extra) if extra else None
         ups: list[nn.Module] = []
         for i in range(n_up):
             out = stem if i == n_up - 1 else hid
@@ -151,10 +146,7 @@ class Decoder(nn.Module):
         self.refine = Refiner(ch, cfg.refine_channels) if cfg.refine_channels else None
 
     def forward(self, q: Tensor) -> Tensor:
-        h = self.body(q)
-        if self.extra is not None:
-            h = self.extra(h)
-        h = self.up(h)
+        h = self.up(self.body(q))
         logits = self.head(h)
         if self.refine is not None:
             logits = logits + self.refine(h, logits)

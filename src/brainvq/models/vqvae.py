@@ -58,8 +58,6 @@ class VQVAEConfig:
     # the image resolution, added to the output logits, so fine detail need not repeat every 4x4
     # block of the depth-to-space head. ``brainvq sharpen`` adds it (zero-initialised).
     refine_channels: int = 0
-    decoder_extra_blocks: int = 0  # EXPERIMENT: zero-initialised residual blocks after the body
-    decoder_extra_bottleneck: int = 2
 
     def __post_init__(self) -> None:
         if self.downsample < 4 or self.downsample & (self.downsample - 1):
@@ -129,8 +127,6 @@ def upgrade_saved_config(config: dict) -> dict:
     config.setdefault("res_bottleneck", 2)
     config.setdefault("top_downsample", 0)  # before the top level existed: a single level
     config.setdefault("refine_channels", 0)  # before the refiner existed
-    config.setdefault("decoder_extra_blocks", 0)
-    config.setdefault("decoder_extra_bottleneck", 2)
     config.setdefault("top_channels", 2 * config.get("hidden_channels", 32))  # before the top width was its own
     config.setdefault("top_res_bottleneck", 2)
     return config

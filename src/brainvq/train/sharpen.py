@@ -122,13 +122,6 @@ def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch
     return torch.lerp(average, current, 1 - decay)
 
 
-def continuous_decoder_input(model, x: torch.Tensor) -> torch.Tensor:
-    """EXPERIMENT: what the decoder would see if neither level were quantised."""
-    z = model.encoder(x)
-    u = model.top_decoder(model.top_encoder(z))
-    return z + model.top_decoder.to_bottom(u) + model.top_decoder.to_decoder(u)
-
-
 class SharpenModule(L.LightningModule):
     """Decoder (trainable) + frozen encoder and codebooks + patch discriminator; manual optimisation."""
 
@@ -158,12 +151,6 @@ class SharpenModule(L.LightningModule):
         self.model.decoder.requires_grad_(True)
 
     def _decoder_input(self, x: torch.Tensor) -> torch.Tensor:
-        import os
-
-        if os.environ.get("BVQ_CONTINUOUS"):  # EXPERIMENT: unquantised latents, the bound for any code capacity
-            with torch.no_grad():
-                self.model.eval()
-                return continuous_decoder_input(self.model, x)
         with torch.no_grad():
             self.model.eval()  # frozen quantisers must not update their EMA codebooks
             top, codes = self.model.encode_levels(x)
@@ -188,15 +175,6 @@ class SharpenModule(L.LightningModule):
         l1 = F.l1_loss(rec, x.float())
         fake_feats = self.disc.features(rec)
         adv = -fake_feats[-1].float().mean()
-        drawn = None
-        if getattr(self, "bank", None) is not None:  # EXPERIMENT: code grids drawn by the prior
-            idx = torch.randint(len(self.bank["bottom"]), (self.bank_batch,))
-            with torch.no_grad():
-                self.model.eval()
-                q = self.model.decoder_input(self.bank["bottom"][idx].long(), self.bank["top"][idx].long())
-            self.model.decoder.train()
-            drawn = self.model.decoder(q).float()
-            adv = 0.5 * (adv - self.disc(drawn).float().mean())
         weight = fm_weight = fm = grid_w = grid = torch.zeros((), device=x.device)
         h = self.hparams
         if self.trainer.fit_loop.total_batch_idx >= h.adversarial_start:
@@ -218,8 +196,6 @@ class SharpenModule(L.LightningModule):
         opt_g.step()
         real, fake = self.disc(x).float(), self.disc(rec.detach()).float()
         loss_d = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
-        if drawn is not None:
-            loss_d = F.relu(1 - real).mean() + 0.5 * (F.relu(1 + fake).mean() + F.relu(1 + self.disc(drawn.detach()).float()).mean())
         opt_d.zero_grad()
         self.manual_backward(loss_d)
         opt_d.step()
@@ -297,10 +273,6 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     model_cfg = to_plain(base.config)
     if cfg.refine_channels and not base.config.refine_channels:
         model_cfg["refine_channels"] = cfg.refine_channels  # a new, zero-initialised refiner
-    import os
-    if os.environ.get("BVQ_EXTRA"):
-        model_cfg["decoder_extra_blocks"] = int(os.environ["BVQ_EXTRA"])
-        model_cfg["decoder_extra_bottleneck"] = int(os.environ.get("BVQ_EXTRA_NECK", "2"))
     module = SharpenModule(
         model_cfg,
         t.lr,
@@ -311,11 +283,8 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
         feature_matching_weight=cfg.feature_matching_weight,
         grid_weight=cfg.grid_weight,
     )
-    if os.environ.get("BVQ_BANK"):
-        module.bank = torch.load(os.environ["BVQ_BANK"], weights_only=True)
-        module.bank_batch = int(os.environ.get("BVQ_BANK_BATCH", "8"))
     missing, unexpected = module.model.load_state_dict(base.state_dict(), strict=False)
-    if unexpected or any(not k.startswith(("decoder.refine.", "decoder.extra.")) for k in missing):
+    if unexpected or any(not k.startswith("decoder.refine.") for k in missing):
         raise ConfigError(f"{cfg.vqvae}: weights do not fit the model to sharpen ({(missing + unexpected)[:3]})")
     averaging = None
     if cfg.weight_average_decay > 0:

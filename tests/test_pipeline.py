@@ -62,7 +62,8 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
     """A recipe with sharpen epochs trains a generation decoder beside the VQ-VAE: reconstruction
     numbers stay the VQ-VAE's (MSE) decoder's, generated slices are drawn by the generation decoder."""
     from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, read_metadata
-    from brainvq.models.weights import load_vqvae
+    from brainvq.models.hierarchical import TOP_LEVEL
+    from brainvq.models.weights import load_prior, load_vqvae
     from tests.test_train_vqvae import tiny_cfg
 
     tiny = tiny_cfg(tiny_oasis, tmp_path / "unused")
@@ -80,6 +81,7 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
         total_minutes=6.0,  # 5.5 min for 10 min of caps: the VQ-VAE's cap shrinks, and its 2 epochs still fit
         reserve_minutes=0.5,
         top_temperature=0.9,
+        prior_bottom_hidden=8,
     )
     summary = run_pipeline(
         DataConfig(root=str(tiny_oasis), image_size=64),
@@ -116,6 +118,9 @@ def test_tiny_pipeline_trains_two_decoders_reports_cut_schedules_and_opens_with_
     assert recon.config.refine_channels == 0 and gen.config.refine_channels > 0  # the VQ-VAE left as trained
     assert codebook_fingerprint(recon) == codebook_fingerprint(gen)
     assert read_metadata(run / "prior" / "prior.safetensors")[VQVAE_FINGERPRINT] == codebook_fingerprint(recon)
+    prior = load_prior(run / "prior" / "prior.safetensors")  # the recipe's bottom width, the default top
+    assert prior.bottom.config.hidden == 8 and prior.top.config.hidden == TOP_LEVEL["hidden"]
+    assert stages["prior"]["config"]["prior_bottom_hidden"] == 8
     assert summary["prior"]["schedule_completed"] is False and summary["vqvae"]["schedule_completed"] is True
     assert any("prior training was cut short" in w for w in summary["warnings"])
     assert summary["verdict"][0].startswith("WARNING: prior training was cut short")

@@ -179,6 +179,8 @@ def _prior_stage(run: _Run) -> dict:
         vqvae=str(layout.vqvae_weights), data=run.data, out_dir=str(layout.prior_dir), flip=r.prior_flip
     )
     cfg.top_epochs = r.prior_top_epochs
+    if r.prior_bottom_hidden is not None:
+        cfg.bottom_model = dataclasses.replace(cfg.bottom_model, hidden=r.prior_bottom_hidden)
 
     def work(resume: bool) -> dict:
         given = run.budget.caps("prior", _prior_caps(r))
@@ -187,7 +189,10 @@ def _prior_stage(run: _Run) -> dict:
         return train_prior(cfg, resume=resume)
 
     keys = ("prior_epochs", "prior_minutes", "prior_top_epochs", "prior_top_minutes", "prior_batch_size", "prior_flip")
-    return run.stage("prior", {k: getattr(r, k) for k in keys}, work)
+    config = {k: getattr(r, k) for k in keys}
+    if r.prior_bottom_hidden is not None:  # absent from older ledgers' keys
+        config["prior_bottom_hidden"] = r.prior_bottom_hidden
+    return run.stage("prior", config, work)
 
 
 def _generation_stage(run: _Run, drawer: bool, seed: int, progress: bool) -> dict:

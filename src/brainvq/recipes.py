@@ -27,6 +27,9 @@ class Recipe:
     prior_top_epochs: int | None = None
     prior_top_minutes: float | None = None
     prior_flip: bool = True  # also train the prior on the codes of mirrored slices
+    # a two-level prior's bottom PixelCNN width (None: brainvq.models.hierarchical.BOTTOM_LEVEL's):
+    # narrower, it completes more of its schedule inside prior_minutes
+    prior_bottom_hidden: int | None = None
     # wall budget of the whole run (dataset included) and the part of it kept for the work after
     # the prior's training (its test bits, sampling, judging, report); None: no budget
     total_minutes: float | None = None
@@ -65,6 +68,9 @@ RECIPES: dict[str, Recipe] = {
         prior_minutes=12.0,
         prior_top_epochs=8,  # the top level alone first (docs/experiments/2026-11-26-prior-levels-in-turn.md)
         prior_top_minutes=12.0,
+        # 3.85 of 4 bottom epochs in its 11.8 min against 2.86 at width 32, the same test bits
+        # (docs/experiments/2026-11-30-bottom-level-width.md)
+        prior_bottom_hidden=24,
         samples=256,
         top_temperature=0.85,  # the classifier lower on both runs and seeds (same experiment)
         total_minutes=60.0,

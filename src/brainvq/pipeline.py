@@ -122,6 +122,14 @@ class _Run:
         return dataclasses.replace(base, epochs=epochs, max_minutes=minutes, **self.loop, **more)
 
 
+def _recipe_fields(recipe: Recipe, keys: tuple[str, ...], added_later: tuple[str, ...] = ()) -> dict:
+    """The recipe fields in a stage's ledger key. Fields added after run folders existed enter it
+    only when set, so a finished stage of an older run folder keeps its key and is reused."""
+    fields = {k: getattr(recipe, k) for k in keys}
+    fields.update({k: getattr(recipe, k) for k in added_later if getattr(recipe, k) is not None})
+    return fields
+
+
 def _prior_caps(recipe: Recipe) -> dict[str, float]:
     if recipe.prior_top_epochs is not None and recipe.prior_top_minutes is not None:
         return {"prior_top": recipe.prior_top_minutes, "prior": recipe.prior_minutes}
@@ -189,10 +197,7 @@ def _prior_stage(run: _Run) -> dict:
         return train_prior(cfg, resume=resume)
 
     keys = ("prior_epochs", "prior_minutes", "prior_top_epochs", "prior_top_minutes", "prior_batch_size", "prior_flip")
-    config = {k: getattr(r, k) for k in keys}
-    if r.prior_bottom_hidden is not None:  # absent from older ledgers' keys
-        config["prior_bottom_hidden"] = r.prior_bottom_hidden
-    return run.stage("prior", config, work)
+    return run.stage("prior", _recipe_fields(r, keys, added_later=("prior_bottom_hidden",)), work)
 
 
 def _generation_stage(run: _Run, drawer: bool, seed: int, progress: bool) -> dict:
@@ -200,12 +205,10 @@ def _generation_stage(run: _Run, drawer: bool, seed: int, progress: bool) -> dic
     from brainvq.evaluate import evaluate_generation
 
     r, layout = run.recipe, run.layout
-    config = {"samples": r.samples, "judges": r.judges, "seed": seed, "generation_decoder": drawer}
-    if r.top_temperature is not None:  # absent from older ledgers' keys
-        config["top_temperature"] = r.top_temperature
+    config = _recipe_fields(r, ("samples", "judges"), added_later=("top_temperature",))
     return run.stage(
         "generation",
-        config,
+        {**config, "seed": seed, "generation_decoder": drawer},
         lambda _: evaluate_generation(
             layout.vqvae_weights,
             layout.prior_weights,

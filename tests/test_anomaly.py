@@ -332,8 +332,8 @@ def test_positions_from_file_names_need_the_whole_run_of_a_case(tmp_path: Path):
     from PIL import Image
 
     from brainvq.anomaly.command import load_inputs
-    from brainvq.data.errors import DataError
     from brainvq.data.slices import positions_from_indices
+    from brainvq.errors import DataError
 
     for i in range(10, 14):
         Image.fromarray(np.full((32, 32), 40 * (i - 9), np.uint8)).save(tmp_path / f"case_001_slice_{i}.nii.png")

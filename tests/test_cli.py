@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from brainvq.cli import _prior_train_config, _vqvae_train_config, build_parser, main
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAEConfig
 from brainvq.train.prior import PriorTrainConfig

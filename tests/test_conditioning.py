@@ -12,7 +12,7 @@ import torch
 
 from brainvq.checkpoint import save_weights
 from brainvq.cli import _prior_train_config, build_parser
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
 from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig
 from brainvq.models.levels import Codes, conditions_for, prior_bits, prior_nll

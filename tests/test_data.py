@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from brainvq.data.dataset import SliceDataset
-from brainvq.data.errors import DataError
 from brainvq.data.oasis import find_oasis_root, load_oasis_split, parse_slice_name
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.errors import DataError
 
 
 def test_parse_slice_name():

@@ -18,8 +18,8 @@ from PIL import Image
 
 from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, save_weights
 from brainvq.cli import main
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import ConfigError
 from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig
 from brainvq.models.pair import ModelPair
 from brainvq.models.vqvae import VQVAE, VQVAEConfig

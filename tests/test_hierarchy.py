@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from brainvq.checkpoint import save_weights
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.hierarchical import HierarchicalPrior, HierarchicalPriorConfig, prior_from_config
 from brainvq.models.levels import sample_codes
 from brainvq.models.pair import ModelPair, check_pair

@@ -12,11 +12,11 @@ import pytest
 from PIL import Image, ImageDraw
 from scipy.stats import spearmanr
 
-from brainvq.data.errors import DataError
 from brainvq.data.images import read_gray
 from brainvq.data.kaggle import KAGGLE_CLASSES, is_kaggle_root
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.data.subjects import split_subjects
+from brainvq.errors import DataError
 
 SUBSET = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "oasis1-subset"
 SPLITS = ("train", "validate", "test")

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, save_weights
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.levels import Codes, conditions_for
 from brainvq.models.pair import ModelPair, check_pair
 from brainvq.models.sampling import complete, sample_cached

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import ConfigError
 from brainvq.pipeline import TimeBudget, run_pipeline
 from brainvq.recipes import RECIPES, Recipe, get_recipe
 from tests.test_untested_paths import _Clock

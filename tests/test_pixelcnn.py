@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from brainvq.checkpoint import save_weights
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.sampling import complete, sample_cached, sample_naive
 from brainvq.models.weights import load_prior

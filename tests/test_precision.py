@@ -10,7 +10,7 @@ import torch
 import yaml
 
 import brainvq.runtime as runtime
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.runtime import hardware_record, resolve_precision
 
 EXPLICIT = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")

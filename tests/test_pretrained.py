@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from brainvq.cli import main
-from brainvq.data.errors import CheckpointError, ConfigError
+from brainvq.errors import CheckpointError, ConfigError
 from brainvq.pretrained import (
     PRETRAINED,
     PretrainedModel,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.hierarchical import HierarchicalPrior
 from brainvq.models.levels import Codes, prior_bits
 from brainvq.train.codes import CodeSet

@@ -13,8 +13,8 @@ import torch
 
 from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, read_metadata
 from brainvq.cli import main
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import ConfigError
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.weights import load_prior, load_vqvae
 from brainvq.train.common import TrainerConfig

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from brainvq.cli import main
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import ConfigError
 from brainvq.evaluate import evaluate_generation
 from brainvq.report.html import build_report, judges_html
 from tests.test_judges_generation import FAST

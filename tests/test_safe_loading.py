@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from brainvq.checkpoint import save_weights
-from brainvq.data.errors import CheckpointError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import CheckpointError
 from brainvq.models.pixelcnn import PixelCNNConfig
 from brainvq.models.vqvae import VQVAE
 from brainvq.models.weights import load_prior, load_vqvae

@@ -12,8 +12,8 @@ from scipy import ndimage
 
 from brainvq.cli import main
 from brainvq.data.dataset import as_tensor
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.errors import ConfigError
 from brainvq.models.discriminator import PatchDiscriminator
 from brainvq.models.weights import load_vqvae
 from brainvq.train.common import TrainerConfig

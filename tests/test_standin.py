@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brainvq.data.errors import ConfigError
 from brainvq.data.oasis import parse_slice_name
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.data.standin import TEMPLATES, StandInConfig, make_standin_dataset
+from brainvq.errors import ConfigError
 
 TINY = StandInConfig(n_train_cases=2, n_val_cases=1, n_test_cases=1, slices_per_case=5, image_size=128, seed=3)
 

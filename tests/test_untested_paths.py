@@ -22,8 +22,8 @@ from lightning.pytorch.callbacks import Timer
 from brainvq.checkpoint import save_weights
 from brainvq.cli import main
 from brainvq.config import load_yaml_config
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import ConfigError
 from brainvq.models.pair import ModelPair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.sampling import complete, sample_cached

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from brainvq.checkpoint import save_weights
-from brainvq.data.errors import CheckpointError, ConfigError
+from brainvq.errors import CheckpointError, ConfigError
 from brainvq.models.blocks import ResBlock
 from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
 from brainvq.models.weights import load_vqvae

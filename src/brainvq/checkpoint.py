@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from brainvq.data.errors import CheckpointError
+from brainvq.errors import CheckpointError
 from brainvq.io import atomic_write
 
 #: a prior's metadata key for :func:`codebook_fingerprint` of the VQ-VAE whose codes it learned

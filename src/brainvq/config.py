@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 
 T = TypeVar("T")
 

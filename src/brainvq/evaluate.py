@@ -11,9 +11,9 @@ import numpy as np
 import torch
 
 from brainvq.data.dataset import as_tensor
-from brainvq.data.errors import DataError
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.errors import DataError
 from brainvq.io import write_json
 from brainvq.judges.generation import GenerationMetricsConfig, generation_metrics
 from brainvq.metrics.reconstruction import reconstruct

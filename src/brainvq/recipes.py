@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 
 
 @dataclasses.dataclass

@@ -106,7 +106,7 @@ def resolve_precision(requested: str, accelerator: str = "auto") -> str:
     env = os.environ.get(PRECISION_ENV, "").strip()
     if env and env != "auto":
         if env not in PRECISIONS:
-            from brainvq.data.errors import ConfigError
+            from brainvq.errors import ConfigError
 
             raise ConfigError(f"${PRECISION_ENV}={env!r}: choose one of {', '.join(PRECISIONS)}")
         return env

@@ -20,9 +20,9 @@ from brainvq.anomaly.outputs import overlay_figure, write_csv
 from brainvq.anomaly.restore import AnomalyResult, calibrate, detect
 from brainvq.anomaly.scoring import AnomalyConfig
 from brainvq.data.dataset import as_tensor
-from brainvq.data.errors import ConfigError, DataError
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.errors import ConfigError, DataError
 from brainvq.io import write_json
 from brainvq.models.pair import ModelPair
 

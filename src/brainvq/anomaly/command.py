@@ -13,11 +13,11 @@ from brainvq.anomaly.outputs import overlay_figure, save_png, write_csv
 from brainvq.anomaly.restore import calibrate, detect
 from brainvq.anomaly.scoring import AnomalyConfig, Thresholds
 from brainvq.data.dataset import as_tensor
-from brainvq.data.errors import ConfigError, DataError
 from brainvq.data.images import IMAGE_SUFFIXES, list_image_files, read_gray
 from brainvq.data.oasis import parse_slice_name
 from brainvq.data.slices import positions_from_indices
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.errors import ConfigError, DataError
 from brainvq.io import write_json
 from brainvq.models.pair import ModelPair
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 
 
 @dataclass

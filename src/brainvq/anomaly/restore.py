@@ -18,7 +18,7 @@ from brainvq.anomaly.scoring import (
     residual_map,
     threshold_from,
 )
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.levels import Codes
 from brainvq.models.pair import ModelPair
 

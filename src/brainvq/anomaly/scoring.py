@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 
 
 @dataclass

@@ -51,7 +51,7 @@ from brainvq.cli.train import (
     cmd_train_prior,
     cmd_train_vqvae,
 )
-from brainvq.data.errors import BrainVQError
+from brainvq.errors import BrainVQError
 from brainvq.runtime import keep_freed_memory
 
 __all__ = [

@@ -7,7 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.runtime import PRECISIONS
 
 if TYPE_CHECKING:

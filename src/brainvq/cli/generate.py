@@ -17,7 +17,7 @@ from brainvq.cli.common import (
     _positive_float,
     _positive_int,
 )
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 
 
 # --- evaluate ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from brainvq.cli.common import (
     _refuse_flags_with_config,
     _trainer_config,
 )
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 
 if TYPE_CHECKING:
     from brainvq.models.pixelcnn import PixelCNNConfig

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from brainvq.data.cache import cached_stack
-from brainvq.data.errors import DataError
+from brainvq.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 WrongSizePolicy = Literal["resize", "error"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from brainvq.data.errors import DataError
 from brainvq.data.images import IMAGE_SUFFIXES, RGBPolicy, WrongSizePolicy, decode_stack
 from brainvq.data.slices import SliceSet, positions_from_indices
 from brainvq.data.subjects import cached_recover_subjects
+from brainvq.errors import DataError
 
 #: Class folder name -> clinical dementia rating.
 KAGGLE_CLASSES: dict[str, float] = {

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from brainvq.data.errors import DataError
 from brainvq.data.slices import SliceSet
+from brainvq.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

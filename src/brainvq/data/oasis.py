@@ -10,10 +10,10 @@ import numpy as np
 from PIL import Image
 
 from brainvq.data.cache import cached_stack
-from brainvq.data.errors import DataError
 from brainvq.data.images import RGBPolicy, WrongSizePolicy, decode_stack, list_image_files, read_gray
 from brainvq.data.slices import MASK_VALUES, SliceSet, positions_from_indices
 from brainvq.data.subjects import cached_recover_subjects
+from brainvq.errors import DataError
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 _IMAGE_RE = re.compile(r"case_(\d+)_slice_(\d+)")

@@ -80,7 +80,7 @@ def positions_from_indices(
     ``slices_per_case`` a case must hold the full run 0..N (gaps are allowed, a late start is
     not): slices 10-13 of a 26-slice case would otherwise be read as 0.77-1.00 instead of
     0.40-0.52, so such a case stops with a DataError that ends with ``hint``."""
-    from brainvq.data.errors import DataError
+    from brainvq.errors import DataError
 
     slice_indices = np.asarray(slice_indices)
     positions = np.zeros(len(case_ids), dtype=np.float32)

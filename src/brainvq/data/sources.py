@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from brainvq.data.cache import default_cache_dir
-from brainvq.data.errors import DataError
 from brainvq.data.images import RGBPolicy, WrongSizePolicy
 from brainvq.data.kaggle import class_cdr, is_kaggle_root, load_kaggle
 from brainvq.data.nifti import is_nifti, load_nifti
 from brainvq.data.oasis import SPLITS, is_oasis_root, load_image_folder, load_oasis_split
 from brainvq.data.slices import SliceSet
 from brainvq.data.subjects import split_subjects
+from brainvq.errors import DataError
 
 
 @dataclass

@@ -26,8 +26,8 @@ from PIL import Image
 from scipy import ndimage
 from tqdm.auto import tqdm
 
-from brainvq.data.errors import ConfigError
 from brainvq.data.slices import MASK_VALUES
+from brainvq.errors import ConfigError
 
 TEMPLATES = ("mni152_2009a", "colin27")
 #: Axial range of the slices in MNI millimetres, bottom to top. OASIS' preprocessed slices

@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components, laplacian
 from scipy.stats import spearmanr
 
 from brainvq.data.cache import content_key
-from brainvq.data.errors import DataError
+from brainvq.errors import DataError
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "validate", "test")
 

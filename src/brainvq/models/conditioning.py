@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 
 BRAIN_THRESHOLD = 0.05  # pixels above this (images in [0, 1]) count as brain
 MIN_BRAIN_PIXELS = 50  # fewer brain pixels than this: the slice's maximum is its scale

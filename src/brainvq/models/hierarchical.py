@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 
 # Default architectures of the two levels (one source: HierarchicalPriorConfig.for_grids and

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.conditioning import ScaleDistribution, intensity_scale, slice_conditions
 from brainvq.models.hierarchical import HierarchicalPrior, Prior
 from brainvq.models.pixelcnn import GatedPixelCNN

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from brainvq.checkpoint import VQVAE_FINGERPRINT, codebook_fingerprint, read_metadata
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.hierarchical import Prior
 from brainvq.models.levels import (
     Codes,

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.conditioning import ScaleDistribution
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.pixelcnn import GatedPixelCNN
 
 

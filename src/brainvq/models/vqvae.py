@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.models.blocks import Decoder, Encoder, TopDecoder, TopEncoder
 from brainvq.models.quantizer import QuantizerOutput, VectorQuantizerEMA
 

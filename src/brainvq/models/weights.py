@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from brainvq.checkpoint import load_state, read_weights
-from brainvq.data.errors import CheckpointError
+from brainvq.errors import CheckpointError
 from brainvq.models.hierarchical import prior_from_config
 from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
 

@@ -7,7 +7,7 @@ VQ-VAE with its decoder fine-tuned adversarially by ``brainvq sharpen``) that dr
 slices; ``sample`` and ``evaluate`` draw with it unless ``--no-generation-decoder``, while
 reconstructions and anomaly maps always use the reconstruction decoder. Each model's files are
 listed below with their SHA-256; every load checks them all, so a missing or altered file stops
-with one line (:class:`~brainvq.data.errors.CheckpointError`) instead of using the wrong weights.
+with one line (:class:`~brainvq.errors.CheckpointError`) instead of using the wrong weights.
 The model card (``MODEL_CARD.md`` beside the weights) says what the weights were trained on,
 with which command, and how well they do.
 
@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brainvq.data.errors import CheckpointError
+from brainvq.errors import CheckpointError
 
 if TYPE_CHECKING:
     from brainvq.models.pair import ModelPair

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.io import atomic_write
 from brainvq.report import figures
 from brainvq.report.verdict import verdict_lines

@@ -12,8 +12,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from brainvq.data.dataset import as_tensor
-from brainvq.data.errors import ConfigError
 from brainvq.data.slices import SliceSet
+from brainvq.errors import ConfigError
 from brainvq.io import write_json
 from brainvq.models.levels import Codes
 from brainvq.models.pair import ModelPair

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMPr
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from brainvq.data.errors import ConfigError
+from brainvq.errors import ConfigError
 from brainvq.io import atomic_write, remove_stale_temp_files, to_plain
 from brainvq.runtime import PRECISIONS, cpu_info, keep_freed_memory, resolve_precision
 

@@ -13,8 +13,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from brainvq.checkpoint import VQVAE_FINGERPRINT, save_weights
-from brainvq.data.errors import CheckpointError, ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import CheckpointError, ConfigError
 from brainvq.io import to_plain, write_json
 from brainvq.models.conditioning import ScaleDistribution
 from brainvq.models.hierarchical import (

@@ -32,8 +32,8 @@ from lightning.pytorch.callbacks import WeightAveraging
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
 from brainvq.checkpoint import save_weights
-from brainvq.data.errors import ConfigError
 from brainvq.data.sources import DataConfig
+from brainvq.errors import ConfigError
 from brainvq.io import to_plain, write_json
 from brainvq.models.discriminator import PatchDiscriminator
 from brainvq.models.vqvae import VQVAE, VQVAEConfig

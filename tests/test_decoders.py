@@ -191,8 +191,8 @@ def test_evaluate_reconstructs_with_one_decoder_and_draws_with_the_other(
     recon, drawer = layout.vqvae_weights, layout.generation_decoder
     judged: dict = {}
 
-    def fake_measure(gen, drawn, vqvae, *args, **kwargs):  # the judges and metrics themselves are tested elsewhere
-        judged["vqvae"] = vqvae
+    def fake_measure(gen, drawn, pair, *args, **kwargs):  # the judges and metrics themselves are tested elsewhere
+        judged["vqvae"] = pair.drawing_vqvae
         return {}, {}
 
     monkeypatch.setattr(ev, "measure_samples", fake_measure)

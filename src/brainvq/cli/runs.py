@@ -19,6 +19,7 @@ from brainvq.cli.common import (
     _positive_int,
     _total_budget,
 )
+from brainvq.errors import ConfigError
 from brainvq.runtime import PRECISIONS
 
 
@@ -30,7 +31,13 @@ def add_check_judges(sub: argparse._SubParsersAction) -> None:
         help="power check: every generation judge on known-bad sets and on real validation vs test",
     )
     _add_data_args(p)
-    p.add_argument("--vqvae", help="VQ-VAE weights for the texture-blob set (skipped without)")
+    p.add_argument(
+        "--vqvae", help="VQ-VAE weights for the texture-blob set and the prior's-gap rows (skipped without)"
+    )
+    p.add_argument(
+        "--generation-decoder",
+        help="VQ-VAE weights whose decoder draws the prior's-gap rows' reconstructions (default: --vqvae's)",
+    )
     p.add_argument("--n", type=_positive_int, help="images per side (default: JudgeConfig's, 256)")
     p.add_argument("--folds", type=_positive_int, help="subject-grouped folds of the two-sample classifier")
     p.add_argument("--seed", type=int)
@@ -55,9 +62,12 @@ def cmd_check_judges(args: argparse.Namespace) -> dict:
     prog = not args.no_progress
     train, val, test = (load_split(data, s, progress=prog) for s in ("train", "validate", "test"))
     vqvae = load_vqvae(args.vqvae) if args.vqvae else None
+    if args.generation_decoder and vqvae is None:
+        raise ConfigError("--generation-decoder needs --vqvae (whose codes it draws)")
+    drawer = load_vqvae(args.generation_decoder) if args.generation_decoder else None
     cfg = JudgeConfig(**_flags_given(args, n="n", seed="seed", folds="folds"), whole_image_diagnostic=False)
     cfg = dataclasses.replace(cfg, features=dataclasses.replace(cfg.features, brain_region=not args.whole_image))
-    result = check_judges(train, val, test, args.out, vqvae=vqvae, cfg=cfg, progress=prog)
+    result = check_judges(train, val, test, args.out, vqvae=vqvae, drawer=drawer, cfg=cfg, progress=prog)
     print(result.pop("markdown"), file=sys.stderr)
     return result
 

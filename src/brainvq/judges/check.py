@@ -21,8 +21,8 @@ import torch
 
 from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
-from brainvq.judges import badsets
-from brainvq.judges.power import DESIGNED_TO_REJECT, JUDGES, JudgeConfig, compare, fit_judges
+from brainvq.judges import badsets, prior_gap
+from brainvq.judges.power import DESIGNED_TO_REJECT, JUDGES, FittedJudges, JudgeConfig, compare, fit_judges
 
 REAL = "real_test"
 
@@ -125,6 +125,47 @@ def write_table(rows: list[dict], out: Path, notes: dict[str, str], extra: dict)
     return paths
 
 
+def gap_power(
+    judges: FittedJudges, encoder, drawer, validation: SliceSet, test: SliceSet, rng: np.random.Generator
+) -> tuple[list[dict], dict]:
+    """The power check of the prior's-gap comparison (:mod:`brainvq.judges.prior_gap`): reconstructions
+    (``encoder``'s codes, ``drawer``'s decoder) of real test slices as the reference; reconstructed
+    validation slices must be accepted with the classifier at or below ``c2st_power_real`` (0.60),
+    and the same reconstructions with 5 % and 20 % of their bottom codes random must be rejected.
+    Returns the table's rows (``set`` prefixed ``gap:``) and every judge's result per set."""
+    cfg = judges.cfg
+    (t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = _sample(test, cfg.n, rng), _sample(validation, cfg.n, rng)
+    ref = judges.profile(prior_gap.draw(drawer, prior_gap.encode(encoder, t_img)), t_pos, t_grp)
+    v_codes = prior_gap.encode(encoder, v_img)
+    base = judges.profile(prior_gap.draw(drawer, v_codes), v_pos, v_grp)
+    cands = {
+        prior_gap.random_bottom_name(f): judges.profile(
+            prior_gap.draw(drawer, prior_gap.randomise_bottom(v_codes, f, encoder.config.num_codes, cfg.seed)),
+            v_pos,
+            v_grp,
+        )
+        for f in prior_gap.RANDOM_BOTTOM_FRACTIONS
+    }
+    results = prior_gap.judge_gap(judges, cands, ref, base)
+    rows = []
+    for name, r in results.items():
+        verdict = prior_gap.gap_verdict(r)
+        real = name == "floor"
+        ok = r["c2st"]["accuracy"] <= cfg.c2st_power_real and verdict["accept"] if real else not verdict["accept"]
+        for judge in ("c2st", "frechet"):
+            rows.append({
+                "set": f"gap:{'reconstructed_validation' if real else name}",
+                "judge": judge,
+                "value": r[judge]["value"],
+                "ratio": r[judge].get("ratio"),
+                "stderr": r[judge].get("stderr"),
+                "verdict": "accept" if r[judge]["accept"] else "reject",
+                "expected": "accept" if real else "reject (either judge)",
+                "pass": bool(ok),
+            })  # fmt: skip
+    return rows, results
+
+
 def check_judges(
     train: SliceSet,
     validation: SliceSet,
@@ -132,10 +173,13 @@ def check_judges(
     out_dir: str | Path,
     *,
     vqvae=None,
+    drawer=None,
     cfg: JudgeConfig | None = None,
     progress: bool = False,
 ) -> dict:
-    """Fit the judges on ``train``, run them on every set and write the table into ``out_dir``."""
+    """Fit the judges on ``train``, run them on every set and write the table into ``out_dir``.
+    With ``vqvae``: also the texture-blob set and the prior's-gap rows (:func:`gap_power`),
+    reconstructions drawn by ``drawer``'s decoder (default ``vqvae``'s)."""
     cfg = cfg or JudgeConfig()
     t0 = time.time()
     timings: dict[str, float] = {}
@@ -151,6 +195,12 @@ def check_judges(
     timings["judge_s"] = round(time.time() - t0 - judges.fit_seconds - timings["sets_s"], 1)
     timings["total_s"] = round(time.time() - t0, 1)
     rows = build_table(results, cfg)
+    if vqvae is not None:
+        gap_rows, results["prior_gap"] = gap_power(judges, vqvae, drawer or vqvae, validation, test, rng)
+        rows += gap_rows
+        timings["gap_s"] = round(time.time() - t0 - timings["total_s"], 1)
+    else:
+        notes["prior_gap"] = "skipped: no VQ-VAE given (--vqvae)"
     extra = {
         "protocol": "brain region (brain mask dilated by 5 px)" if cfg.features.brain_region else "whole image",
         "config": asdict(cfg),

@@ -61,6 +61,7 @@ class JudgeConfig:
     c2st_power_bad: float = 0.90  # issue 9: every known-bad set must reach this
     c2st_power_real: float = 0.60  # ... and validation vs test must stay at or below this
     fd_max_ratio: float = 3.0
+    prior_gap_fd_max_ratio: float = 2.0  # issue 35: samples vs the drawing decoder's reconstructions
     shape_min_fraction: float = 0.9
     max_train_images: int = 2048
     whole_image_diagnostic: bool = True  # also fit whole-image features (the labelled diagnostic)

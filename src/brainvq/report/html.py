@@ -200,8 +200,10 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
         _pretrained_section(layout.pretrained_dir),
         _section(f"Verdict ({trained_here})" if trained_here else "Verdict", answer),
     ]
+    if gm and gm.get("prior_gap"):
+        sections.append(_section("The prior's gap (the generation verdict)", [prior_gap_html(gm["prior_gap"])]))
     if gm and gm.get("judges"):
-        sections.append(_section("Judges (generated vs real test)", [judges_html(gm["judges"])]))
+        sections.append(_section("Judges (generated vs real test: diagnostic)", [judges_html(gm["judges"])]))
     sections += [
         _section("Training curves", curve_parts),
         _reconstruction_section(layout, ev),
@@ -226,6 +228,30 @@ def build_report(run_dir: str | Path, out_path: str | Path | None = None) -> Pat
     out = Path(out_path) if out_path else layout.report
     atomic_write(out, lambda tmp: tmp.write_text(page, encoding="utf-8"))
     return out
+
+
+_GAP_SETS = {
+    "samples": "samples (the verdict)",
+    "bottom_redrawn": "real top grids, bottom grids drawn by the prior (level split)",
+    "floor": "reconstructed validation slices (the floor)",
+}
+
+
+def prior_gap_html(gap: dict) -> str:
+    """The distribution judges for each set against the drawing decoder's reconstructions of test slices."""
+    rows = "".join(
+        f"<tr><td>{html.escape(_GAP_SETS.get(name, name))}</td><td>{_fmt(r['c2st']['accuracy'])}</td>"
+        f"<td>{_fmt(r['frechet']['ratio'])}x</td>"
+        f"<td>{'accept' if r['c2st']['accept'] and r['frechet']['accept'] else '<b>reject</b>'}</td></tr>"
+        for name, r in gap["sets"].items()
+    )
+    t = gap["thresholds"]
+    return (
+        f"<p>Each set against the {html.escape(gap['decoder'])} decoder's reconstructions of {gap['n']} real test "
+        f"slices (brain region); accepted at classifier accuracy <= {t['c2st_accept']} and Fréchet distance "
+        f"<= {t['fd_max_ratio']:g}x its floor.</p><table><tr><th>set</th><th>classifier accuracy</th>"
+        f"<th>Fréchet / floor</th><th>verdict</th></tr>{rows}</table>"
+    )
 
 
 def judges_html(judged: dict) -> str:

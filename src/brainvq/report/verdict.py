@@ -37,13 +37,15 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
             f"{(gen.get('decoder') or {}).get('drew', 'reconstruction')} decoder"
             + (f", top grid sampled at temperature {gen['top_temperature']}." if "top_temperature" in gen else ".")
         )
+    lines += prior_gap_lines(gen)
     judged = gen.get("judges")
     if judged:
         g, r = judged["generated_vs_test"], judged["validation_vs_test"]
         c2 = g["c2st"]
         lines.append(
-            f"Two-sample classifier (brain region: nothing outside the brain mask dilated by 5 px): accuracy {c2['accuracy']:.2f} ± {c2['stderr']:.2f} "
-            f"(real validation vs test {r['c2st']['accuracy']:.2f}; accept <= {judged['config']['c2st_accept']})."
+            f"Against real test slices (diagnostic: the decoder's gap and the prior's together; brain region): "
+            f"classifier accuracy {c2['accuracy']:.2f} ± {c2['stderr']:.2f} (real validation vs test "
+            f"{r['c2st']['accuracy']:.2f}; retired line for CPU recipes {judged['config']['c2st_accept']})."
         )
         fd = g["frechet"]
         lines.append(
@@ -62,13 +64,48 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         ]
         if parts:
             lines.append("Diagnostics (not acceptance): " + "; ".join(parts) + ".")
-    decoded = gen.get("judges_vs_reconstructions")
-    if decoded:
+    decoded = gen.get("judges_vs_reconstructions")  # run folders written before the prior's gap was the verdict
+    if decoded and "prior_gap" not in gen:
         drawer = (gen.get("decoder") or {}).get("drew", "reconstruction")
         g, r = decoded["generated_vs_test"], decoded["validation_vs_test"]
         lines.append(
             f"Against the {drawer} decoder's reconstructions of real test slices (the best any prior can reach "
             f"with this decoder): two-sample accuracy {g['c2st']['accuracy']:.2f} (reconstructed validation vs test "
             f"{r['c2st']['accuracy']:.2f}), Fréchet distance {g['frechet']['ratio']:.1f}x its floor."
+        )
+    return lines
+
+
+def _gap_numbers(v: dict) -> str:
+    err = f" ± {v['c2st_stderr']:.2f}" if v.get("c2st_stderr") is not None else ""
+    return f"classifier {v['c2st']:.2f}{err}, Fréchet {v['frechet_ratio']:.1f}x its floor"
+
+
+def prior_gap_lines(gen: dict) -> list[str]:
+    """The generation verdict: the prior's gap (samples vs the drawing decoder's reconstructions
+    of real test slices), its level split and the decoder's own gap; [] when not judged."""
+    gap = gen.get("prior_gap")
+    if not gap:
+        return []
+    v, t = gap["verdict"], gap["thresholds"]
+    lines = [
+        f"Prior's gap (the generation verdict; samples vs the {gap['decoder']} decoder's reconstructions of "
+        f"real test slices, brain region): {_gap_numbers(v)} (reconstructed validation vs test: classifier "
+        f"{gap['floor']['c2st']:.2f}; accept <= {t['c2st_accept']} and <= {t['fd_max_ratio']:g}x): "
+        f"{'ACCEPTED' if v['accept'] else 'REJECTED'}."
+    ]
+    if "level_split" in gap:
+        split, floor = gap["level_split"], gap["floor"]["c2st"]
+        excess = v["c2st"] - floor
+        share = f"; {100 * (split['c2st'] - floor) / excess:.0f} % of the samples' excess" if excess > 0.02 else ""
+        lines.append(
+            f"Level split: real top grids with bottom grids drawn by the prior read {_gap_numbers(split)} "
+            f"(classifier above its floor by {split['c2st'] - floor:.2f}{share}: the bottom level's part of the gap)."
+        )
+    d = gap.get("decoder_gap")
+    if d:
+        lines.append(
+            f"Decoder's gap (diagnostic): its reconstructions vs real test slices, classifier "
+            f"{d['c2st']['accuracy']:.2f}, Fréchet {d['frechet']['ratio']:.1f}x its floor."
         )
     return lines

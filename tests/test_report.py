@@ -43,7 +43,13 @@ def report_run(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:  # no
 def test_report_contents(report_run: Path):
     page = build_report(report_run).read_text()
     assert page.count("<img") >= 8 and "data:image/png;base64," in page
-    metrics = json.loads((report_run / "generation" / "generation_metrics.json").read_text())["metrics"]
+    generation = json.loads((report_run / "generation" / "generation_metrics.json").read_text())
+    assert next(iter(generation)) == "verdict" and generation["verdict"][0].startswith("Prior's gap")
+    gap = generation["prior_gap"]  # the generation verdict: samples vs the drawing decoder's reconstructions
+    assert {"verdict", "level_split", "floor", "sets", "decoder_gap"} <= set(gap)
+    assert set(gap["sets"]) == {"samples", "bottom_redrawn", "floor"} and gap["thresholds"]["fd_max_ratio"] == 2.0
+    assert "The prior's gap (the generation verdict)" in page and "Level split" in page
+    metrics = generation["metrics"]
     assert {"memorisation", "diversity", "tissue"} <= set(metrics)
     assert "frechet_position_features" not in metrics  # the legacy, unchecked Fréchet distance is gone
     assert "c2st" not in metrics  # the unchecked CNN two-sample test is gone: the judges' classifier replaces it

@@ -19,6 +19,7 @@ from brainvq.judges.generation import GenerationMetricsConfig, generation_metric
 from brainvq.metrics.reconstruction import reconstruct
 from brainvq.models.weights import load_vqvae
 from brainvq.report import figures
+from brainvq.report.verdict import prior_gap_lines
 
 if TYPE_CHECKING:
     from brainvq.judges.shape import AreaModel
@@ -304,5 +305,6 @@ def evaluate_generation(
         summary.update(measured)
         timings.update(took)
     summary["timings"] = {**timings, "total_s": round(time.time() - t0, 1)}
+    summary = {"verdict": prior_gap_lines(summary), **summary}  # the prior's gap first
     write_json(out / "generation_metrics.json", summary)
     return summary

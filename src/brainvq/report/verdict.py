@@ -15,6 +15,8 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
     ``generation`` entry (``generation/generation_metrics.json``)."""
     lines: list[str] = []
     lines += [f"WARNING: {w}" for w in summary.get("warnings", [])]
+    gen = generation if generation is not None else summary.get("generation") or {}
+    lines += prior_gap_lines(gen)  # the generation verdict first
     rec = summary.get("reconstruction_test") or {}
     if "ssim_mean" in rec:
         brain = f", brain region {rec['brain_ssim_mean']:.3f}" if "brain_ssim_mean" in rec else ""
@@ -29,7 +31,6 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         done = prior.get("schedule_completed")
         sched = "" if done is None else (" planned schedule completed" if done else " planned schedule NOT completed")
         lines.append(f"Prior: {prior['test_bits_per_code']:.2f} bits/code on test{levels};{sched}.")
-    gen = generation if generation is not None else summary.get("generation") or {}
     if "generated" in gen:
         lines.append(
             f"Brain-shaped: {_pct(gen['generated']['fraction_brain_shaped'])} of {gen.get('n_samples', '?')} generated "
@@ -37,7 +38,6 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
             f"{(gen.get('decoder') or {}).get('drew', 'reconstruction')} decoder"
             + (f", top grid sampled at temperature {gen['top_temperature']}." if "top_temperature" in gen else ".")
         )
-    lines += prior_gap_lines(gen)
     judged = gen.get("judges")
     if judged:
         g, r = judged["generated_vs_test"], judged["validation_vs_test"]

@@ -41,7 +41,7 @@ VQVAE_ARCHITECTURE_FLAGS = (
 )
 #: PriorTrainConfig field -> flag, for the train-prior flags that are neither architecture nor training loop
 PRIOR_RUN_FLAGS = {
-    "vqvae": "vqvae", "keep": "keep", "top_epochs": "top_epochs", "top_max_minutes": "top_max_minutes", "compile": "compile"
+    "vqvae": "vqvae", "top_epochs": "top_epochs", "top_max_minutes": "top_max_minutes", "compile": "compile"
 }  # fmt: skip
 PRIOR_ARCHITECTURE_FLAGS = (
     "hidden",
@@ -152,11 +152,6 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
         choices=SCALE_LEVELS,
         help="which levels are also conditioned on the slice's intensity scale: none, top (the top PixelCNN; "
         "a single-level prior itself) or all",
-    )
-    p.add_argument(
-        "--keep",
-        help="weights to keep: last (the end of training, default) or best (each level's best validation "
-        "epoch); checked by PriorTrainConfig",
     )
     g = p.add_argument_group("two-level prior trained level by level (without --top-epochs both levels train together)")
     g.add_argument(

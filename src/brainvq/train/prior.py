@@ -7,6 +7,7 @@ import functools
 import math
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -40,7 +41,6 @@ from brainvq.train.common import (
     write_run_config,
 )
 from brainvq.train.compiled import CompiledLoss
-from brainvq.train.keep import BestPerLevel, keep_weights
 
 
 @dataclasses.dataclass
@@ -61,10 +61,6 @@ class PriorTrainConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=20, batch_size=16, lr=3e-3))
     out_dir: str = "runs/prior"
     flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
-    # which weights to keep: "last" (the end of the schedule) or "best" (each level at its lowest
-    # validation bits). "last" because the lowest-bits top level drew worse anatomy (docs/experiments/
-    # 2026-11-26-prior-which-epoch-to-keep.md): its validation bits rise from epoch ~6 while its samples improve.
-    keep: str = "last"
     # a two-level prior's top level trained on its own first, for this many epochs (capped at
     # top_max_minutes; trainer.max_minutes caps the bottom level), then the bottom level with
     # ``trainer``; None: both levels together. The top level decides the anatomy and costs about a
@@ -75,6 +71,11 @@ class PriorTrainConfig:
     # 1.39x the images/s of a joint step on a 2-core CPU, fp32; top level alone 1.18x, bottom
     # level alone 1.43x (docs/benchmarks.md)
     compile: bool = True
+
+    #: the prior keeps the weights at the end of training: each level at its lowest validation
+    #: bits (``keep: best``) drew worse anatomy (docs/experiments/2026-11-26-prior-which-epoch-to-keep.md);
+    #: an old config.yaml with ``keep: last`` loads, one with ``keep: best`` is refused
+    REMOVED_FIELDS: ClassVar[dict] = {"keep": ("last", "the prior keeps the weights at the end of training")}
 
     def levels(self, vq_cfg: VQVAEConfig) -> dict[str, PixelCNNConfig]:
         """The architecture of each level of the prior for this VQ-VAE (level names as
@@ -88,8 +89,6 @@ class PriorTrainConfig:
         return any(level.scale_conditional for level in self.levels(vq_cfg).values())
 
     def validate(self) -> None:
-        if self.keep not in KEEP_CHOICES:
-            raise ConfigError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
         if self.top_epochs is not None and self.top_epochs < 1:
             raise ConfigError(
                 f"top_epochs must be >= 1 (or unset to train both levels together), got {self.top_epochs}"
@@ -109,9 +108,6 @@ class PriorTrainConfig:
             raise ConfigError("top_epochs applies to the prior of a two-level VQ-VAE; this VQ-VAE has one level")
         top = dataclasses.replace(self.trainer, epochs=self.top_epochs, max_minutes=self.top_max_minutes)
         return [("top", top), ("bottom", self.trainer)]
-
-
-KEEP_CHOICES = ("last", "best")
 
 
 def batch_codes(batch: tuple[torch.Tensor, ...]) -> tuple[Codes, torch.Tensor]:
@@ -291,7 +287,7 @@ def _train_phase(
 ) -> tuple[PriorModule, L.Trainer, dict]:
     """One training phase (``level``: "all", "top" or "bottom") with schedule ``t``, starting from
     ``state`` (the previous phase's weights); returns the module, its trainer and the phase's
-    schedule report with the weights kept."""
+    schedule report."""
     train, val, test = splits
     where = Path(cfg.out_dir) / ("top" if level == "top" else "")
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
@@ -308,19 +304,13 @@ def _train_phase(
     )
     if state is not None:
         module.model.load_state_dict(state)
-    per_level = BestPerLevel()
-    extra = [per_level] if level == "all" and isinstance(model_cfg, HierarchicalPriorConfig) else []
-    trainer = build_trainer(t, where, monitor=module.monitor, mode="min", extra_callbacks=extra)
+    trainer = build_trainer(t, where, monitor=module.monitor, mode="min")
     ckpt = resume_path(where, resume)
     if ckpt is not None:
         check_resumable(ckpt, level, state)
     trainer.fit(module, train_dl, eval_dls, ckpt_path=ckpt, weights_only=True)
     cap = "--top-max-minutes" if level == "top" else "--max-minutes"
     report = {**schedule_report(trainer, t, PHASE_NAMES[level], cap=cap), **module.loss.record()}
-    # DDP: only rank 0 loads the kept weights; the next phase's DDP wrapper copies rank 0's
-    # parameters (frozen ones included) to every rank, so all ranks go on from the same weights
-    if trainer.is_global_zero:
-        report.update(keep_weights(cfg.keep, trainer, module, per_level))
     if level != "all":  # the level this phase trained: its best validation epoch (from 0) and bits
         best = trainer.checkpoint_callback
         if best.best_model_path:

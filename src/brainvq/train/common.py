@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 from datetime import timedelta
@@ -309,7 +308,3 @@ class TrainingClock(Callback):
             for schedule in getattr(config.scheduler, "lr_lambdas", ()):
                 if isinstance(schedule, LRSchedule):
                     schedule.elapsed = elapsed
-
-
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0

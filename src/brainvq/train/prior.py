@@ -250,7 +250,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     state: dict | None = None  # the weights one phase hands to the next
     reports: dict[str, dict] = {}
     for level, t in phases:
-        module, trainer, report = _train_phase(cfg, model_cfg, level, t, (train, val, test), state, resume)
+        module, trainer, report = train_phase(cfg, model_cfg, level, t, (train, val, test), state, resume)
         reports[level] = report
         state = module.model.state_dict()
     summary = {
@@ -276,7 +276,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
 PHASE_NAMES = {"all": "prior", "top": "prior top-level", "bottom": "prior bottom-level"}
 
 
-def _train_phase(
+def train_phase(
     cfg: PriorTrainConfig,
     model_cfg: PixelCNNConfig | HierarchicalPriorConfig,
     level: str,
@@ -287,7 +287,8 @@ def _train_phase(
 ) -> tuple[PriorModule, L.Trainer, dict]:
     """One training phase (``level``: "all", "top" or "bottom") with schedule ``t``, starting from
     ``state`` (the previous phase's weights); returns the module, its trainer and the phase's
-    schedule report."""
+    schedule report. :func:`train_prior` runs its phases with it; an experiment can train one
+    level again from a given state (docs/experiments/scripts-2026-11-30-bottom-level-width/bottom.py)."""
     train, val, test = splits
     where = Path(cfg.out_dir) / ("top" if level == "top" else "")
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}

@@ -293,6 +293,17 @@ class LRSchedule:
         return cosine_lr(progress, step)
 
 
+def scheduled_adamw(module: L.LightningModule, params: Any, fused: bool | None = None) -> dict:
+    """What a training module's ``configure_optimizers`` returns: AdamW (weight decay 1e-5) over
+    ``params`` at ``hparams.lr``, stepped by an :class:`LRSchedule` over ``hparams.total_steps``
+    (per rank once a trainer is attached: DDP shards the training batches) and ``hparams.max_minutes``."""
+    hp = module.hparams
+    opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=1e-5, fused=fused)
+    total = int(module.trainer.estimated_stepping_batches) if module._trainer is not None else hp.total_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, hp.max_minutes))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 class TrainingClock(Callback):
     """Before every training step, gives each :class:`LRSchedule` the training time so far from
     the trainer's Timer (present when ``max_time`` is set)."""

@@ -32,12 +32,12 @@ from brainvq.models.vqvae import VQVAEConfig
 from brainvq.models.weights import load_vqvae
 from brainvq.train.codes import CodeSet, extract_codes
 from brainvq.train.common import (
-    LRSchedule,
     TrainerConfig,
     build_trainer,
     names_checkpoint,
     resume_path,
     schedule_report,
+    scheduled_adamw,
     write_run_config,
 )
 from brainvq.train.compiled import CompiledLoss
@@ -182,12 +182,7 @@ class PriorModule(L.LightningModule):
         trained = [p for p in self.model.parameters() if p.requires_grad]
         # fused: one kernel for every parameter (about 5x faster than the loop over them on CPU)
         fused = all(p.device.type in ("cpu", "cuda") for p in trained)
-        opt = torch.optim.AdamW(trained, lr=self.hparams.lr, weight_decay=1e-5, fused=fused)
-        total = self.hparams.total_steps
-        if self._trainer is not None:  # per rank: DDP shards the training batches
-            total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return scheduled_adamw(self, trained, fused=fused)
 
 
 def prior_config_for(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -26,11 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from brainvq.data.dataset import as_tensor
-from brainvq.data.sources import DataConfig, load_split
-from brainvq.metrics.reconstruction import per_image_ssim
-from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
-from brainvq.runtime import keep_freed_memory
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline_vqvae import BaselineVQVAE  # noqa: E402
+
+from brainvq.data.dataset import as_tensor  # noqa: E402
+from brainvq.data.sources import DataConfig, load_split  # noqa: E402
+from brainvq.metrics.reconstruction import per_image_ssim  # noqa: E402
+from brainvq.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+from brainvq.runtime import keep_freed_memory  # noqa: E402
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:

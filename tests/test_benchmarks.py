@@ -99,6 +99,24 @@ def test_bench_vqvae_tiny(tmp_path: Path, tiny_oasis: Path) -> None:
         assert 0 <= r[name]["val_ssim_after_same_time"] <= 1
 
 
+def test_baseline_vqvae_is_single_level_and_downsamples_by_four() -> None:
+    from brainvq.errors import ConfigError
+    from brainvq.models.vqvae import VQVAEConfig
+
+    baseline = load("baseline_vqvae").BaselineVQVAE
+    model = baseline().eval()
+    assert not model.config.hierarchical and not hasattr(model, "top_encoder")
+    out = model(torch.rand(1, 1, 256, 256))
+    assert out.top_codes is None and out.codes.shape == (1, 64, 64)
+    small = dict(image_size=64, num_codes=16, code_dim=8, top_downsample=0)
+    out = baseline(VQVAEConfig(**small, downsample=4)).eval()(torch.rand(1, 1, 64, 64))
+    assert out.reconstruction.shape == (1, 1, 64, 64) and out.codes.shape == (1, 16, 16)
+    with pytest.raises(ConfigError, match="single level"):
+        baseline(VQVAEConfig(downsample=4))  # two levels by default
+    with pytest.raises(ConfigError, match="exactly 4"):
+        baseline(VQVAEConfig(**small, downsample=8))
+
+
 @pytest.mark.parametrize("model", ["vqvae", "prior"])
 def test_profile_step_tiny(tmp_path: Path, model: str) -> None:
     args = ["--model", model, "--threads", "1", "--steps", "1", "--size", "32", "--batch-size", "2"]

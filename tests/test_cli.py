@@ -69,22 +69,17 @@ def test_train_prior_without_flags_uses_the_dataclass_defaults() -> None:
     assert cfg.model.hidden == PixelCNNConfig().hidden
 
 
-def test_train_prior_flags_reach_both_levels_of_a_two_level_prior(capsys: pytest.CaptureFixture) -> None:
+def test_train_prior_flags_reach_both_levels_of_a_two_level_prior() -> None:
     defaults = PriorTrainConfig()
     cfg = _prior_train_config(build_parser().parse_args(["train-prior"]))
-    assert (cfg.top_model, cfg.bottom_model, cfg.keep) == (defaults.top_model, defaults.bottom_model, "last")
-    a = build_parser().parse_args(
-        ["train-prior", "--hidden", "48", "--top-layers", "5", "--unconditional", "--keep", "best"]
-    )
+    assert (cfg.top_model, cfg.bottom_model) == (defaults.top_model, defaults.bottom_model)
+    a = build_parser().parse_args(["train-prior", "--hidden", "48", "--top-layers", "5", "--unconditional"])
     cfg = _prior_train_config(a)
     assert (cfg.bottom_model.hidden, cfg.bottom_model.n_layers) == (48, defaults.bottom_model.n_layers)
     assert (cfg.top_model.hidden, cfg.top_model.n_layers) == (defaults.top_model.hidden, 5)
     assert not cfg.top_model.conditional and not cfg.bottom_model.conditional
-    assert cfg.keep == "best"
-    with pytest.raises(ConfigError, match="keep must be one of"):
-        dataclasses.replace(cfg, keep="median").validate()
-    assert main(["train-prior", "--keep", "median"]) == 2  # refused before any data is read
-    assert "keep must be one of last, best, got 'median'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --keep is gone: the prior keeps the weights at the end of training
+        build_parser().parse_args(["train-prior", "--keep", "best"])
     assert (cfg.top_epochs, cfg.top_max_minutes) == (None, None)  # both levels together
     a = build_parser().parse_args(["train-prior", "--top-epochs", "8", "--top-max-minutes", "16"])
     assert (_prior_train_config(a).top_epochs, _prior_train_config(a).top_max_minutes) == (8, 16.0)
@@ -169,6 +164,29 @@ def test_pretrained_flag_gives_the_shipped_weights_to_every_command_that_takes_w
     assert main(["anomaly", "--input", "x.png"]) == 0  # without the flag: the run folder's defaults
     assert seen["anomaly"] == (Path("runs/vqvae/vqvae.safetensors"), Path("runs/prior/prior.safetensors"))
     assert main(["evaluate", "--pretrained", "oasis1", "--prior", "p.safetensors"]) == 2
+
+
+def test_an_old_prior_config_with_keep_last_loads_and_keep_best_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import yaml
+
+    from brainvq.train.common import write_run_config
+
+    saved = dataclasses.replace(PriorTrainConfig(), top_epochs=8, out_dir=str(tmp_path))
+    doc = yaml.safe_load(write_run_config(tmp_path, saved).read_text())
+    config = tmp_path / "config.yaml"
+    for keep in ("last", "best"):  # a run folder from before --keep was removed recorded one of these
+        doc["config"]["keep"] = keep
+        config.write_text(yaml.safe_dump(doc))
+        args = ["train-prior", "--config", str(config), "--out", str(tmp_path / "new")]
+        if keep == "last":  # the default: ignored, the rest of the config applies
+            assert _prior_train_config(build_parser().parse_args(args)).top_epochs == 8
+            continue
+        assert main(args) == 2  # refused before any data is read
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "PriorTrainConfig.keep: 'best' is no longer supported" in err
+        assert "4f37c69" in err and not (tmp_path / "new").exists()
 
 
 def test_training_loop_flags_apply_over_a_config_and_architecture_flags_are_refused(tmp_path: Path) -> None:

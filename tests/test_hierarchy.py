@@ -21,7 +21,7 @@ from brainvq.models.levels import sample_codes
 from brainvq.models.pair import ModelPair, check_pair
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.sampling import sample_cached, sample_naive
-from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
+from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.models.weights import load_prior, load_vqvae
 from brainvq.sample.generate import generate
 from tests.causality import assert_causal, random_positions
@@ -171,15 +171,6 @@ def test_single_level_priors_saved_before_the_top_level_still_load(tmp_path: Pat
     _, codes = codes_for(2, 1)
     cond = torch.tensor([0.2, 0.7])
     assert torch.equal(old(codes, cond), again(codes, cond))
-
-
-def test_baseline_stays_single_level():
-    model = BaselineVQVAE().eval()
-    assert not model.config.hierarchical and not hasattr(model, "top_encoder")
-    out = model(torch.rand(1, 1, 256, 256))
-    assert out.top_codes is None and out.codes.shape == (1, 64, 64)
-    with pytest.raises(ConfigError, match="single level"):
-        BaselineVQVAE(vq_config(downsample=4))
 
 
 # --- causality of both priors -------------------------------------------------------------------

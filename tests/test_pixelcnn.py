@@ -9,6 +9,7 @@ import torch
 
 from brainvq.checkpoint import save_weights
 from brainvq.errors import ConfigError
+from brainvq.models.levels import Codes, prior_nll
 from brainvq.models.pixelcnn import GatedPixelCNN, PixelCNNConfig
 from brainvq.models.sampling import complete, sample_cached, sample_naive
 from brainvq.models.weights import load_prior
@@ -82,8 +83,8 @@ def test_shapes_dtypes_and_nll():
     codes = torch.randint(0, 12, (3, 8, 8))
     logits = model(codes, torch.rand(3))
     assert logits.shape == (3, 12, 8, 8) and logits.dtype == torch.float32
-    bits = model.nll_bits(codes, torch.rand(3))
-    assert bits.shape == (3,) and (bits > 0).all()
+    nats = prior_nll(model, Codes(None, codes), torch.rand(3))
+    assert nats.keys() == {"bottom"} and nats["bottom"].shape == (3, 8, 8) and (nats["bottom"] > 0).all()
 
 
 def test_conditioning_changes_outputs():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from brainvq.cli import main
+from brainvq.data.sources import DataConfig
 from brainvq.errors import CheckpointError, ConfigError
 from brainvq.pretrained import (
     PRETRAINED,
@@ -22,7 +23,7 @@ from brainvq.pretrained import (
     pretrained_generation_decoder,
     pretrained_paths,
 )
-from brainvq.pretrained.reference import quality_floor
+from brainvq.pretrained.reference import build_reference, quality_floor
 from brainvq.sample.generate import generate
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -72,6 +73,13 @@ def test_the_floor_rejects_slices_without_anatomy():
     reference = json.loads((PRETRAINED["oasis1"].folder / "reference.json").read_text())
     floor = quality_floor(images, np.linspace(0.05, 0.95, 16), reference)
     assert not floor["ventricles"]["accept"]
+
+
+def test_the_reference_names_its_data_without_a_machine_path(tiny_oasis: Path):
+    shipped = json.loads((PRETRAINED["oasis1"].folder / "reference.json").read_text())
+    assert shipped["data"].startswith("OASIS-1 subset") and "/work/" not in shipped["data"]
+    built = build_reference(DataConfig(root=str(tiny_oasis), image_size=64))
+    assert built["data"] == tiny_oasis.name and len(built["test"]["positions"]) == 4
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import torch
 from brainvq.checkpoint import save_weights
 from brainvq.errors import CheckpointError, ConfigError
 from brainvq.models.blocks import ResBlock
-from brainvq.models.vqvae import VQVAE, BaselineVQVAE, VQVAEConfig
+from brainvq.models.vqvae import VQVAE, VQVAEConfig
 from brainvq.models.weights import load_vqvae
 
 
@@ -83,12 +83,6 @@ def test_weights_saved_before_the_stem_and_bottleneck_options_still_load(tmp_pat
     assert again.config == old_architecture
     x = torch.rand(2, 1, 64, 64)
     assert torch.equal(model(x).reconstruction, again(x).reconstruction)
-
-
-def test_baseline_shapes():
-    model = BaselineVQVAE(small(downsample=4)).eval()
-    out = model(torch.rand(1, 1, 64, 64))
-    assert out.reconstruction.shape == (1, 1, 64, 64) and out.codes.shape == (1, 16, 16)
 
 
 def test_config_errors():

@@ -15,10 +15,31 @@ from brainvq.errors import ConfigError
 T = TypeVar("T")
 
 
+#: the brainvq commit that last held the options of a config's ``REMOVED_FIELDS``
+REMOVED_IN_COMMIT = "4f37c69"
+
+
+def _drop_removed(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` without the fields ``cls`` no longer has (its ``REMOVED_FIELDS``: name -> (the
+    value it had by default, why it went)): an old config holding the default loads as if it did
+    not, one asking for the removed behaviour is refused."""
+    removed = getattr(cls, "REMOVED_FIELDS", {})
+    for key in set(data) & set(removed):
+        default, why = removed[key]
+        if data[key] != default:
+            raise ConfigError(
+                f"{where or cls.__name__}.{key}: {data[key]!r} is no longer supported ({why}; the code is in "
+                f"brainvq commit {REMOVED_IN_COMMIT}); remove the key or set it to {default!r}"
+            )
+    return {k: v for k, v in data.items() if k not in removed}
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
-    """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys."""
+    """Build dataclass ``cls`` from a (nested) dict, rejecting unknown keys (fields it no longer
+    has are accepted at their former default, :func:`_drop_removed`)."""
     if not isinstance(data, dict):
         raise ConfigError(f"config section {where or cls.__name__} must be a mapping")
+    data = _drop_removed(cls, data, where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - names

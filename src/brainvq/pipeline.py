@@ -240,7 +240,6 @@ PRIOR_KEYS = (
     "epochs_run",
     "planned_epochs",
     "schedule_completed",
-    "kept",
     "top_best_epoch",
     "bottom_best_epoch",
     "top_level",

@@ -1,5 +1,7 @@
 """Priors judged on 256 samples (s25 VQ-VAE and generation decoder, top 0.85, bottom 1.0) against real
-test slices, one fitted judge per seed. usage: evalprior.py SEED NAME=PRIOR ..."""
+test slices, one fitted judge per seed. usage: evalprior.py RUN DATA OUT SEED NAME=PRIOR ...
+(RUN: the quality-cpu run folder, runs/s25/qcpu when measured; DATA: the OASIS-1 subset in the
+Keras layout; OUT: where the first 64 samples of each prior are saved)"""
 import json, sys, time
 import numpy as np, torch
 from brainvq.data.sources import DataConfig, load_split
@@ -8,9 +10,8 @@ from brainvq.judges.power import JudgeConfig, fit_judges, generated_profile, jud
 from brainvq.models.pair import ModelPair
 from brainvq.sample.generate import generate
 
-RUN = "/work/runs/s25/qcpu"
-seed = int(sys.argv[1])
-data = DataConfig(root="/work/data/oasis1")
+RUN, data, OUT = sys.argv[1], DataConfig(root=sys.argv[2]), sys.argv[3]
+seed = int(sys.argv[4])
 train, val, test = (load_split(data, s, progress=False) for s in ("train", "validate", "test"))
 cfg = JudgeConfig(seed=seed)
 fitted = fit_judges(as_tensor(train), np.asarray(train.positions), cfg, False)
@@ -24,7 +25,7 @@ def judge(images, positions):
             "tissue": round(g["tissue"]["ratio"], 2), "ventricles": round(g["ventricles"]["ratio"], 2)}
 
 out = {}
-for arg in sys.argv[2:]:
+for arg in sys.argv[5:]:
     name, prior = arg.split("=", 1)
     t = time.time()
     pair = ModelPair.load(RUN + "/vqvae/vqvae.safetensors", prior, generation_decoder=RUN + "/generation_decoder/vqvae.safetensors")
@@ -33,7 +34,7 @@ for arg in sys.argv[2:]:
     imgs = np.asarray(gen.images)
     ts = round(time.time() - t)
     res = judge(imgs, positions)
-    np.savez_compressed(f"/work/runs/s29/imgs_{name}_s{seed}.npz", samples=imgs[:64], positions=positions[:64])
+    np.savez_compressed(f"{OUT}/imgs_{name}_s{seed}.npz", samples=imgs[:64], positions=positions[:64])
     res["sample_s"], res["s"] = ts, round(time.time() - t)
     out[name] = res
     print(name, json.dumps(res), file=sys.stderr, flush=True)

@@ -1,7 +1,10 @@
+"""The figure: real test slices beside each prior's samples (evalprior.py's imgs_*_s2.npz, in this
+folder). usage: looks.py DATA (the OASIS-1 subset in the Keras layout)"""
+import sys
 import numpy as np, matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.data.dataset import as_tensor
-test=load_split(DataConfig(root="/work/data/oasis1"),"test",progress=False)
+test=load_split(DataConfig(root=sys.argv[1]),"test",progress=False)
 tp=np.asarray(test.positions); tx=as_tensor(test).numpy()
 names={"s25":"recipe's bottom level (2.86 epochs)","k5":"kernel 5 (2.28 epochs)","h24":"width 24"}
 import json

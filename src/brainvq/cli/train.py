@@ -41,7 +41,7 @@ VQVAE_ARCHITECTURE_FLAGS = (
 )
 #: PriorTrainConfig field -> flag, for the train-prior flags that are neither architecture nor training loop
 PRIOR_RUN_FLAGS = {
-    "vqvae": "vqvae", "keep": "keep", "top_epochs": "top_epochs", "top_max_minutes": "top_max_minutes", "compile": "compile"
+    "vqvae": "vqvae", "top_epochs": "top_epochs", "top_max_minutes": "top_max_minutes", "compile": "compile"
 }  # fmt: skip
 PRIOR_ARCHITECTURE_FLAGS = (
     "hidden",
@@ -153,11 +153,6 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
         help="which levels are also conditioned on the slice's intensity scale: none, top (the top PixelCNN; "
         "a single-level prior itself) or all",
     )
-    p.add_argument(
-        "--keep",
-        help="weights to keep: last (the end of training, default) or best (each level's best validation "
-        "epoch); checked by PriorTrainConfig",
-    )
     g = p.add_argument_group("two-level prior trained level by level (without --top-epochs both levels train together)")
     g.add_argument(
         "--top-epochs",
@@ -235,11 +230,6 @@ def add_sharpen(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("adversarial loss (flags left out keep the defaults of SharpenConfig)")
     g.add_argument("--adversarial-weight", type=float, help="multiplies the adaptive weight (0: L1 only)")
     g.add_argument("--adversarial-start", type=int, help="discriminator-only steps before the decoder sees it")
-    g.add_argument("--feature-matching-weight", type=float, help="match the discriminator's activations (0: off)")
-    g.add_argument("--grid-weight", type=float, help="penalise detail repeating every 4 pixels (0: off)")
-    g.add_argument(
-        "--weight-average-decay", type=float, help="export the weights' moving average with this decay (0: raw)"
-    )
     _add_trainer_args(p, "SharpenConfig")
     p.set_defaults(func=cmd_sharpen)
 
@@ -254,13 +244,6 @@ def cmd_sharpen(args: argparse.Namespace) -> dict:
         data=_data_config(args),
         trainer=_trainer_config(args, defaults.trainer),
         out_dir=args.out,
-        **_flags_given(
-            args,
-            adversarial_weight="adversarial_weight",
-            adversarial_start="adversarial_start",
-            feature_matching_weight="feature_matching_weight",
-            grid_weight="grid_weight",
-            weight_average_decay="weight_average_decay",
-        ),
+        **_flags_given(args, adversarial_weight="adversarial_weight", adversarial_start="adversarial_start"),
     )
     return train_sharpen(cfg, resume=args.resume)

@@ -114,14 +114,6 @@ def _reflection(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return reflect, centre - reflect @ centre
 
 
-def mirror_about_midline(img: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror ``img`` and ``mask`` about the brain's midline (see :func:`_reflection`)."""
-    reflect, offset = _reflection(mask)
-    out = ndimage.affine_transform(img, reflect, offset=offset, order=1, mode="constant")
-    out_mask = ndimage.affine_transform(mask.astype(np.float32), reflect, offset=offset, order=0) > 0.5
-    return out, out_mask
-
-
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64) - a.mean(), b.astype(np.float64) - b.mean()
     denom = np.sqrt((a * a).sum() * (b * b).sum())

@@ -26,13 +26,3 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(2 * x - 1)
-
-    def features(self, x: Tensor) -> list[Tensor]:
-        """The activations after each LeakyReLU, then the logits (the last entry): what feature
-        matching (Salimans et al. 2016; pix2pixHD) compares between real and decoded slices."""
-        out, h = [], 2 * x - 1
-        for m in self.net:
-            h = m(h)
-            if isinstance(m, nn.LeakyReLU):
-                out.append(h)
-        return [*out, h]

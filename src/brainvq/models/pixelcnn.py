@@ -71,10 +71,6 @@ class PixelCNNConfig:
             if self.top_dim < 1:
                 raise ConfigError(f"top_dim must be >= 1, got {self.top_dim}")
 
-    def receptive_rows(self) -> int:
-        """How many rows above a code the vertical stack can see."""
-        return self.n_layers * (self.kernel_size // 2) + 1
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -274,9 +270,3 @@ class GatedPixelCNN(nn.Module):
     def logits(self, h: Tensor, s: Tensor) -> Tensor:
         """Output layer: code logits from the last horizontal features ``h`` and the conditioning map ``s``."""
         return self.head(h + self.head_cond(s))
-
-    def nll_bits(self, codes: Tensor, cond: Tensor | None = None, top: Tensor | None = None) -> Tensor:
-        """Negative log-likelihood per sample in bits per code, shape (B,)."""
-        logits = self(codes, cond, top)
-        nats = F.cross_entropy(logits.float(), codes, reduction="none").flatten(1).mean(1)
-        return nats / math.log(2)

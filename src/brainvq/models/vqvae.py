@@ -258,30 +258,3 @@ class VQVAE(nn.Module):
             raise ConfigError("this VQ-VAE has a single level")
         self._check_codes(top, cfg.top_num_codes, cfg.top_grid_size, "top")
         return torch.sigmoid(self.top_decoder.preview(self.top_decoder(self.top_quantizer.embed(top))))
-
-
-class BaselineVQVAE(VQVAE):
-    """Reference architecture for benchmarks: Conv 32 s2 -> Conv 64 s2 -> 1x1 to D,
-    mirrored transposed convolutions; same quantiser (latent grid = image_size / 4)."""
-
-    def __init__(self, config: VQVAEConfig | None = None) -> None:
-        cfg = config or VQVAEConfig(downsample=4, top_downsample=0)
-        if cfg.downsample != 4 or cfg.hierarchical:
-            raise ConfigError("the baseline has a single level and downsamples by exactly 4")
-        super().__init__(cfg)
-        d = cfg.code_dim
-        self.encoder = nn.Sequential(
-            nn.Conv2d(1, 32, 4, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(32, 64, 4, 2, 1),
-            nn.ReLU(),
-            nn.Conv2d(64, d, 1),
-        )
-        self.decoder = nn.Sequential(
-            nn.Conv2d(d, 64, 1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(64, 32, 4, 2, 1),
-            nn.ReLU(),
-            nn.ConvTranspose2d(32, 1, 4, 2, 1),
-            nn.Sigmoid(),
-        )

@@ -34,11 +34,12 @@ def _ventricles(split) -> dict:
 
 
 def build_reference(data: DataConfig, progress: bool = False) -> dict:
-    """The statistics of ``reference.json`` from the real splits of ``data``."""
+    """The statistics of ``reference.json`` from the real splits of ``data``; it names the data
+    by its folder's name, not by the path on the machine it was built on."""
     train, val, test = (load_split(data, s, progress=progress) for s in ("train", "validate", "test"))
     area = AreaModel.fit(train.images, train.positions)
     return {
-        "data": str(data.root),
+        "data": Path(data.root).resolve().name,
         "area_model": {"lows": area.lows.tolist(), "highs": area.highs.tolist(), "n_bins": area.n_bins},
         "test": _ventricles(test),
         "validate": _ventricles(val),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 from datetime import timedelta
@@ -294,6 +293,17 @@ class LRSchedule:
         return cosine_lr(progress, step)
 
 
+def scheduled_adamw(module: L.LightningModule, params: Any, fused: bool | None = None) -> dict:
+    """What a training module's ``configure_optimizers`` returns: AdamW (weight decay 1e-5) over
+    ``params`` at ``hparams.lr``, stepped by an :class:`LRSchedule` over ``hparams.total_steps``
+    (per rank once a trainer is attached: DDP shards the training batches) and ``hparams.max_minutes``."""
+    hp = module.hparams
+    opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=1e-5, fused=fused)
+    total = int(module.trainer.estimated_stepping_batches) if module._trainer is not None else hp.total_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, hp.max_minutes))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 class TrainingClock(Callback):
     """Before every training step, gives each :class:`LRSchedule` the training time so far from
     the trainer's Timer (present when ``max_time`` is set)."""
@@ -309,7 +319,3 @@ class TrainingClock(Callback):
             for schedule in getattr(config.scheduler, "lr_lambdas", ()):
                 if isinstance(schedule, LRSchedule):
                     schedule.elapsed = elapsed
-
-
-def is_rank_zero() -> bool:
-    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0

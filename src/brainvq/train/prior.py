@@ -7,6 +7,7 @@ import functools
 import math
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
@@ -31,16 +32,15 @@ from brainvq.models.vqvae import VQVAEConfig
 from brainvq.models.weights import load_vqvae
 from brainvq.train.codes import CodeSet, extract_codes
 from brainvq.train.common import (
-    LRSchedule,
     TrainerConfig,
     build_trainer,
     names_checkpoint,
     resume_path,
     schedule_report,
+    scheduled_adamw,
     write_run_config,
 )
 from brainvq.train.compiled import CompiledLoss
-from brainvq.train.keep import BestPerLevel, keep_weights
 
 
 @dataclasses.dataclass
@@ -61,10 +61,6 @@ class PriorTrainConfig:
     trainer: TrainerConfig = dataclasses.field(default_factory=lambda: TrainerConfig(epochs=20, batch_size=16, lr=3e-3))
     out_dir: str = "runs/prior"
     flip: bool = True  # also train on the codes of left-right flipped slices (brains are near-symmetric)
-    # which weights to keep: "last" (the end of the schedule) or "best" (each level at its lowest
-    # validation bits). "last" because the lowest-bits top level drew worse anatomy (docs/experiments/
-    # 2026-11-26-prior-which-epoch-to-keep.md): its validation bits rise from epoch ~6 while its samples improve.
-    keep: str = "last"
     # a two-level prior's top level trained on its own first, for this many epochs (capped at
     # top_max_minutes; trainer.max_minutes caps the bottom level), then the bottom level with
     # ``trainer``; None: both levels together. The top level decides the anatomy and costs about a
@@ -75,6 +71,11 @@ class PriorTrainConfig:
     # 1.39x the images/s of a joint step on a 2-core CPU, fp32; top level alone 1.18x, bottom
     # level alone 1.43x (docs/benchmarks.md)
     compile: bool = True
+
+    #: the prior keeps the weights at the end of training: each level at its lowest validation
+    #: bits (``keep: best``) drew worse anatomy (docs/experiments/2026-11-26-prior-which-epoch-to-keep.md);
+    #: an old config.yaml with ``keep: last`` loads, one with ``keep: best`` is refused
+    REMOVED_FIELDS: ClassVar[dict] = {"keep": ("last", "the prior keeps the weights at the end of training")}
 
     def levels(self, vq_cfg: VQVAEConfig) -> dict[str, PixelCNNConfig]:
         """The architecture of each level of the prior for this VQ-VAE (level names as
@@ -88,8 +89,6 @@ class PriorTrainConfig:
         return any(level.scale_conditional for level in self.levels(vq_cfg).values())
 
     def validate(self) -> None:
-        if self.keep not in KEEP_CHOICES:
-            raise ConfigError(f"keep must be one of {', '.join(KEEP_CHOICES)}, got {self.keep!r}")
         if self.top_epochs is not None and self.top_epochs < 1:
             raise ConfigError(
                 f"top_epochs must be >= 1 (or unset to train both levels together), got {self.top_epochs}"
@@ -109,9 +108,6 @@ class PriorTrainConfig:
             raise ConfigError("top_epochs applies to the prior of a two-level VQ-VAE; this VQ-VAE has one level")
         top = dataclasses.replace(self.trainer, epochs=self.top_epochs, max_minutes=self.top_max_minutes)
         return [("top", top), ("bottom", self.trainer)]
-
-
-KEEP_CHOICES = ("last", "best")
 
 
 def batch_codes(batch: tuple[torch.Tensor, ...]) -> tuple[Codes, torch.Tensor]:
@@ -186,12 +182,7 @@ class PriorModule(L.LightningModule):
         trained = [p for p in self.model.parameters() if p.requires_grad]
         # fused: one kernel for every parameter (about 5x faster than the loop over them on CPU)
         fused = all(p.device.type in ("cpu", "cuda") for p in trained)
-        opt = torch.optim.AdamW(trained, lr=self.hparams.lr, weight_decay=1e-5, fused=fused)
-        total = self.hparams.total_steps
-        if self._trainer is not None:  # per rank: DDP shards the training batches
-            total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return scheduled_adamw(self, trained, fused=fused)
 
 
 def prior_config_for(
@@ -254,7 +245,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
     state: dict | None = None  # the weights one phase hands to the next
     reports: dict[str, dict] = {}
     for level, t in phases:
-        module, trainer, report = _train_phase(cfg, model_cfg, level, t, (train, val, test), state, resume)
+        module, trainer, report = train_phase(cfg, model_cfg, level, t, (train, val, test), state, resume)
         reports[level] = report
         state = module.model.state_dict()
     summary = {
@@ -280,7 +271,7 @@ def train_prior(cfg: PriorTrainConfig, resume: bool | str | None = None) -> dict
 PHASE_NAMES = {"all": "prior", "top": "prior top-level", "bottom": "prior bottom-level"}
 
 
-def _train_phase(
+def train_phase(
     cfg: PriorTrainConfig,
     model_cfg: PixelCNNConfig | HierarchicalPriorConfig,
     level: str,
@@ -291,7 +282,8 @@ def _train_phase(
 ) -> tuple[PriorModule, L.Trainer, dict]:
     """One training phase (``level``: "all", "top" or "bottom") with schedule ``t``, starting from
     ``state`` (the previous phase's weights); returns the module, its trainer and the phase's
-    schedule report with the weights kept."""
+    schedule report. :func:`train_prior` runs its phases with it; an experiment can train one
+    level again from a given state (docs/experiments/scripts-2026-11-30-bottom-level-width/bottom.py)."""
     train, val, test = splits
     where = Path(cfg.out_dir) / ("top" if level == "top" else "")
     kw = {"num_workers": t.num_workers, "persistent_workers": t.num_workers > 0}
@@ -308,19 +300,13 @@ def _train_phase(
     )
     if state is not None:
         module.model.load_state_dict(state)
-    per_level = BestPerLevel()
-    extra = [per_level] if level == "all" and isinstance(model_cfg, HierarchicalPriorConfig) else []
-    trainer = build_trainer(t, where, monitor=module.monitor, mode="min", extra_callbacks=extra)
+    trainer = build_trainer(t, where, monitor=module.monitor, mode="min")
     ckpt = resume_path(where, resume)
     if ckpt is not None:
         check_resumable(ckpt, level, state)
     trainer.fit(module, train_dl, eval_dls, ckpt_path=ckpt, weights_only=True)
     cap = "--top-max-minutes" if level == "top" else "--max-minutes"
     report = {**schedule_report(trainer, t, PHASE_NAMES[level], cap=cap), **module.loss.record()}
-    # DDP: only rank 0 loads the kept weights; the next phase's DDP wrapper copies rank 0's
-    # parameters (frozen ones included) to every rank, so all ranks go on from the same weights
-    if trainer.is_global_zero:
-        report.update(keep_weights(cfg.keep, trainer, module, per_level))
     if level != "all":  # the level this phase trained: its best validation epoch (from 0) and bits
         best = trainer.checkpoint_callback
         if best.best_model_path:

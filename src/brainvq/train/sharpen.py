@@ -7,14 +7,11 @@ and both codebooks frozen (so every code grid, and any prior trained on them, st
 fine-tunes only the decoder with an L1 reconstruction loss plus a patch discriminator's hinge
 loss, the recipe of VQGAN (Esser et al. 2021) without its perceptual network (that would have
 to be downloaded). The adversarial term is weighted adaptively by the ratio of the two losses'
-gradients at the decoder's last layer, as in VQGAN. Optionally the decoder also matches the
-discriminator's intermediate activations on the real slice it reconstructs (feature matching, as in
-pix2pixHD), weighted the same adaptive way, and the exported decoder can be an exponential moving
-average of its weights (Lightning's ``WeightAveraging``; Yazici et al. 2019); both are off by
-default: on the OASIS-1 subset each made the decoder's reconstructions easier to tell from real
-slices. A third option, also off for the same reason, penalises fine detail that repeats every
-4 pixels (:func:`grid_pattern`, logged as ``val/grid`` in every run): the grid that adversarial
-training grows in the depth-to-space head's 4 x 4 sub-pixels
+gradients at the decoder's last layer, as in VQGAN. Every run logs ``val/grid``
+(:func:`grid_pattern`): the fine detail that repeats every 4 pixels, the grid that adversarial
+training grows in the depth-to-space head's 4 x 4 sub-pixels. Feature matching, a moving average
+of the weights and a penalty on that grid were measured and made the decoder's reconstructions
+easier to tell from real slices; they were removed after brainvq commit 4f37c69
 (docs/experiments/2026-11-29-generation-decoder-levers.md).
 """
 
@@ -22,13 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from functools import partial
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import WeightAveraging
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
 from brainvq.checkpoint import save_weights
@@ -63,29 +59,22 @@ class SharpenConfig:
     # Defaults: the best of four settings measured on the OASIS-1 subset (docs/experiments/2026-11-26-sharpen-decoder.md)
     adversarial_weight: float = 1.0  # multiplies the adaptive weight
     adversarial_start: int = 50  # batches of discriminator-only training before the decoder sees it
-    # feature matching on the discriminator's activations, weighted like the adversarial term (0: off)
-    feature_matching_weight: float = 0.0
-    # a penalty on fine detail that repeats every 4 pixels (the depth-to-space head's grid, which
-    # adversarial training grows), weighted like the adversarial term (0: off)
-    grid_weight: float = 0.0
     disc_channels: int = 32
     disc_layers: int = 3
     refine_channels: int = 8  # add a full-resolution refiner to the decoder (0: fine-tune the decoder as is)
-    # > 0: validate and export the weights' moving average, updated after every batch (0.99: a
-    # horizon of ~100 of the 920 batches of 4 epochs on the OASIS-1 subset); 0: the raw weights
-    weight_average_decay: float = 0.0
+
+    #: measured worse and removed (docs/experiments/2026-11-29-generation-decoder-levers.md): an
+    #: old config.yaml holding one loads at its former default (off) and is refused otherwise
+    REMOVED_FIELDS: ClassVar[dict] = {
+        name: (0.0, "measured worse on the OASIS-1 subset")
+        for name in ("feature_matching_weight", "grid_weight", "weight_average_decay")
+    }
 
     def validate(self) -> None:
         if self.adversarial_weight < 0:
             raise ConfigError(f"adversarial_weight must be >= 0, got {self.adversarial_weight}")
-        if self.grid_weight < 0:
-            raise ConfigError(f"grid_weight must be >= 0, got {self.grid_weight}")
-        if self.feature_matching_weight < 0:
-            raise ConfigError(f"feature_matching_weight must be >= 0, got {self.feature_matching_weight}")
         if self.adversarial_start < 0:
             raise ConfigError(f"adversarial_start must be >= 0, got {self.adversarial_start}")
-        if not 0 <= self.weight_average_decay < 1:
-            raise ConfigError(f"weight_average_decay must be in [0, 1), got {self.weight_average_decay}")
 
 
 def _high_pass(images: torch.Tensor) -> torch.Tensor:
@@ -114,14 +103,6 @@ def grid_pattern(images: torch.Tensor, period: int = 4) -> torch.Tensor:
     return ((phases.pow(2).mean((1, 2)) + 1e-12) / (hp.pow(2).mean((1, 2)) + 1e-12)).sqrt()
 
 
-def ema_update(average: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor, decay: float) -> torch.Tensor:
-    """One step of the moving average; exact for weights that do not move (the frozen encoder and
-    codebooks stay bit-identical) and integer buffers follow the current value."""
-    if not average.is_floating_point():
-        return current
-    return torch.lerp(average, current, 1 - decay)
-
-
 class SharpenModule(L.LightningModule):
     """Decoder (trainable) + frozen encoder and codebooks + patch discriminator; manual optimisation."""
 
@@ -134,8 +115,6 @@ class SharpenModule(L.LightningModule):
         disc_channels: int,
         disc_layers: int,
         kind: str = "vqvae",
-        feature_matching_weight: float = 0.0,
-        grid_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()  # plain values only: loads with weights_only=True
@@ -173,24 +152,12 @@ class SharpenModule(L.LightningModule):
         self.model.decoder.train()
         rec = self.model.decoder(self._decoder_input(x)).float()
         l1 = F.l1_loss(rec, x.float())
-        fake_feats = self.disc.features(rec)
-        adv = -fake_feats[-1].float().mean()
-        weight = fm_weight = fm = grid_w = grid = torch.zeros((), device=x.device)
+        adv = -self.disc(rec).float().mean()
+        weight = torch.zeros((), device=x.device)
         h = self.hparams
-        if self.trainer.fit_loop.total_batch_idx >= h.adversarial_start:
-            rec_norm = self._last_layer_grad_norm(l1)
-            if h.adversarial_weight > 0:
-                weight = self._adaptive(rec_norm, adv, h.adversarial_weight)
-            if h.feature_matching_weight > 0:
-                with torch.no_grad():
-                    real_feats = self.disc.features(x)
-                pairs = list(zip(fake_feats[:-1], real_feats[:-1], strict=True))
-                fm = sum(F.l1_loss(f.float(), r.float()) for f, r in pairs) / len(pairs)
-                fm_weight = self._adaptive(rec_norm, fm, h.feature_matching_weight)
-            if h.grid_weight > 0:
-                grid = grid_pattern(rec).mean()
-                grid_w = self._adaptive(rec_norm, grid, h.grid_weight)
-        loss_g = l1 + weight * adv + fm_weight * fm + grid_w * grid
+        if h.adversarial_weight > 0 and self.trainer.fit_loop.total_batch_idx >= h.adversarial_start:
+            weight = self._adaptive(self._last_layer_grad_norm(l1), adv, h.adversarial_weight)
+        loss_g = l1 + weight * adv
         opt_g.zero_grad()
         self.manual_backward(loss_g)
         opt_g.step()
@@ -204,10 +171,6 @@ class SharpenModule(L.LightningModule):
                 "train/l1": l1,
                 "train/adversarial": adv,
                 "train/adaptive_weight": weight,
-                "train/feature_matching": fm,
-                "train/feature_matching_weight": fm_weight,
-                "train/grid": grid,
-                "train/grid_weight": grid_w,
                 "train/disc": loss_d,
             },
             on_step=True,
@@ -240,27 +203,30 @@ class SharpenModule(L.LightningModule):
         )
 
 
-def _check_resume_averaging(ckpt: str | Path | None, averaging: bool) -> None:
-    """Refuse to resume a run saved with a weight average without one, or the other way round:
-    the checkpoint's ``state_dict`` holds the averaged weights when it was saved with one."""
+def _check_resume_removed(ckpt: str | Path | None) -> None:
+    """Refuse to resume a checkpoint of a run that used an option removed after brainvq commit
+    4f37c69 (``SharpenConfig.REMOVED_FIELDS``): a weight average (the checkpoint's ``state_dict``
+    holds the averaged weights), feature matching or the grid penalty."""
     if ckpt is None:
         return
-    saved = "current_model_state" in torch.load(ckpt, map_location="cpu", weights_only=True)
-    if saved != averaging:
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    used = ["weight_average_decay"] if "current_model_state" in saved else []
+    hparams = saved.get("hyper_parameters", {})
+    used += [k for k, (off, _) in SharpenConfig.REMOVED_FIELDS.items() if hparams.get(k, off) != off]
+    if used:
         raise ConfigError(
-            f"{ckpt}: saved {'with' if saved else 'without'} a weight average, resumed "
-            f"{'with' if averaging else 'without'} one; resume with the same --weight-average-decay setting"
+            f"{ckpt}: saved by a run with {', '.join(used)}, which brainvq no longer has (commit 4f37c69 "
+            "does); train into a new --out"
         )
 
 
 def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     """Fine-tune the decoder of ``cfg.vqvae``; export ``vqvae.safetensors`` (same architecture, same
-    codes) from the epoch whose reconstructions' fine detail is closest to the real slices' (the
-    weights' moving average when ``cfg.weight_average_decay`` > 0: validation sees it, checkpoints hold it)."""
+    codes) from the epoch whose reconstructions' fine detail is closest to the real slices'."""
     cfg.validate()
     out = Path(cfg.out_dir)
     ckpt = resume_path(out, resume)
-    _check_resume_averaging(ckpt, cfg.weight_average_decay > 0)  # before anything in ``out`` changes
+    _check_resume_removed(ckpt)  # before anything in ``out`` changes
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     base = load_vqvae(cfg.vqvae)
     if base.config.image_size != cfg.data.image_size:
@@ -274,22 +240,12 @@ def train_sharpen(cfg: SharpenConfig, resume: bool | str | None = None) -> dict:
     if cfg.refine_channels and not base.config.refine_channels:
         model_cfg["refine_channels"] = cfg.refine_channels  # a new, zero-initialised refiner
     module = SharpenModule(
-        model_cfg,
-        t.lr,
-        cfg.adversarial_weight,
-        cfg.adversarial_start,
-        cfg.disc_channels,
-        cfg.disc_layers,
-        feature_matching_weight=cfg.feature_matching_weight,
-        grid_weight=cfg.grid_weight,
+        model_cfg, t.lr, cfg.adversarial_weight, cfg.adversarial_start, cfg.disc_channels, cfg.disc_layers
     )
     missing, unexpected = module.model.load_state_dict(base.state_dict(), strict=False)
     if unexpected or any(not k.startswith("decoder.refine.") for k in missing):
         raise ConfigError(f"{cfg.vqvae}: weights do not fit the model to sharpen ({(missing + unexpected)[:3]})")
-    averaging = None
-    if cfg.weight_average_decay > 0:
-        averaging = [WeightAveraging(avg_fn=partial(ema_update, decay=cfg.weight_average_decay))]
-    trainer = build_trainer(t, out, monitor="val/detail_gap", mode="min", extra_callbacks=averaging)
+    trainer = build_trainer(t, out, monitor="val/detail_gap", mode="min")
     t0 = time.time()
     trainer.fit(module, train_dl, val_dl, ckpt_path=ckpt, weights_only=True)
     wall = time.time() - t0

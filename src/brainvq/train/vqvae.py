@@ -18,12 +18,12 @@ from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import to_plain, write_json
 from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
 from brainvq.train.common import (
-    LRSchedule,
     TrainerConfig,
     build_trainer,
     restore_best,
     resume_path,
     schedule_report,
+    scheduled_adamw,
     write_run_config,
 )
 
@@ -150,12 +150,7 @@ class VQVAEModule(L.LightningModule):
                 q.usage.copy_(self._train_usage[prefix])
 
     def configure_optimizers(self):  # noqa: D102
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, weight_decay=1e-5)
-        total = self.hparams.total_steps
-        if self._trainer is not None:  # per rank: DDP shards the training batches
-            total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, LRSchedule(total, self.hparams.max_minutes))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return scheduled_adamw(self, self.model.parameters())
 
 
 def slice_loaders(

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
+import brainvq
 from brainvq.checkpoint import save_weights
 from brainvq.errors import CheckpointError, ConfigError
 from brainvq.models.blocks import ResBlock
@@ -218,3 +220,42 @@ def test_patch_sequential_equals_sequential(bias: bool) -> None:
         gb = torch.autograd.grad((yb * w).sum(), [xb, *plain.parameters()])
         for a, b in zip(ga, gb, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each brainvq module -> the brainvq modules it imports at module level, type-only imports
+    (``if TYPE_CHECKING:``) included."""
+    root = Path(brainvq.__file__).parent
+    mods = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in mods.items():
+        body = ast.parse(path.read_text()).body
+        body += [n for stmt in body if isinstance(stmt, ast.If) for n in stmt.body]
+        deps = set()
+        for n in body:
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("brainvq"):
+                deps |= {f"{n.module}.{a.name}" if f"{n.module}.{a.name}" in mods else n.module for a in n.names}
+            elif isinstance(n, ast.Import):
+                deps |= {a.name for a in n.names}
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def test_no_import_circle_in_the_package():
+    """No module imports, even for types only, a module that imports it back (blocks <-> vqvae was one)."""
+    graph = _module_imports()
+    assert "brainvq.models.vqvae_config" in graph["brainvq.models.blocks"]
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for dep in graph[node]:
+            assert dep not in path, f"import circle: {' -> '.join([*path[path.index(dep) :], dep])}"
+            if dep not in done:
+                visit(dep, [*path, dep])
+        done.add(node)
+
+    for name in graph:
+        visit(name, [name])

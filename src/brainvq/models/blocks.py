@@ -5,14 +5,12 @@ encoder and decoder at the latent grid, the refiner, and the top level's encoder
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:  # the config lives with the model it configures
-    from brainvq.models.vqvae import VQVAEConfig
+from brainvq.models.vqvae_config import VQVAEConfig
 
 
 class SpaceToDepth(nn.Module):

@@ -259,3 +259,20 @@ def test_no_import_circle_in_the_package():
 
     for name in graph:
         visit(name, [name])
+
+
+def test_decoder_last_layer_is_the_one_that_makes_the_logits():
+    """``brainvq sharpen`` weighs its adversarial loss at ``decoder.last_layer``: the head's
+    convolution, or the refiner's last when there is one (its bias shifts every output logit)."""
+    x = torch.rand(2, 1, 64, 64)
+    for refine in (0, 2):
+        torch.manual_seed(0)
+        model = VQVAE(small(refine_channels=refine)).eval()
+        with torch.no_grad():
+            q = model.decoder_input(model.encode(x))
+            before = torch.logit(model.decoder(q).double())
+            model.decoder.last_layer.bias.add_(1.0)
+            after = torch.logit(model.decoder(q).double())
+        assert torch.allclose(after - before, torch.ones_like(before), atol=1e-3)
+        if refine:
+            assert model.decoder.last_layer is model.decoder.refine.net[-1]

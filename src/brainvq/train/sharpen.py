@@ -158,8 +158,7 @@ class SharpenModule(L.LightningModule):
 
     def _last_layer_grad_norm(self, loss: torch.Tensor) -> torch.Tensor:
         """The norm of ``loss``'s gradient at the decoder's last layer."""
-        dec = self.model.decoder
-        last = dec.refine.net[-1].weight if dec.refine is not None else dec.head[-2].weight
+        last = self.model.decoder.last_layer.weight
         return torch.autograd.grad(loss, last, retain_graph=True)[0].norm()
 
     def _adaptive(self, rec_norm: torch.Tensor, term: torch.Tensor, scale: float) -> torch.Tensor:

@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
 from brainvq.checkpoint import save_weights
+from brainvq.data.brainmask import TISSUE_PIXELS, brain_mask
 from brainvq.data.sources import DataConfig
 from brainvq.errors import ConfigError
 from brainvq.io import to_plain, write_json
@@ -95,10 +96,10 @@ def _high_pass(images: torch.Tensor) -> torch.Tensor:
     return images - F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), (k[:, None] * k[None, :])[None, None])
 
 
-def detail_energy(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+def detail_energy(images: torch.Tensor, threshold: float = TISSUE_PIXELS.threshold) -> torch.Tensor:
     """Mean absolute difference between images (B,1,H,W) and their 5x5 Gaussian blur (sigma 1)
     inside the brain (pixels above ``threshold``): the finest-scale detail, per image (B,)."""
-    mask = (images > threshold).to(images.dtype)
+    mask = brain_mask(images, TISSUE_PIXELS.but(threshold=threshold)).to(images.dtype)
     return (_high_pass(images).abs() * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3)).clamp_min(1)
 
 

@@ -10,7 +10,6 @@ smallest brain area (the most superior, as in the OASIS-1 subset's ``case_XXX_sl
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from scipy.stats import spearmanr
 from brainvq.data.brainmask import TISSUE_PIXELS, brain_mask
 from brainvq.data.cache import content_key
 from brainvq.errors import DataError
+from brainvq.io import write_text
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "validate", "test")
 
@@ -113,10 +113,7 @@ def cached_recover_subjects(
     except (OSError, ValueError, KeyError):
         pass  # missing or unreadable: recompute
     case_ids, slice_idx = recover_subjects(images, cfg)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"case_ids": case_ids.tolist(), "slice_indices": slice_idx.tolist()}))
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"case_ids": case_ids.tolist(), "slice_indices": slice_idx.tolist()}))
     return case_ids, slice_idx
 
 

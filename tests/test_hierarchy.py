@@ -110,32 +110,6 @@ def test_two_level_vqvae_shapes_and_decode_matches_forward():
     assert torch.allclose(preview, torch.sigmoid(out.top_preview), atol=1e-6)
 
 
-@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
-def test_forward_returns_the_training_loss_with_the_top_preview_term():
-    """The model owns its objective (as in nanoGPT): reconstruction MSE + commitment +
-    top_aux_weight x the top preview's MSE; the training module returns exactly this number."""
-    import torch.nn.functional as F
-
-    from brainvq.train.vqvae import VQVAEModule
-
-    x = torch.rand(3, 1, 32, 32)
-    plain = tiny_vqvae()(x)
-    assert plain.loss is None and plain.losses == {}
-    out = tiny_vqvae(top_aux_weight=0.5)(x, with_loss=True)
-    assert set(out.losses) == {"mse", "commitment", "top_preview_mse"}
-    preview_mse = F.mse_loss(torch.sigmoid(out.top_preview), F.avg_pool2d(x, 4))
-    assert torch.allclose(out.losses["top_preview_mse"], preview_mse)
-    assert torch.allclose(out.losses["mse"], F.mse_loss(out.reconstruction, x))
-    expected = out.losses["mse"] + out.commitment_loss + 0.5 * preview_mse
-    assert torch.allclose(out.loss, expected) and out.losses["top_preview_mse"] > 0
-    single = VQVAE(vq_config(top_downsample=0)).eval()(x, with_loss=True)
-    assert set(single.losses) == {"mse", "commitment"}
-    assert torch.equal(single.loss, single.losses["mse"] + single.commitment_loss)
-    torch.manual_seed(0)
-    module = VQVAEModule(vq_config(top_aux_weight=0.5).to_dict(), lr=1e-3, total_steps=1).eval()
-    assert torch.equal(module.training_step({"image": x}, 0), module.model(x, with_loss=True).loss)
-
-
 def test_two_level_decode_argument_errors():
     model = tiny_vqvae()
     top, bottom = codes_for(2, 0)

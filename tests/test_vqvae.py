@@ -276,3 +276,31 @@ def test_decoder_last_layer_is_the_one_that_makes_the_logits():
         assert torch.allclose(after - before, torch.ones_like(before), atol=1e-3)
         if refine:
             assert model.decoder.last_layer is model.decoder.refine.net[-1]
+
+
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
+def test_forward_returns_the_training_loss_with_the_top_preview_term():
+    """The model owns its objective (as in nanoGPT): reconstruction MSE + commitment +
+    top_aux_weight x the top preview's MSE; the training module returns exactly this number."""
+    import torch.nn.functional as F
+
+    from brainvq.train.vqvae import VQVAEModule
+
+    x = torch.rand(3, 1, 64, 64)
+    plain = VQVAE(small(top_downsample=2, top_num_codes=16)).eval()(x)
+    assert plain.loss is None and plain.losses == {}
+    out = VQVAE(small(top_downsample=2, top_num_codes=16, top_aux_weight=0.5)).eval()(x, with_loss=True)
+    assert set(out.losses) == {"mse", "commitment", "top_preview_mse"}
+    preview_mse = F.mse_loss(torch.sigmoid(out.top_preview), F.avg_pool2d(x, 4))
+    assert torch.allclose(out.losses["top_preview_mse"], preview_mse)
+    assert torch.allclose(out.losses["mse"], F.mse_loss(out.reconstruction, x))
+    expected = out.losses["mse"] + out.commitment_loss + 0.5 * preview_mse
+    assert torch.allclose(out.loss, expected) and out.losses["top_preview_mse"] > 0
+    single = VQVAE(small()).eval()(x, with_loss=True)
+    assert set(single.losses) == {"mse", "commitment"}
+    assert torch.equal(single.loss, single.losses["mse"] + single.commitment_loss)
+    torch.manual_seed(0)
+    module = VQVAEModule(
+        small(top_downsample=2, top_num_codes=16, top_aux_weight=0.5).to_dict(), lr=1e-3, total_steps=1
+    ).eval()
+    assert torch.equal(module.training_step({"image": x}, 0), module.model(x, with_loss=True).loss)

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,8 +82,7 @@ class Run:
         t = time.perf_counter()
         idx = torch.randint(0, len(self.images), (self.batch,), generator=self.g)
         x = self.images[idx].contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        loss = F.mse_loss(out.reconstruction, x) + out.commitment_loss
+        loss = self.model(x, with_loss=True).loss  # the training objective, top preview included
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from brainvq.data.brainmask import brain_mask
 from brainvq.judges import badsets
 from brainvq.judges.anatomy import (
-    brain_mask,
     fit_tissue_thresholds,
     intensity_tissue_fractions,
     symmetry_score,

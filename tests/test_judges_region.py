@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from brainvq.judges.anatomy import brain_mask
+from brainvq.data.brainmask import brain_mask
 from brainvq.judges.features import BACKGROUND_STATS, FeatureConfig, fit_feature_extractor
 from brainvq.judges.region import REGION_MARGIN, region_mask, to_brain_region
 from tests.test_judges import brain

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from brainvq.checkpoint import save_weights
 from brainvq.errors import ConfigError
@@ -142,6 +143,33 @@ def test_completion_keeps_prefix_and_matches_naive(kernel_size: int):
     naive = sample_naive(model, 2, cond, 1.0, torch.Generator().manual_seed(3), real, mask)
     assert torch.equal(done, naive)
     assert not torch.equal(done[:, 4:], real[:, 4:])
+
+
+def test_named_parts_compute_what_forward_computes():
+    """The cached sampler runs the layers' and the output head's named steps; each gives what the
+    whole-grid forward gives at that position, and saved priors' state-dict keys stay."""
+    model = tiny()
+    assert [k for k in model.state_dict() if k.startswith("head.")] == [
+        "head.1.weight",
+        "head.1.bias",
+        "head.3.weight",
+        "head.3.bias",
+    ]
+    g, p, (i, j) = model.config.grid_size, model.config.kernel_size // 2, (5, 4)
+    codes = torch.randint(0, 12, (2, g, g), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        s = model.condition_map(model.check_inputs(codes, torch.tensor([0.3, 0.6]), 2), 2)
+        v = h = model.embed(codes).permute(0, 3, 1, 2)
+        for layer in model.layers:
+            above = layer.v_conv(F.pad(v, (p, p, p, 0)))[:, :, i - 1 : i]  # the row above's pre-activation
+            bias = layer.horizontal_row_bias(above, s[:, :, i : i + 1])[:, j]
+            padded = F.pad(h, (p + 1, 0))[..., :-1] if layer.first else F.pad(h, (p, 0))
+            window = padded[:, :, i, j : j + p + 1].transpose(1, 2).reshape(2, -1)  # channels last
+            step = layer.horizontal_position(window, bias, h[:, :, i, j], layer.horizontal_matrices())
+            v, h = layer(v, h, s)
+            assert torch.allclose(step, h[:, :, i, j], rtol=1e-4, atol=1e-4)
+        row = model.head.rows(h[:, :, i, j] + model.head_row_bias(s[:, :, i : i + 1])[:, j])
+        assert torch.allclose(row, model.logits(h, s)[:, :, i, j], rtol=1e-4, atol=1e-4)
 
 
 def test_save_reload_identical(tmp_path: Path):

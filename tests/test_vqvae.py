@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
 
+import brainvq
 from brainvq.checkpoint import save_weights
 from brainvq.errors import CheckpointError, ConfigError
 from brainvq.models.blocks import ResBlock
@@ -212,3 +214,87 @@ def test_patch_sequential_equals_sequential(bias: bool) -> None:
         gb = torch.autograd.grad((yb * w).sum(), [xb, *plain.parameters()])
         for a, b in zip(ga, gb, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each brainvq module -> the brainvq modules it imports at module level, type-only imports
+    (``if TYPE_CHECKING:``) included."""
+    root = Path(brainvq.__file__).parent
+    mods = {}
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for name, path in mods.items():
+        body = ast.parse(path.read_text()).body
+        body += [n for stmt in body if isinstance(stmt, ast.If) for n in stmt.body]
+        deps = set()
+        for n in body:
+            if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("brainvq"):
+                deps |= {f"{n.module}.{a.name}" if f"{n.module}.{a.name}" in mods else n.module for a in n.names}
+            elif isinstance(n, ast.Import):
+                deps |= {a.name for a in n.names}
+        graph[name] = {d for d in deps if d in mods and d != name}
+    return graph
+
+
+def test_no_import_circle_in_the_package():
+    """No module imports, even for types only, a module that imports it back (blocks <-> vqvae was one)."""
+    graph = _module_imports()
+    assert "brainvq.models.vqvae_config" in graph["brainvq.models.blocks"]
+    done: set[str] = set()
+
+    def visit(node: str, path: list[str]) -> None:
+        for dep in graph[node]:
+            assert dep not in path, f"import circle: {' -> '.join([*path[path.index(dep) :], dep])}"
+            if dep not in done:
+                visit(dep, [*path, dep])
+        done.add(node)
+
+    for name in graph:
+        visit(name, [name])
+
+
+def test_decoder_last_layer_is_the_one_that_makes_the_logits():
+    """``brainvq sharpen`` weighs its adversarial loss at ``decoder.last_layer``: the head's
+    convolution, or the refiner's last when there is one (its bias shifts every output logit)."""
+    x = torch.rand(2, 1, 64, 64)
+    for refine in (0, 2):
+        torch.manual_seed(0)
+        model = VQVAE(small(refine_channels=refine)).eval()
+        with torch.no_grad():
+            q = model.decoder_input(model.encode(x))
+            before = torch.logit(model.decoder(q).double())
+            model.decoder.last_layer.bias.add_(1.0)
+            after = torch.logit(model.decoder(q).double())
+        assert torch.allclose(after - before, torch.ones_like(before), atol=1e-3)
+        if refine:
+            assert model.decoder.last_layer is model.decoder.refine.net[-1]
+
+
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")
+def test_forward_returns_the_training_loss_with_the_top_preview_term():
+    """The model owns its objective (as in nanoGPT): reconstruction MSE + commitment +
+    top_aux_weight x the top preview's MSE; the training module returns exactly this number."""
+    import torch.nn.functional as F
+
+    from brainvq.train.vqvae import VQVAEModule
+
+    x = torch.rand(3, 1, 64, 64)
+    plain = VQVAE(small(top_downsample=2, top_num_codes=16)).eval()(x)
+    assert plain.loss is None and plain.losses == {}
+    out = VQVAE(small(top_downsample=2, top_num_codes=16, top_aux_weight=0.5)).eval()(x, with_loss=True)
+    assert set(out.losses) == {"mse", "commitment", "top_preview_mse"}
+    preview_mse = F.mse_loss(torch.sigmoid(out.top_preview), F.avg_pool2d(x, 4))
+    assert torch.allclose(out.losses["top_preview_mse"], preview_mse)
+    assert torch.allclose(out.losses["mse"], F.mse_loss(out.reconstruction, x))
+    expected = out.losses["mse"] + out.commitment_loss + 0.5 * preview_mse
+    assert torch.allclose(out.loss, expected) and out.losses["top_preview_mse"] > 0
+    single = VQVAE(small()).eval()(x, with_loss=True)
+    assert set(single.losses) == {"mse", "commitment"}
+    assert torch.equal(single.loss, single.losses["mse"] + single.commitment_loss)
+    torch.manual_seed(0)
+    module = VQVAEModule(
+        small(top_downsample=2, top_num_codes=16, top_aux_weight=0.5).to_dict(), lr=1e-3, total_steps=1
+    ).eval()
+    assert torch.equal(module.training_step({"image": x}, 0), module.model(x, with_loss=True).loss)

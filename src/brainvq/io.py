@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import re
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +51,42 @@ def atomic_write(path: Path, write: Any) -> None:
             tmp.unlink()
 
 
+def write_text(path: Path, text: str) -> Path:
+    """Atomically write ``text`` (UTF-8)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def atomic_folder(path: Path, build: Callable[[Path], None]) -> None:
+    """Call ``build(tmp)`` on a new empty folder beside ``path``, then rename it onto ``path``
+    (replacing a folder there), so a reader never sees a half-built folder under that name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir()
+        build(tmp)
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def remove_stale_temp_files(folder: Path) -> list[Path]:
-    """Delete temporary files left in ``folder`` by an :func:`atomic_write` whose process was
-    killed (SIGKILL cannot be caught); files of writers still running are kept."""
+    """Delete temporary files (and folders) left in ``folder`` by an :func:`atomic_write` (or
+    :func:`atomic_folder`) whose process was killed (SIGKILL cannot be caught); those of writers
+    still running are kept."""
     removed = []
     for tmp in Path(folder).glob(".*.tmp"):
         match = _TEMP_NAME.match(tmp.name)
         if not match or _alive(int(match["pid"])):
             continue
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 

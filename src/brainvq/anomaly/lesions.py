@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+from brainvq.data.brainmask import LESION_BRAIN, LESION_TISSUE, brain_mask
 from brainvq.errors import ConfigError
 
 
@@ -32,7 +33,9 @@ class LesionConfig:
         return asdict(self)
 
 
-def tissue_masks(img: np.ndarray, seg: np.ndarray | None = None, threshold: float = 0.02) -> dict[str, np.ndarray]:
+def tissue_masks(
+    img: np.ndarray, seg: np.ndarray | None = None, threshold: float = LESION_TISSUE.threshold
+) -> dict[str, np.ndarray]:
     """Grey and white matter masks of one slice (H,W) in [0,1].
 
     From the OASIS segmentation (class 2 grey, 3 white matter) when given; otherwise from
@@ -41,7 +44,7 @@ def tissue_masks(img: np.ndarray, seg: np.ndarray | None = None, threshold: floa
     """
     if seg is not None:
         return {"grey": seg == 2, "white": seg == 3}
-    brain = ndimage.binary_erosion(ndimage.binary_fill_holes(img > threshold), iterations=4)
+    brain = brain_mask(img, LESION_TISSUE.but(threshold=threshold))
     if not brain.any():
         return {"grey": brain, "white": brain}
     lo, hi = np.quantile(img[brain], [0.25, 0.6])
@@ -73,7 +76,7 @@ def add_lesion(
     v = (-dy * np.sin(angle) + dx * np.cos(angle)) / rx
     dist = (np.sqrt(u**2 + v**2) - 1.0) * min(ry, rx)  # ~ signed distance to the rim in pixels
     alpha = 1.0 / (1.0 + np.exp(dist / cfg.edge))
-    brain = ndimage.binary_fill_holes(img > 0.02)
+    brain = brain_mask(img, LESION_BRAIN)
     alpha *= brain
     texture = ndimage.gaussian_filter(rng.normal(0, 1, img.shape), cfg.noise_sigma)
     texture *= cfg.noise / (texture.std() + 1e-8)

@@ -11,13 +11,13 @@ from tqdm.auto import tqdm
 from brainvq.anomaly.scoring import (
     AnomalyConfig,
     Thresholds,
-    brain_mask,
     flag_codes,
     image_score,
     pixel_map,
     residual_map,
     threshold_from,
 )
+from brainvq.data.brainmask import ANOMALY_BRAIN, brain_mask
 from brainvq.errors import ConfigError
 from brainvq.models.levels import Codes
 from brainvq.models.pair import ModelPair
@@ -98,7 +98,7 @@ def detect_batch(
     restoration = pair.decode(restored).mean(0).cpu()
     reconstruction = pair.decode(codes).cpu()
     flagged = pair.covered(flags)
-    brain = brain_mask(x, cfg.brain_threshold, cfg.erode)
+    brain = brain_mask(x, ANOMALY_BRAIN.but(threshold=cfg.brain_threshold, erode=cfg.erode))
     region = brain & (pixel_map(flagged, size) > 0) if cfg.only_flagged else brain
     amap = residual_map(x, restoration, region, cfg.smooth_sigma)
     bmap = residual_map(x, reconstruction, brain, cfg.smooth_sigma)

@@ -1,15 +1,16 @@
-"""Per-code NLL maps, the flagging threshold, brain masks and anomaly maps/scores."""
+"""Per-code NLL maps, the flagging threshold and anomaly maps/scores (the brain mask they are taken
+in: :data:`~brainvq.data.brainmask.ANOMALY_BRAIN`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
+from brainvq.data.brainmask import ANOMALY_BRAIN
 from brainvq.errors import ConfigError
 
 
@@ -24,8 +25,8 @@ class AnomalyConfig:
     temperature: float = 1.0
     smooth_sigma: float = 2.0  # Gaussian smoothing of the residual, pixels
     only_flagged: bool = False  # keep the residual only where codes were redrawn (upsampled flag mask)
-    brain_threshold: float = 0.02  # intensity above which (after hole filling) a pixel is brain
-    erode: int = 3  # erode the brain mask by this many pixels (the skull-stripping rim reconstructs badly)
+    brain_threshold: float = ANOMALY_BRAIN.threshold  # intensity above which (after hole filling) a pixel is brain
+    erode: int = ANOMALY_BRAIN.erode  # erode the brain mask by this many pixels (the rim reconstructs badly)
     top_fraction: float = 0.01  # image score: mean of this top fraction of the brain's map values
     batch_size: int = 32  # slices per sampler call (x n_samples grids); larger batches amortise per-position overhead
     seed: int = 0
@@ -83,18 +84,6 @@ def flag_codes(nll: Tensor, threshold: float, dilate: int = 1) -> Tensor:
         k = 2 * dilate + 1
         flagged = F.max_pool2d(flagged[:, None].float(), k, stride=1, padding=dilate)[:, 0] > 0
     return flagged
-
-
-def brain_mask(x: Tensor, threshold: float = 0.02, erode: int = 3) -> Tensor:
-    """(B,1,H,W) bool: pixels above ``threshold``, holes filled (dark lesions stay inside), eroded."""
-    out = np.zeros(x.shape, bool)
-    arr = x.detach().cpu().numpy()
-    for i in range(len(arr)):
-        m = ndimage.binary_fill_holes(arr[i, 0] > threshold)
-        if erode > 0 and m.any():
-            m = ndimage.binary_erosion(m, iterations=erode)
-        out[i, 0] = m
-    return torch.from_numpy(out)
 
 
 def residual_map(x: Tensor, restored: Tensor, brain: Tensor, sigma: float = 2.0) -> Tensor:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from brainvq.io import atomic_write
+
 
 def default_cache_dir() -> Path:
     """``$BRAINVQ_CACHE`` or ``~/.cache/brainvq``."""
@@ -41,15 +43,14 @@ def cached_stack(
     """Decode ``files`` into an (N,H,W) uint8 array, cached on disk and memory-mapped.
 
     The cache file name is keyed by the folder contents, so an edited/added file
-    invalidates it. The file is written to a temporary name and renamed when complete,
-    so an interrupted run never leaves a half-written cache behind.
+    invalidates it. The file is written atomically (:func:`brainvq.io.atomic_write`), so an
+    interrupted run never leaves a half-written cache behind.
     With ``cache_dir=None`` the stack is decoded into memory without caching.
     """
     n = len(files)
     if cache_dir is None:
         out = np.empty((n, *shape), dtype=np.uint8)
-        for i, f in enumerate(tqdm(files, desc=f"decode {tag}", disable=not progress, leave=False)):
-            out[i] = decode(f)
+        _decode_into(out, files, decode, tag, progress)
         return out
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -61,15 +62,19 @@ def cached_stack(
                 return arr
         except (ValueError, OSError):
             pass  # unreadable cache: rebuild it
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
-    out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
-    try:
-        for i, f in enumerate(tqdm(files, desc=f"decode {tag}", disable=not progress, leave=False)):
-            out[i] = decode(f)
+
+    def write(tmp: Path) -> None:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *shape))
+        _decode_into(out, files, decode, tag, progress)
         out.flush()
         del out
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    atomic_write(path, write)
     return np.load(path, mmap_mode="r")
+
+
+def _decode_into(
+    out: np.ndarray, files: Sequence[Path], decode: Callable[[Path], np.ndarray], tag: str, progress: bool
+):
+    for i, f in enumerate(tqdm(files, desc=f"decode {tag}", disable=not progress, leave=False)):
+        out[i] = decode(f)

@@ -10,7 +10,6 @@ smallest brain area (the most superior, as in the OASIS-1 subset's ``case_XXX_sl
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,8 +21,10 @@ from scipy import sparse
 from scipy.sparse.csgraph import connected_components, laplacian
 from scipy.stats import spearmanr
 
+from brainvq.data.brainmask import TISSUE_PIXELS, brain_mask
 from brainvq.data.cache import content_key
 from brainvq.errors import DataError
+from brainvq.io import write_text
 
 SPLIT_NAMES: tuple[str, ...] = ("train", "validate", "test")
 
@@ -34,7 +35,8 @@ class SubjectRecoveryConfig:
 
     threshold: float = 0.975  # Pearson correlation that links two slices into one subject
     feature_size: int = 128  # slices are area-downsampled to this before correlating
-    foreground: int = 13  # grey level above which a pixel counts as brain (for the orientation)
+    # grey level above which a pixel counts as brain (for the orientation): TISSUE_PIXELS in 0..255
+    foreground: int = 13
     chunk: int = 1024  # rows of the correlation matrix computed at once
 
 
@@ -86,7 +88,7 @@ def recover_subjects(images: np.ndarray, config: SubjectRecoveryConfig | None = 
     slice_idx = np.zeros(n, dtype=np.int64)
     for case in range(case_ids.max() + 1):
         members = np.flatnonzero(case_ids == case)
-        areas = (np.asarray(images[members]) > cfg.foreground).mean(axis=(1, 2))
+        areas = brain_mask(np.asarray(images[members]), TISSUE_PIXELS.but(threshold=cfg.foreground)).mean(axis=(1, 2))
         slice_idx[members] = _order_within(feats[members], areas)
     return case_ids, slice_idx
 
@@ -111,10 +113,7 @@ def cached_recover_subjects(
     except (OSError, ValueError, KeyError):
         pass  # missing or unreadable: recompute
     case_ids, slice_idx = recover_subjects(images, cfg)
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"case_ids": case_ids.tolist(), "slice_indices": slice_idx.tolist()}))
-    os.replace(tmp, path)
+    write_text(path, json.dumps({"case_ids": case_ids.tolist(), "slice_indices": slice_idx.tolist()}))
     return case_ids, slice_idx
 
 

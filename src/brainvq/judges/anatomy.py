@@ -1,8 +1,8 @@
 """Anatomy judges that need no masks: lateral ventricles, left-right symmetry, intensity tissue classes.
 
 All work on images in [0, 1] given as (N,1,H,W) or (N,H,W), torch or numpy, and on the brain mask
-each image defines itself (pixels above a low threshold after light smoothing, holes filled,
-largest blob; the same rule as the brain-shape check).
+each image defines itself (:data:`~brainvq.data.brainmask.JUDGE_BRAIN`: pixels above a low
+threshold after light smoothing, largest blob, holes filled).
 
 - ventricles: the dark-CSF area in the central part of the brain, as a fraction of the brain
   area. "Dark" is relative to the slice's own brain intensities (below ``dark_ratio`` x their 95th
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from brainvq.data.brainmask import JUDGE_BRAIN, MaskRule, brain_mask
 from brainvq.data.slices import position_bins
 
 
@@ -32,7 +33,7 @@ from brainvq.data.slices import position_bins
 class AnatomyConfig:
     """Thresholds of the anatomy judges (defaults chosen for skull-stripped T1 slices)."""
 
-    foreground: float = 0.06  # brain-mask intensity threshold (as in ShapeThresholds)
+    foreground: float = JUDGE_BRAIN.threshold  # brain-mask intensity threshold (as in ShapeThresholds)
     dark_ratio: float = 0.4  # CSF: below this x the 95th percentile of the slice's brain intensities
     central_extent: float = 0.6  # central ellipse: this x the brain's second-moment radii
     min_blob: float = 0.004  # ventricles: dark blobs of at least this share of the brain area
@@ -43,6 +44,11 @@ class AnatomyConfig:
     ventricle_max_ratio: float = 2.0  # accept when |set - reference| <= this x |validation - test|
     tissue_max_ratio: float = 2.0
 
+    @property
+    def brain(self) -> MaskRule:
+        """The judges' brain mask (:data:`~brainvq.data.brainmask.JUDGE_BRAIN`) at this ``foreground``."""
+        return JUDGE_BRAIN.but(threshold=self.foreground)
+
 
 def as_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """(N,1,H,W) or (N,H,W) torch/numpy in [0,1] (or uint8 0..255) -> float32 (N,H,W) in [0,1]."""
@@ -51,16 +57,6 @@ def as_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
         a = a[None]
     scale = 1 / 255.0 if a.dtype == np.uint8 else 1.0
     return a.reshape(len(a), *a.shape[-2:]).astype(np.float32) * scale
-
-
-def brain_mask(img: np.ndarray, foreground: float = 0.06) -> np.ndarray:
-    """Boolean brain mask of one (H,W) image: smoothed > threshold, largest blob, its holes filled
-    (in this order, so that specks in the background cannot enclose the brain and fill the image)."""
-    fg = ndimage.gaussian_filter(img, 1.0) > foreground
-    labels, n = ndimage.label(fg)
-    if n > 1:
-        fg = labels == (np.argmax(np.bincount(labels.ravel())[1:]) + 1)
-    return ndimage.binary_fill_holes(fg)
 
 
 def _moments(mask: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
@@ -77,7 +73,7 @@ def ventricle_mask(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.n
     ``min_blob`` x the brain area (ventricles are large connected dark regions; scattered sulcal
     CSF is not counted)."""
     cfg = cfg or AnatomyConfig()
-    mask = brain_mask(img, cfg.foreground) if mask is None else mask
+    mask = brain_mask(img, cfg.brain) if mask is None else mask
     if mask.sum() < 50:
         return np.zeros_like(mask)
     cy, cx, w, v = _moments(mask)
@@ -98,7 +94,7 @@ def ventricle_mask(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.n
 def ventricle_fraction(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.ndarray | None = None) -> float:
     """Ventricle area (:func:`ventricle_mask`) as a fraction of the brain area (NaN: no brain)."""
     cfg = cfg or AnatomyConfig()
-    mask = brain_mask(img, cfg.foreground) if mask is None else mask
+    mask = brain_mask(img, cfg.brain) if mask is None else mask
     if mask.sum() < 50:
         return float("nan")
     return float(ventricle_mask(img, cfg, mask).sum() / mask.sum())
@@ -144,7 +140,7 @@ def symmetry_scores(img: np.ndarray, cfg: AnatomyConfig | None = None, mask: np.
     mirror; and the gaps between the two hemispheres' median and 95th-percentile intensities
     (the two halves of one scan share their intensity scale)."""
     cfg = cfg or AnatomyConfig()
-    mask = brain_mask(img, cfg.foreground) if mask is None else mask
+    mask = brain_mask(img, cfg.brain) if mask is None else mask
     if mask.sum() < 50:
         return np.full(len(SYMMETRY_NAMES), np.nan)
     reflect, offset = _reflection(mask)
@@ -189,7 +185,7 @@ def symmetry_score(img: np.ndarray, cfg: AnatomyConfig | None = None) -> float:
 def fit_tissue_thresholds(images: torch.Tensor | np.ndarray, cfg: AnatomyConfig | None = None) -> np.ndarray:
     """Two intensity thresholds (CSF|GM, GM|WM) from 1-D 3-means on the brain pixels of real slices."""
     cfg = cfg or AnatomyConfig()
-    pix = np.concatenate([im[brain_mask(im, cfg.foreground)] for im in as_numpy_images(images)])
+    pix = np.concatenate([im[brain_mask(im, cfg.brain)] for im in as_numpy_images(images)])
     centres = np.percentile(pix, [15, 50, 85])
     for _ in range(50):
         cut = (centres[:-1] + centres[1:]) / 2
@@ -206,7 +202,7 @@ def intensity_tissue_fractions(
 ) -> np.ndarray:
     """(3,) fractions of CSF, grey and white matter among the brain pixels (intensity classes)."""
     cfg = cfg or AnatomyConfig()
-    mask = brain_mask(img, cfg.foreground) if mask is None else mask
+    mask = brain_mask(img, cfg.brain) if mask is None else mask
     if not mask.any():
         return np.full(3, np.nan)
     return np.bincount(np.digitize(img[mask], thresholds), minlength=3)[:3] / mask.sum()

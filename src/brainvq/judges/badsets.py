@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from brainvq.judges.anatomy import as_numpy_images, brain_mask
+from brainvq.data.brainmask import JUDGE_BRAIN, brain_mask
+from brainvq.judges.anatomy import as_numpy_images
 
 #: set name -> what it is (the table's row labels).
 BAD_SETS: dict[str, str] = {
@@ -48,7 +49,12 @@ def shuffle_patches(images: torch.Tensor, patch: int = 8, seed: int = 0, inside_
         h, w = (s // patch * patch for s in im.shape)
         tiles = im[:h, :w].reshape(h // patch, patch, w // patch, patch).transpose(0, 2, 1, 3).reshape(-1, patch, patch)
         if inside_brain:
-            m = brain_mask(im)[:h, :w].reshape(h // patch, patch, w // patch, patch).all(axis=(1, 3)).ravel()
+            m = (
+                brain_mask(im, JUDGE_BRAIN)[:h, :w]
+                .reshape(h // patch, patch, w // patch, patch)
+                .all(axis=(1, 3))
+                .ravel()
+            )
             sel = np.flatnonzero(m)
         else:
             sel = np.arange(len(tiles))
@@ -111,7 +117,7 @@ def texture_blobs(vqvae, images: torch.Tensor, seed: int = 0, chunk: int = 32) -
     levels = [vqvae.encode_levels(images[i : i + chunk].float()) for i in range(0, len(images), chunk)]
     codes = torch.cat([b for _, b in levels])
     top = None if levels[0][0] is None else torch.cat([t for t, _ in levels])
-    masks = torch.from_numpy(np.stack([brain_mask(im) for im in as_numpy_images(images)])).float()[:, None]
+    masks = torch.from_numpy(brain_mask(as_numpy_images(images), JUDGE_BRAIN)).float()[:, None]
     codes = _draw_inside(codes, masks, gen)
     top = None if top is None else _draw_inside(top, masks, gen)
     return (

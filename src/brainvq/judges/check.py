@@ -21,6 +21,7 @@ import torch
 
 from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
+from brainvq.io import atomic_write, write_text
 from brainvq.judges import badsets, prior_gap
 from brainvq.judges.power import DESIGNED_TO_REJECT, JUDGES, FittedJudges, JudgeConfig, compare, fit_judges
 
@@ -112,16 +113,19 @@ def table_markdown(rows: list[dict], notes: dict[str, str] | None = None) -> str
 
 def write_table(rows: list[dict], out: Path, notes: dict[str, str], extra: dict) -> dict[str, Path]:
     """Write ``judge_table.csv``, ``.json`` and ``.md`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
     paths = {k: out / f"judge_table.{k}" for k in ("csv", "json", "md")}
-    with paths["csv"].open("w", newline="") as f:
-        w = csv.DictWriter(
-            f, fieldnames=["set", "judge", "value", "ratio", "stderr", "verdict", "expected", "pass", "power_ok"]
-        )
-        w.writeheader()
-        w.writerows(rows)
-    paths["json"].write_text(json.dumps({"rows": rows, "notes": notes, **extra}, indent=2, default=float))
-    paths["md"].write_text(table_markdown(rows, notes))
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(
+                f, fieldnames=["set", "judge", "value", "ratio", "stderr", "verdict", "expected", "pass", "power_ok"]
+            )
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(paths["csv"], write_csv)
+    write_text(paths["json"], json.dumps({"rows": rows, "notes": notes, **extra}, indent=2, default=float))
+    write_text(paths["md"], table_markdown(rows, notes))
     return paths
 
 

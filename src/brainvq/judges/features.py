@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from brainvq.data.brainmask import brain_mask
 from brainvq.judges.anatomy import (
     SYMMETRY_NAMES,
     AnatomyConfig,
     as_numpy_images,
-    brain_mask,
     fit_tissue_thresholds,
     intensity_tissue_fractions,
     symmetry_scores,
@@ -79,7 +79,7 @@ BACKGROUND_STATS: tuple[str, ...] = ("background_mean", "background_std")
 
 def image_stats(img: np.ndarray, thresholds: np.ndarray, cfg: AnatomyConfig) -> np.ndarray:
     """The :data:`STAT_NAMES` statistics of one (H,W) image in [0,1]."""
-    mask = brain_mask(img, cfg.foreground)
+    mask = brain_mask(img, cfg.brain)
     out = np.full(len(STAT_NAMES), np.nan)
     out[0] = mask.mean()
     if mask.sum() < 50:

@@ -12,26 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy import ndimage
 
-from brainvq.judges.anatomy import as_numpy_images, brain_mask
+from brainvq.data.brainmask import REGION_BRAIN, brain_mask
+from brainvq.judges.anatomy import as_numpy_images
 
 #: pixels the brain mask is dilated by (Euclidean disk) before everything outside it is cleared
-REGION_MARGIN = 5
+REGION_MARGIN = REGION_BRAIN.dilate
+_FOREGROUND = REGION_BRAIN.threshold
 
 
-def _disk(radius: int) -> np.ndarray:
-    r = np.arange(-radius, radius + 1)
-    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius**2
+def region_mask(img: np.ndarray, foreground: float = _FOREGROUND, margin: int = REGION_MARGIN) -> np.ndarray:
+    """The judges' brain mask of one (H,W) image dilated by a ``margin`` px disk
+    (:data:`~brainvq.data.brainmask.REGION_BRAIN`)."""
+    return brain_mask(img, REGION_BRAIN.but(threshold=foreground, dilate=margin))
 
 
-def region_mask(img: np.ndarray, foreground: float = 0.06, margin: int = REGION_MARGIN) -> np.ndarray:
-    """The brain mask of one (H,W) image (:func:`~brainvq.judges.anatomy.brain_mask`) dilated by ``margin`` px."""
-    mask = brain_mask(img, foreground)
-    return ndimage.binary_dilation(mask, structure=_disk(margin)) if margin > 0 else mask
-
-
-def to_brain_region(images: torch.Tensor, foreground: float = 0.06, margin: int = REGION_MARGIN) -> torch.Tensor:
+def to_brain_region(images: torch.Tensor, foreground: float = _FOREGROUND, margin: int = REGION_MARGIN) -> torch.Tensor:
     """Images (N,1,H,W) in [0,1] with every pixel outside their own dilated brain mask set to 0."""
-    masks = np.stack([region_mask(im, foreground, margin) for im in as_numpy_images(images)])
+    masks = brain_mask(as_numpy_images(images), REGION_BRAIN.but(threshold=foreground, dilate=margin))
     return images.float() * torch.from_numpy(masks)[:, None].to(images.device, torch.float32)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from brainvq.data.brainmask import SHAPE_FOREGROUND, brain_mask
 from brainvq.data.slices import position_bins
 
 
@@ -22,7 +23,7 @@ from brainvq.data.slices import position_bins
 class ShapeThresholds:
     """The criteria's limits; the defaults pass almost every real OASIS-like slice."""
 
-    foreground: float = 0.06  # intensity threshold in [0, 1]
+    foreground: float = SHAPE_FOREGROUND.threshold  # intensity threshold in [0, 1]
     largest_fraction: float = 0.95  # share of foreground pixels in the largest blob
     solidity: float = 0.85  # area / convex-hull area
     ellipse_overlap: float = 0.85  # IoU of the blob with its moment-matched ellipse
@@ -71,8 +72,7 @@ def shape_stats(images: torch.Tensor | np.ndarray, thresholds: ShapeThresholds |
     t = thresholds or ShapeThresholds()
     out = []
     for img in _as_numpy(images):
-        fg = ndimage.gaussian_filter(img, 1.0) > t.foreground
-        fg = ndimage.binary_fill_holes(fg)
+        fg = brain_mask(img, SHAPE_FOREGROUND.but(threshold=t.foreground))
         labels, n = ndimage.label(fg)
         if n == 0:
             out.append(

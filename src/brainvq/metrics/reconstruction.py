@@ -12,6 +12,7 @@ from torchmetrics.functional.image import (
 )
 from tqdm.auto import tqdm
 
+from brainvq.data.brainmask import SSIM_BRAIN, brain_mask
 from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
 from brainvq.models.vqvae import VQVAE
@@ -22,12 +23,14 @@ def per_image_ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
 
 
-def brain_region_ssim(rec: torch.Tensor, x: torch.Tensor, dilate: int = 3, foreground: float = 0.06) -> torch.Tensor:
+def brain_region_ssim(
+    rec: torch.Tensor, x: torch.Tensor, dilate: int = SSIM_BRAIN.dilate, foreground: float = SSIM_BRAIN.threshold
+) -> torch.Tensor:
     """SSIM map (Gaussian window 11) averaged over each image's brain: pixels of ``x`` brighter than
-    ``foreground``, dilated by ``dilate`` px; shape (N,). Whole-image SSIM counts the black
+    ``foreground``, dilated by ``dilate`` px (:data:`~brainvq.data.brainmask.SSIM_BRAIN`); shape (N,). Whole-image SSIM counts the black
     background, which any decoder reproduces, so it flatters; this does not."""
     _, ssim_map = structural_similarity_index_measure(rec, x, data_range=1.0, reduction="none", return_full_image=True)
-    mask = torch.nn.functional.max_pool2d((x > foreground).float(), 2 * dilate + 1, stride=1, padding=dilate)
+    mask = brain_mask(x, SSIM_BRAIN.but(threshold=foreground, dilate=dilate)).float()
     return (ssim_map * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
 
 

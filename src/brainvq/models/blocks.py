@@ -5,14 +5,12 @@ encoder and decoder at the latent grid, the refiner, and the top level's encoder
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-if TYPE_CHECKING:  # the config lives with the model it configures
-    from brainvq.models.vqvae import VQVAEConfig
+from brainvq.models.vqvae_config import VQVAEConfig
 
 
 class SpaceToDepth(nn.Module):
@@ -145,6 +143,12 @@ class Decoder(nn.Module):
         self.head = nn.Sequential(nn.ReLU(), nn.Conv2d(ch, 16, 3, padding=1), DepthToSpace(4))
         self.refine = Refiner(ch, cfg.refine_channels) if cfg.refine_channels else None
 
+    @property
+    def last_layer(self) -> nn.Conv2d:
+        """The convolution whose output is the decoder's logits: the refiner's last when there is
+        one, else the head's (``brainvq sharpen`` weighs its adversarial loss at its gradient)."""
+        return self.refine.last_layer if self.refine is not None else self.head[1]
+
     def forward(self, q: Tensor) -> Tensor:
         h = self.up(self.body(q))
         logits = self.head(h)
@@ -168,8 +172,13 @@ class Refiner(nn.Module):
             nn.ReLU(),
             nn.Conv2d(ch, 1, 3, padding=1),
         )
-        nn.init.zeros_(self.net[-1].weight)
-        nn.init.zeros_(self.net[-1].bias)
+        nn.init.zeros_(self.last_layer.weight)
+        nn.init.zeros_(self.last_layer.bias)
+
+    @property
+    def last_layer(self) -> nn.Conv2d:
+        """The convolution whose output is the logit correction."""
+        return self.net[-1]
 
     def forward(self, h: Tensor, logits: Tensor) -> Tensor:
         return self.net(torch.cat([self.expand(h), logits], 1))

@@ -2,7 +2,7 @@
 intensity scale.
 
 The intensity scale of a slice is the 95th percentile of its brain intensities (pixels above
-:data:`BRAIN_THRESHOLD` of the [0, 1] range). Real OASIS-1 slices differ in overall brightness
+:data:`~brainvq.data.brainmask.TISSUE_PIXELS`). Real OASIS-1 slices differ in overall brightness
 from subject to subject; a top-level prior that has to infer it from the codes it has drawn so
 far drew the two hemispheres at different brightness (docs/experiments/
 2026-11-26-prior-intensity-scale.md). A prior conditioned on it is told the scale up front: from the image itself when an
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from brainvq.data.brainmask import TISSUE_PIXELS, brain_mask
 from brainvq.errors import ConfigError
 
-BRAIN_THRESHOLD = 0.05  # pixels above this (images in [0, 1]) count as brain
 MIN_BRAIN_PIXELS = 50  # fewer brain pixels than this: the slice's maximum is its scale
 SCALE_QUANTILE = 0.95
 _CHUNK = 128  # images per torch.nanquantile call (bounds the memory of its sort)
@@ -39,7 +39,7 @@ def intensity_scale(images: Tensor, exclude: Tensor | None = None) -> Tensor:
     skip = torch.zeros_like(flat, dtype=torch.bool) if exclude is None else exclude.reshape(flat.shape).bool()
     out = []
     for part, drop in zip(flat.split(_CHUNK), skip.split(_CHUNK), strict=True):
-        brain = (part > BRAIN_THRESHOLD) & ~drop
+        brain = brain_mask(part, TISSUE_PIXELS) & ~drop
         q = torch.nanquantile(torch.where(brain, part, torch.nan), SCALE_QUANTILE, dim=1)
         few = brain.sum(1) < MIN_BRAIN_PIXELS
         out.append(torch.where(few, part.max(1).values, q))

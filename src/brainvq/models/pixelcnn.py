@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -99,8 +100,19 @@ def _check_values() -> bool:
 
 
 def _gate(x: Tensor) -> Tensor:
+    """Gated unit over the channel dimension (dim 1): (B,2C,...) -> (B,C,...)."""
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
+
+
+class HorizontalMatrices(NamedTuple):
+    """A gated layer's horizontal convolutions as matrices over a channels-last window of columns
+    (:meth:`GatedLayer.horizontal_matrices`)."""
+
+    w_in: Tensor  # (2C, kw*C): ``h_conv`` on the window flattened (columns, then channels)
+    b_in: Tensor  # (2C,)
+    w_out: Tensor  # (C, C): ``h_out``
+    b_out: Tensor  # (C,)
 
 
 class GatedLayer(nn.Module):
@@ -137,6 +149,49 @@ class GatedLayer(nn.Module):
         p = self.k // 2
         v_pre = self.v_conv(F.pad(v_rows, (p, p, 0, 0)))
         return _gate(v_pre + self.v_cond(s_row)), v_pre
+
+    def horizontal_row_bias(self, v_pre_above: Tensor, s_row: Tensor) -> Tensor:
+        """What the horizontal stack adds at each position of a row that does not depend on the
+        row's own codes: the vertical stack's view of the rows above (``v_pre_above``, the
+        pre-activation of the row above, (B,2C,1,W)) and the conditioning (B,cond,1,W) -> (B,W,2C)."""
+        return (self.v_to_h(v_pre_above) + self.h_cond(s_row))[:, :, 0].transpose(1, 2)
+
+    def horizontal_matrices(self) -> HorizontalMatrices:
+        """The horizontal convolutions as matrices (a linear map on a few hundred numbers costs a
+        fraction of a convolution call on CPU)."""
+        w = self.h_conv.weight  # (2C, C, 1, kw)
+        w_in = w[:, :, 0].permute(0, 2, 1).reshape(w.shape[0], -1)  # (2C, kw*C), window flattened (kw, C)
+        return HorizontalMatrices(w_in, self.h_conv.bias, self.h_out.weight[:, :, 0, 0], self.h_out.bias)
+
+    def horizontal_position(self, window: Tensor, bias: Tensor, h: Tensor | None, m: HorizontalMatrices) -> Tensor:
+        """The horizontal stack's output at one position of each grid, as :meth:`forward` computes it:
+        ``window`` (B, kw*C) the layer's input columns left of the position (type A) or ending at it
+        (type B), channels last and flattened; ``bias`` (B,2C) its :meth:`horizontal_row_bias`;
+        ``h`` (B,C) the layer's input at the position (the residual; ignored by the type-A layer)."""
+        out = F.linear(_gate(F.linear(window, m.w_in, m.b_in) + bias), m.w_out, m.b_out)
+        return out if self.first else h + out
+
+
+class OutputHead(nn.Sequential):
+    """The prior's output layer, ReLU, 1x1, ReLU, 1x1: features (B,C,H,W) -> code logits (B,K,H,W).
+    A ``Sequential`` so its state-dict keys are those of every saved prior (``head.1.*``, ``head.3.*``)."""
+
+    def __init__(self, hidden: int, num_codes: int) -> None:
+        super().__init__(nn.ReLU(), nn.Conv2d(hidden, 2 * hidden, 1), nn.ReLU(), nn.Conv2d(2 * hidden, num_codes, 1))
+
+    @property
+    def hidden_conv(self) -> nn.Conv2d:
+        return self[1]
+
+    @property
+    def out_conv(self) -> nn.Conv2d:
+        return self[3]
+
+    def rows(self, x: Tensor) -> Tensor:
+        """The same layer on (N,C) feature rows: logits (N,K)."""
+        first, last = self.hidden_conv, self.out_conv
+        x = F.linear(torch.relu(x), first.weight[:, :, 0, 0], first.bias)
+        return F.linear(torch.relu(x), last.weight[:, :, 0, 0], last.bias)
 
 
 class GatedPixelCNN(nn.Module):
@@ -183,12 +238,7 @@ class GatedPixelCNN(nn.Module):
             GatedLayer(cfg.hidden, cfg.kernel_size, cfg.cond_dim, first=i == 0) for i in range(cfg.n_layers)
         )
         self.head_cond = nn.Conv2d(cfg.cond_dim, cfg.hidden, 1)
-        self.head = nn.Sequential(
-            nn.ReLU(),
-            nn.Conv2d(cfg.hidden, 2 * cfg.hidden, 1),
-            nn.ReLU(),
-            nn.Conv2d(2 * cfg.hidden, cfg.num_codes, 1),
-        )
+        self.head = OutputHead(cfg.hidden, cfg.num_codes)
 
     # --- conditioning ---------------------------------------------------------------------
     def check_top(self, top: Tensor | None, batch: int) -> None:
@@ -254,6 +304,11 @@ class GatedPixelCNN(nn.Module):
                 embedding = embedding + self.scale_mlp(_fourier(self.scale_distribution.normalise(cond[:, 1])))
             parts.append(embedding[:, :, None, None].expand(-1, -1, *parts[0].shape[-2:]))
         return self.cond_mix(torch.cat(parts, dim=1))
+
+    def head_row_bias(self, s_row: Tensor) -> Tensor:
+        """What the output layer adds to the features at each position of a conditioning row
+        (B,cond,1,W) -> (B,W,hidden) (cached sampling: logits = ``head.rows(h + bias)``)."""
+        return self.head_cond(s_row)[:, :, 0].transpose(1, 2)
 
     # --- whole grid -----------------------------------------------------------------------
     def forward(self, codes: Tensor, cond: Tensor | None = None, top: Tensor | None = None) -> Tensor:

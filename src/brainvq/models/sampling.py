@@ -15,7 +15,6 @@ left neighbours and the row above from the caches. The whole grid is never recom
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -117,7 +116,7 @@ def sample_cached(
     v_pre = [torch.zeros(n, 2 * c, g, g, device=dev, dtype=dt) for _ in range(n_layers)]
     zeros_pre = torch.zeros(n, 2 * c, 1, g, device=dev, dtype=dt)
     todo = ~keep.all(0)  # (g,g): positions where some grid still has to draw a code
-    weights = [_horizontal_as_linear(layer) for layer in model.layers]
+    matrices = [layer.horizontal_matrices() for layer in model.layers]
     for i in tqdm(range(g), desc="sample rows (cached)", disable=not progress, leave=False):
         # horizontal caches of row i: h_in[li] is layer l's input with p (+1 for layer 0) zero columns on the left
         # (channels last, so a window of columns is one contiguous block of each grid's row)
@@ -133,22 +132,20 @@ def sample_cached(
         # per row: everything a position's horizontal pass adds that does not depend on this row's codes
         # (the vertical stack's view of the rows above and the conditioning) for all columns at once
         row_bias = [
-            (layer.v_to_h(above[li]) + layer.h_cond(s[:, :, i : i + 1]))[:, :, 0].transpose(1, 2)
-            for li, layer in enumerate(model.layers)
+            layer.horizontal_row_bias(above[li], s[:, :, i : i + 1]) for li, layer in enumerate(model.layers)
         ]  # (n,g,2c) each
-        head_bias = model.head_cond(s[:, :, i : i + 1])[:, :, 0].transpose(1, 2)  # (n,g,c)
+        head_bias = model.head_row_bias(s[:, :, i : i + 1])  # (n,g,c)
         for j in range(start, stop):
             if j > 0:  # the code to the left is known now: feed it to the type-A window
                 h_in[0][:, p + j] = model.embed(codes[:, i, j - 1])
             h = None
-            for li, (w_h, b_h, w_o, b_o) in enumerate(weights):
+            for li, (layer, mats) in enumerate(zip(model.layers, matrices, strict=True)):
                 win = h_in[li][:, j : j + p + 1].reshape(n, -1)  # columns j-p-1..j-1 (layer 0) or j-p..j
-                out = F.linear(_gate_rows(F.linear(win, w_h, b_h) + row_bias[li][:, j]), w_o, b_o)
-                h = out if li == 0 else h + out
+                h = layer.horizontal_position(win, row_bias[li][:, j], h, mats)
                 if li + 1 < n_layers:
                     h_in[li + 1][:, p + j] = h
             if not keep[:, i, j].all():
-                new = _draw(_head_rows(model, h + head_bias[:, j]), u[:, i, j], temperature)
+                new = _draw(model.head.rows(h + head_bias[:, j]), u[:, i, j], temperature)
                 codes[:, i, j] = torch.where(keep[:, i, j], codes[:, i, j], new)
         # row i is complete: push it through the vertical stack, one row per layer
         x = model.embed(codes[:, i]).permute(0, 2, 1)  # (n,c,g)
@@ -158,27 +155,6 @@ def sample_cached(
             v_pre[li][:, :, i : i + 1] = pre
             x = v_new[:, :, 0]
     return codes
-
-
-def _horizontal_as_linear(layer) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """A gated layer's horizontal convolutions as matrices over a channels-last window of columns:
-    (w_h, b_h) for ``h_conv`` on the flattened window (columns, then channels), (w_o, b_o) for ``h_out``.
-    A linear map on a few hundred numbers costs a fraction of a convolution call on CPU."""
-    w = layer.h_conv.weight  # (2c, c, 1, kw)
-    w_h = w[:, :, 0].permute(0, 2, 1).reshape(w.shape[0], -1)  # (2c, kw*c), window flattened (kw, c)
-    return w_h, layer.h_conv.bias, layer.h_out.weight[:, :, 0, 0], layer.h_out.bias
-
-
-def _gate_rows(x: Tensor) -> Tensor:
-    a, b = x.chunk(2, dim=1)
-    return torch.tanh(a) * torch.sigmoid(b)
-
-
-def _head_rows(model: GatedPixelCNN, x: Tensor) -> Tensor:
-    """``model.head`` (ReLU, 1x1, ReLU, 1x1) on (n,c) feature rows: logits (n,K)."""
-    _, first, _, last = model.head
-    x = F.linear(torch.relu(x), first.weight[:, :, 0, 0], first.bias)
-    return F.linear(torch.relu(x), last.weight[:, :, 0, 0], last.bias)
 
 
 def complete(

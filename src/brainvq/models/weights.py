@@ -10,7 +10,8 @@ import torch
 from brainvq.checkpoint import load_state, read_weights
 from brainvq.errors import CheckpointError
 from brainvq.models.hierarchical import prior_from_config
-from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
+from brainvq.models.vqvae import VQVAE
+from brainvq.models.vqvae_config import VQVAEConfig, upgrade_saved_config
 
 
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu"):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from brainvq.data.sources import DataConfig, load_split
+from brainvq.io import write_text
 from brainvq.judges.anatomy import AnatomyConfig, binned_difference, per_image, ventricle_fraction
 from brainvq.judges.shape import AreaModel, brain_shape_check
 
@@ -47,8 +48,7 @@ def build_reference(data: DataConfig, progress: bool = False) -> dict:
 
 
 def write_reference(data: DataConfig, path: str | Path) -> Path:
-    Path(path).write_text(json.dumps(build_reference(data), indent=1))
-    return Path(path)
+    return write_text(Path(path), json.dumps(build_reference(data), indent=1))
 
 
 def quality_floor(images: torch.Tensor, positions: np.ndarray, reference: dict) -> dict:

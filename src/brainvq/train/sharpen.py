@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure as ssim_fn
 
 from brainvq.checkpoint import save_weights
+from brainvq.data.brainmask import TISSUE_PIXELS, brain_mask
 from brainvq.data.sources import DataConfig
 from brainvq.errors import ConfigError
 from brainvq.io import to_plain, write_json
@@ -84,10 +85,10 @@ def _high_pass(images: torch.Tensor) -> torch.Tensor:
     return images - F.conv2d(F.pad(images, (2, 2, 2, 2), mode="reflect"), (k[:, None] * k[None, :])[None, None])
 
 
-def detail_energy(images: torch.Tensor, threshold: float = 0.05) -> torch.Tensor:
+def detail_energy(images: torch.Tensor, threshold: float = TISSUE_PIXELS.threshold) -> torch.Tensor:
     """Mean absolute difference between images (B,1,H,W) and their 5x5 Gaussian blur (sigma 1)
     inside the brain (pixels above ``threshold``): the finest-scale detail, per image (B,)."""
-    mask = (images > threshold).to(images.dtype)
+    mask = brain_mask(images, TISSUE_PIXELS.but(threshold=threshold)).to(images.dtype)
     return (_high_pass(images).abs() * mask).sum((1, 2, 3)) / mask.sum((1, 2, 3)).clamp_min(1)
 
 
@@ -137,8 +138,7 @@ class SharpenModule(L.LightningModule):
 
     def _last_layer_grad_norm(self, loss: torch.Tensor) -> torch.Tensor:
         """The norm of ``loss``'s gradient at the decoder's last layer."""
-        dec = self.model.decoder
-        last = dec.refine.net[-1].weight if dec.refine is not None else dec.head[-2].weight
+        last = self.model.decoder.last_layer.weight
         return torch.autograd.grad(loss, last, retain_graph=True)[0].norm()
 
     def _adaptive(self, rec_norm: torch.Tensor, term: torch.Tensor, scale: float) -> torch.Tensor:

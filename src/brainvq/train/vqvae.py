@@ -16,7 +16,8 @@ from brainvq.checkpoint import save_weights
 from brainvq.data.dataset import SliceDataset
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.io import to_plain, write_json
-from brainvq.models.vqvae import VQVAE, VQVAEConfig, upgrade_saved_config
+from brainvq.models.vqvae import VQVAE
+from brainvq.models.vqvae_config import VQVAEConfig, upgrade_saved_config
 from brainvq.train.common import (
     TrainerConfig,
     build_trainer,
@@ -48,7 +49,8 @@ def upgrade_saved_run_config(saved: dict) -> dict:
 
 
 class VQVAEModule(L.LightningModule):
-    """Reconstruction MSE + commitment loss; logs SSIM, PSNR, codebook usage and perplexity."""
+    """Trains the VQ-VAE on its own loss (:meth:`~brainvq.models.vqvae.VQVAE.loss_terms`); logs
+    SSIM, PSNR, codebook usage and perplexity."""
 
     def __init__(
         self,
@@ -68,15 +70,13 @@ class VQVAEModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x = batch["image"].contiguous(memory_format=torch.channels_last)
-        out = self.model(x)
-        mse = F.mse_loss(out.reconstruction.float(), x.float())
-        loss = mse + out.commitment_loss
-        logs = {"train/mse": mse, "train/batch_perplexity": out.perplexity}
-        if out.top_preview is not None:
-            preview = torch.sigmoid(out.top_preview.float())
-            top_mse = F.mse_loss(preview, F.adaptive_avg_pool2d(x.float(), preview.shape[-2:]))
-            loss = loss + self.model.config.top_aux_weight * top_mse
-            logs.update({"train/top_preview_mse": top_mse, "train/top_batch_perplexity": out.top_perplexity})
+        out = self.model(x, with_loss=True)
+        loss, terms = out.loss, out.losses
+        logs = {"train/mse": terms["mse"], "train/batch_perplexity": out.perplexity}
+        if "top_preview_mse" in terms:
+            logs.update(
+                {"train/top_preview_mse": terms["top_preview_mse"], "train/top_batch_perplexity": out.top_perplexity}
+            )
         self.log_dict(
             {"train/loss": loss, **logs},
             prog_bar=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -54,6 +55,11 @@ class Thresholds:
 
     bottom: float
     top: float | None = None
+
+    def __post_init__(self) -> None:
+        for value in (self.bottom, self.top):
+            if value is not None and not 0 <= value < math.inf:
+                raise ConfigError(f"an NLL threshold must be a finite number >= 0 (nats), got {value}")
 
     def to_dict(self) -> dict:
         return {"nll_threshold": self.bottom, "top_nll_threshold": self.top}

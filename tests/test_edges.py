@@ -162,6 +162,7 @@ def test_an_earlier_runs_outputs_are_refused_and_overwrite_replaces_them(tmp_pat
     assert main([*SAMPLE, "--n", "1", "--out", str(tmp_path / "t")]) == 0
     assert main([*SAMPLE, "--n", "1", "--out", str(out), "--overwrite"]) == 0
     assert (out / "mine.txt").read_text() == "the user's"
+    assert not (out / LOCK_NAME).exists()  # released with the folder
 
 
 def test_two_samples_into_one_folder_at_once_one_wins_and_the_other_stops(tmp_path: Path) -> None:
@@ -304,6 +305,7 @@ def test_resume_with_a_truncated_or_no_checkpoint_stops_with_one_line(tiny_oasis
     out = tmp_path / "run"
     code, err = _run(["train-vqvae", *small, "--out", str(out), "--resume"], capsys)
     assert code == 2 and f"no checkpoint in {out} to resume from" in _one_error_line(err)
+    assert not out.exists()  # a refused command leaves no folder behind
     last = out / "checkpoints" / "last.ckpt"
     last.parent.mkdir(parents=True)
     torch.save({"state_dict": {"w": torch.zeros(1000)}, "epoch": 0}, last)

@@ -175,24 +175,38 @@ class EarlierOutputs(OutputError):
         self.names = names
 
 
-def _make_folder(folder: Path) -> None:
-    """Create ``folder`` (and its parents), or stop with one line saying why it cannot be one."""
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` (and its parents), or stop with one line saying why it cannot be one;
+    returns the folders it created, deepest first."""
+    created = []
     for p in (folder, *folder.parents):
         if p.exists() and not p.is_dir():
             raise OutputError(f"{folder} is a file, not a folder" if p == folder else f"{folder}: {p} is a file")
         if p.exists():
             break
+        created.append(p)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except PermissionError:
         raise OutputError(f"{folder}: permission denied, cannot create the folder") from None
     except OSError as exc:
         raise OutputError(f"{folder}: cannot create the folder ({exc.strerror or exc})") from None
+    return created
 
 
 def _lock(folder: Path) -> int:
     """An open descriptor of ``folder``'s lock file, locked; stops with one line when the folder is
     not writable or another process holds the lock."""
+    for _ in range(3):
+        fd = _try_lock(folder)
+        if fd is not None:
+            return fd
+    raise OutputError(f"{folder}: another brainvq command keeps taking and releasing this folder; try again")
+
+
+def _try_lock(folder: Path) -> int | None:
+    """:func:`_lock`'s one attempt; None when the lock file it locked was removed meanwhile by a
+    holder releasing the folder (then a fresh one must be locked)."""
     try:
         fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     except PermissionError:
@@ -210,9 +224,34 @@ def _lock(folder: Path) -> int:
             f"{folder}: another brainvq command (pid {holder}) is writing this folder; "
             "wait for it to finish or write elsewhere"
         ) from None
+    try:
+        same = os.path.samestat(os.fstat(fd), os.stat(folder / LOCK_NAME))
+    except FileNotFoundError:
+        same = False
+    if not same:
+        os.close(fd)
+        return None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     return fd
+
+
+def _release(folder: Path, fd: int, created: list[Path]) -> None:
+    """Remove the lock file (while still holding it) and the folders the claim created that stayed
+    empty (a command refused or failed before writing anything leaves nothing), then unlock."""
+    (folder / LOCK_NAME).unlink(missing_ok=True)
+    _remove_empty(created)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def _remove_empty(created: list[Path]) -> None:
+    for p in created:
+        try:
+            p.rmdir()
+        except OSError:  # not empty: outputs were written
+            break
 
 
 def _clear(folder: Path, names: list[str]) -> None:
@@ -235,8 +274,12 @@ def claim_folder(folder: str | Path, owned: Sequence[str] = (), overwrite: bool 
     (:class:`EarlierOutputs`) unless ``overwrite``, which deletes them first, so that one folder
     never mixes two runs' outputs."""
     folder = Path(folder)
-    _make_folder(folder)
-    fd = _lock(folder)
+    created = _make_folder(folder)
+    try:
+        fd = _lock(folder)
+    except OutputError:
+        _remove_empty(created)
+        raise
     try:
         earlier = sorted({p.name for pattern in owned for p in folder.glob(pattern)})
         if earlier and not overwrite:
@@ -244,6 +287,4 @@ def claim_folder(folder: str | Path, owned: Sequence[str] = (), overwrite: bool 
         _clear(folder, earlier)
         yield folder
     finally:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        _release(folder, fd, created)

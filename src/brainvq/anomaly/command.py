@@ -89,7 +89,7 @@ def read_threshold(threshold: str | None) -> dict | None:
         try:
             info = json.loads(p.read_text())
             top = info.get("top_nll_threshold")
-            Thresholds(float(info["nll_threshold"]), None if top is None else float(top))
+            Thresholds.checked(float(info["nll_threshold"]), _optional_float(top))
         except ConfigError as exc:  # before ValueError, which it is
             raise ConfigError(f"{p}: {exc}") from None
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
@@ -100,7 +100,7 @@ def read_threshold(threshold: str | None) -> dict | None:
     except ValueError:
         raise ConfigError(f"--threshold {threshold!r}: neither a number nor a threshold.json file") from None
     try:
-        Thresholds(value)  # refuses NaN, infinite and negative values
+        Thresholds.checked(value)  # refuses NaN, infinite and negative values
     except ConfigError as exc:
         raise ConfigError(f"threshold {threshold}: {exc}") from None
     return {"nll_threshold": value, "source": "given"}
@@ -199,7 +199,7 @@ def anomaly_command(
             f"{input_path}: missing slice positions (file names do not follow case_XXX_slice_Y); give --position"
         )
     thr = resolve_threshold(threshold, calibrate_on, pair, cfg.quantile, cfg.top_quantile)
-    thresholds = Thresholds(float(thr["nll_threshold"]), _optional_float(thr.get("top_nll_threshold")))
+    thresholds = Thresholds.checked(float(thr["nll_threshold"]), _optional_float(thr.get("top_nll_threshold")))
     level = map_threshold if map_threshold is not None else float(thr.get("map_threshold", DEFAULT_MAP_THRESHOLD))
     t1 = time.time()
     cond = torch.from_numpy(positions) if positions is not None else None

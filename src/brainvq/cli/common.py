@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -102,6 +103,8 @@ def _claim_out(args: argparse.Namespace, out: str | Path, owned: Sequence[str] =
 
     if not str(out).strip():
         raise OutputError("the output folder is an empty path: give a folder")
+    if _later_rank():  # the first process of a distributed run holds the folder for all of them
+        return Path(out)
     claims = getattr(args, "claims", None)
     if claims is None:  # a command run without main(): held until the process ends
         claims = args.claims = contextlib.ExitStack()
@@ -109,6 +112,12 @@ def _claim_out(args: argparse.Namespace, out: str | Path, owned: Sequence[str] =
         return claims.enter_context(claim_folder(out, owned, overwrite=getattr(args, "overwrite", False)))
     except EarlierOutputs as exc:
         raise OutputError(f"{exc}; give --overwrite to replace them, or another output folder") from None
+
+
+def _later_rank() -> bool:
+    """True in the processes a distributed run starts beside its first (torchrun, Lightning's
+    launcher, SLURM), which write into the first one's folders."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 # --- flag groups ---------------------------------------------------------------------------

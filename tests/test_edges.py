@@ -375,3 +375,18 @@ def test_an_unforeseen_error_is_one_line_asking_for_v(tmp_path: Path, capsys, mo
     assert "unexpected error: RuntimeError: something nobody foresaw (rerun with -v for the traceback)" in err
     with pytest.raises(RuntimeError, match="nobody foresaw"):
         main(["-v", *SAMPLE, "--out", str(tmp_path / "s2")])
+
+
+def test_the_later_processes_of_a_distributed_run_share_the_first_ones_folder(tmp_path: Path, monkeypatch) -> None:
+    import argparse
+
+    from brainvq.cli.common import _claim_out
+    from brainvq.errors import OutputError
+
+    out = tmp_path / "ddp"
+    with claim_folder(out):  # the first process (rank 0) holds it
+        monkeypatch.setenv("LOCAL_RANK", "1")
+        assert _claim_out(argparse.Namespace(), out) == out
+        monkeypatch.setenv("LOCAL_RANK", "0")
+        with pytest.raises(OutputError, match="another brainvq command"):
+            _claim_out(argparse.Namespace(), out)

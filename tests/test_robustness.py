@@ -115,7 +115,7 @@ def test_nan_loss_stops_with_clear_message(tiny_oasis: Path, tmp_path: Path, mon
             ["train-vqvae", "--image-size", "100", "--downsample", "8"],
             "not divisible by the downsampling factor",
         ),
-        (["sample", "--n", "0"], "--n must be >= 1"),
+        (["sample", "--n", "0"], "argument --n: must be a positive integer"),
         (["sample", "--temperature", "0"], "temperature must be > 0"),
         (["sample", "--position", "1.5"], "--position must be in [0, 1]"),
         (["make-dataset", "--train-cases", "0"], "must be a positive integer"),

@@ -17,3 +17,8 @@ class CheckpointError(BrainVQError, ValueError):
 
 class ConfigError(BrainVQError, ValueError):
     """An argument or configuration value is out of range."""
+
+
+class OutputError(BrainVQError, OSError):
+    """An output folder cannot be written (a file, under a file, not writable, in use by another
+    command, or holding another run's outputs)."""

@@ -14,7 +14,7 @@ from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.errors import DataError
-from brainvq.io import write_json
+from brainvq.io import atomic_write, write_json
 from brainvq.judges.generation import GenerationMetricsConfig, generation_metrics
 from brainvq.metrics.reconstruction import reconstruct
 from brainvq.models.weights import load_vqvae
@@ -24,6 +24,9 @@ from brainvq.report.verdict import prior_gap_lines
 if TYPE_CHECKING:
     from brainvq.judges.shape import AreaModel
     from brainvq.sample.generate import Generated
+
+#: what ``brainvq evaluate`` writes in its output folder (an earlier run's are refused without --overwrite)
+EVALUATE_OUTPUTS = ("eval_metrics.json", "test_ssim.npy", "figures", "samples", "generation_metrics.json")
 
 
 def _split_with_masks(data: DataConfig, split: str, progress: bool, warn: bool) -> SliceSet:
@@ -207,8 +210,13 @@ def evaluate_vqvae(
         )
     summary["figures"] = sorted(str(p) for p in fig_dir.glob("*.png"))
     write_json(out / "eval_metrics.json", summary)
-    np.save(out / "test_ssim.npy", res.ssim)
+    atomic_write(out / "test_ssim.npy", lambda tmp: _save_npy(tmp, res.ssim))
     return summary
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file, not a name: np.save would add ".npy" to a temporary name
+        np.save(fh, array)
 
 
 def _sample_figures(pair, gen, test: SliceSet, out: Path, *, seed: int, temperature: float, top_temperature) -> None:
@@ -259,7 +267,7 @@ def evaluate_generation(
     """
     from brainvq.judges.shape import AreaModel, brain_shape_check
     from brainvq.models.pair import ModelPair
-    from brainvq.sample.generate import generate, save_generated
+    from brainvq.sample.generate import draw_and_save
 
     out = Path(out_dir)
     pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch, generation_decoder=generation_decoder)
@@ -270,30 +278,26 @@ def evaluate_generation(
     rng = np.random.default_rng(seed)
     t0 = time.time()
     positions = np.sort(rng.choice(np.asarray(test.positions), n_samples, replace=n_samples > len(test)))
-    gen = generate(
+    gen, drawn = draw_and_save(
         pair,
-        positions if pair.conditional else None,
-        n=n_samples,
+        positions,
+        out / "samples",
         temperature=temperature,
+        top_temperature=top_temperature,
         seed=seed,
         progress=progress,
-        top_temperature=top_temperature,
     )
     gen_pos = positions  # unconditional samples are judged against the test positions' range
     timings = {"generation_s": round(time.time() - t0, 1)}
-    save_generated(gen, out / "samples", pair.num_codes)
     fake = brain_shape_check(gen.images, gen_pos, area_model)
     real = brain_shape_check(test.images, test.positions, area_model)
     _sample_figures(pair, gen, test, out, seed=seed, temperature=temperature, top_temperature=top_temperature)
     summary = {
         "data": str(data.root),
         "n_samples": n_samples,
-        "temperature": temperature,
-        **({"top_temperature": top_temperature} if top_temperature is not None else {}),
-        "decoder": pair.decoder_record(),
+        **drawn,
         "generated": fake.to_dict(),
         "real_test": real.to_dict(),
-        **pair.summary_warnings(),
     }
     if not skip_metrics:
         val = _split_with_masks(data, "validate", progress, warn=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -114,7 +115,34 @@ def to_plain(obj: Any) -> Any:
     return obj
 
 
+def _finite_or_none(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no NaN or Infinity)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def dumps_json(data: Any, default: Any = None) -> str:
+    """``data`` as indented standard JSON: plain values (:func:`to_plain`), a NaN or infinite number
+    written as ``null`` (no value), never the ``NaN``/``Infinity`` that other JSON readers refuse;
+    ``default`` as in :func:`json.dumps`."""
+    return json.dumps(_finite_or_none(to_plain(data)), indent=2, allow_nan=False, default=default)
+
+
 def write_json(path: Path, data: dict) -> Path:
-    """Atomically write ``data`` as indented JSON."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(to_plain(data), indent=2)))
+    """Atomically write ``data`` as indented, standard JSON (:func:`dumps_json`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(dumps_json(data)))
     return path
+
+
+def write_png(path: Path, image: Any) -> Path:
+    """Atomically write ``image`` (a (H,W) uint8 array or a PIL image) as a PNG."""
+    from PIL import Image
+
+    img = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
+    return Path(path)

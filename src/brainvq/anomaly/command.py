@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +19,14 @@ from brainvq.data.oasis import parse_slice_name
 from brainvq.data.slices import positions_from_indices
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.errors import ConfigError, DataError
-from brainvq.io import write_json
+from brainvq.io import atomic_write, write_json
 from brainvq.models.pair import ModelPair
 
 DEFAULT_MAP_THRESHOLD = 0.1  # contour level of the smoothed residual when no calibrated one is stored
+#: what ``brainvq anomaly`` writes in its output folder (an earlier run's are refused without --overwrite)
+ANOMALY_OUTPUTS = (
+    "scores.csv", "maps.npz", "threshold.json", "anomaly_summary.json", "restorations", "maps", "overlays"
+)  # fmt: skip
 
 
 def load_inputs(
@@ -74,29 +79,46 @@ def _checked_positions(
     return positions_from_indices(case_ids, slice_idx, hint=hint)
 
 
+def read_threshold(threshold: str | None) -> dict | None:
+    """A given per-code NLL threshold: a number or a ``threshold.json`` written by an earlier run
+    (None when none is given); a value that is not a finite number >= 0 stops with one line."""
+    if threshold is None:
+        return None
+    p = Path(threshold)
+    if p.is_file():
+        try:
+            info = json.loads(p.read_text())
+            top = info.get("top_nll_threshold")
+            Thresholds.checked(float(info["nll_threshold"]), _optional_float(top))
+        except ConfigError as exc:  # before ValueError, which it is
+            raise ConfigError(f"{p}: {exc}") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+            raise ConfigError(f"{p}: not a threshold file (needs a number under 'nll_threshold')") from None
+        return {**info, "source": str(p)}
+    try:
+        value = float(threshold)
+    except ValueError:
+        raise ConfigError(f"--threshold {threshold!r}: neither a number nor a threshold.json file") from None
+    try:
+        Thresholds.checked(value)  # refuses NaN, infinite and negative values
+    except ConfigError as exc:
+        raise ConfigError(f"threshold {threshold}: {exc}") from None
+    return {"nll_threshold": value, "source": "given"}
+
+
 def resolve_threshold(
-    threshold: str | None,
+    threshold: str | dict | None,
     calibrate_on: str | None,
     pair: ModelPair,
     quantile: float,
     top_quantile: float | None = None,
 ) -> dict:
-    """The per-code NLL threshold: a number, a ``threshold.json`` written by an earlier run,
-    or the ``quantile`` of the validation split of ``calibrate_on`` (and, for two levels, the
-    ``top_quantile`` of its top codes; a plain number leaves top codes unflagged)."""
+    """The per-code NLL threshold: a number, a ``threshold.json`` written by an earlier run
+    (:func:`read_threshold`, or what it read), or the ``quantile`` of the validation split of
+    ``calibrate_on`` (and, for two levels, the ``top_quantile`` of its top codes; a plain number
+    leaves top codes unflagged)."""
     if threshold is not None:
-        p = Path(threshold)
-        if p.is_file():
-            try:
-                info = json.loads(p.read_text())
-                float(info["nll_threshold"])
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ConfigError(f"{p}: not a threshold file (needs a number under 'nll_threshold')") from None
-            return {**info, "source": str(p)}
-        try:
-            return {"nll_threshold": float(threshold), "source": "given"}
-        except ValueError:
-            raise ConfigError(f"--threshold {threshold!r}: neither a number nor a threshold.json file") from None
+        return threshold if isinstance(threshold, dict) else read_threshold(threshold)
     if calibrate_on is None:
         raise ConfigError(
             "give --threshold (a number or a threshold.json) or --calibrate-on DATA (its validation split)"
@@ -123,12 +145,14 @@ def _per_image(
     for i, name in enumerate(names):
         stem = name.split(".")[0]
         amap = res.anomaly_map[i, 0].numpy()
+        brain = bool(res.brain[i].any())  # no brain: nothing to score (not "least anomalous")
         rows.append(
             {
                 "name": name,
                 "position": "" if positions is None else round(float(positions[i]), 4),
-                "score": round(float(res.score[i]), 6),
-                "baseline_score": round(float(res.baseline_score[i]), 6),
+                "no_brain": not brain,
+                "score": round(float(res.score[i]), 6) if brain else "",
+                "baseline_score": round(float(res.baseline_score[i]), 6) if brain else "",
                 "max_code_nll": round(float(res.nll[i].max()), 4),
                 "flagged_codes": int(res.flagged[i].sum()),
                 "flagged_top_codes": int(res.top_flagged[i].sum()),
@@ -175,18 +199,22 @@ def anomaly_command(
             f"{input_path}: missing slice positions (file names do not follow case_XXX_slice_Y); give --position"
         )
     thr = resolve_threshold(threshold, calibrate_on, pair, cfg.quantile, cfg.top_quantile)
+    thresholds = Thresholds.checked(float(thr["nll_threshold"]), _optional_float(thr.get("top_nll_threshold")))
     level = map_threshold if map_threshold is not None else float(thr.get("map_threshold", DEFAULT_MAP_THRESHOLD))
     t1 = time.time()
     cond = torch.from_numpy(positions) if positions is not None else None
-    top_thr = thr.get("top_nll_threshold")
-    thresholds = Thresholds(float(thr["nll_threshold"]), None if top_thr is None else float(top_thr))
     res = detect(pair, images, cond, thresholds, cfg, progress=progress)
     t_detect = time.time() - t1
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = _per_image(res, images, names, positions, level, out if figures else None)
+    no_brain = [r["name"] for r in rows if r["no_brain"]]
+    if no_brain:
+        warnings.warn(
+            f"no brain found in {len(no_brain)} slice(s), not scored: {', '.join(no_brain[:5])}", stacklevel=2
+        )
     write_csv(rows, out / "scores.csv")
-    np.savez_compressed(out / "maps.npz", names=np.array(names), anomaly=res.anomaly_map[:, 0].half().numpy())
+    atomic_write(out / "maps.npz", lambda tmp: _save_maps(tmp, names, res.anomaly_map[:, 0].half().numpy()))
     write_json(out / "threshold.json", {**thr, "map_threshold": level})
     summary = {
         "vqvae": str(vqvae_path),
@@ -198,8 +226,18 @@ def anomaly_command(
         "seconds_total": round(time.time() - t0, 2),
         "seconds_per_slice_detect": round(t_detect / len(names), 3),
         "scores_csv": str(out / "scores.csv"),
-        "top_scores": sorted(rows, key=lambda r: -r["score"])[:5],
+        "top_scores": sorted((r for r in rows if not r["no_brain"]), key=lambda r: -r["score"])[:5],
+        "no_brain": no_brain,
         **pair.summary_warnings(),
     }
     write_json(out / "anomaly_summary.json", summary)
     return summary
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)
+
+
+def _save_maps(path: Path, names: list[str], maps: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a file, not a name: numpy would add ".npz" to a temporary name
+        np.savez_compressed(fh, names=np.array(names), anomaly=maps)

@@ -11,9 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from brainvq.io import atomic_write  # noqa: E402
+from brainvq.io import atomic_write, write_png  # noqa: E402
 
 
 def overlay_figure(
@@ -56,11 +55,8 @@ def overlay_figure(
 
 def save_png(arr: np.ndarray, path: Path, vmax: float = 1.0) -> Path:
     """A (H,W) float array scaled by ``vmax`` to an 8-bit grayscale PNG."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = np.clip(arr / max(vmax, 1e-8), 0, 1) * 255
-    Image.fromarray(img.round().astype(np.uint8)).save(path)
-    return path
+    return write_png(Path(path), img.round().astype(np.uint8))
 
 
 def write_csv(rows: Sequence[dict], path: Path) -> Path:

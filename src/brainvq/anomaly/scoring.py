@@ -3,6 +3,7 @@ in: :data:`~brainvq.data.brainmask.ANOMALY_BRAIN`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,6 +56,15 @@ class Thresholds:
 
     bottom: float
     top: float | None = None
+
+    @classmethod
+    def checked(cls, bottom: float, top: float | None = None) -> Thresholds:
+        """Thresholds a user gave: each a finite number >= 0 (NaN would flag nothing, a negative
+        one every code), else a one-line ConfigError."""
+        for value in (bottom, top):
+            if value is not None and not 0 <= value < math.inf:
+                raise ConfigError(f"an NLL threshold must be a finite number >= 0 (nats), got {value}")
+        return cls(bottom, top)
 
     def to_dict(self) -> dict:
         return {"nll_threshold": self.bottom, "top_nll_threshold": self.top}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import sys
@@ -52,6 +52,7 @@ from brainvq.cli.train import (
     cmd_train_vqvae,
 )
 from brainvq.errors import BrainVQError
+from brainvq.io import dumps_json
 from brainvq.runtime import keep_freed_memory
 
 __all__ = [
@@ -107,6 +108,9 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_pipeline,
 )
 
+#: the commands that write training checkpoints (an interrupted one keeps them)
+WRITE_CHECKPOINTS = (cmd_train_vqvae, cmd_train_prior, cmd_sharpen, cmd_demo, cmd_pipeline)
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``brainvq`` parser: the global flags and one subparser per command."""
@@ -119,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors print one line and exit with status 2."""
+    """Entry point. A foreseen error (bad input, unusable file or folder) prints one line and exits
+    with status 2; an unforeseen one prints one line naming it and exits with status 1; ``-v``
+    shows the traceback of either."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.verbose:
@@ -129,20 +135,29 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
     keep_freed_memory()  # training, evaluation and sampling all re-allocate large buffers
     try:
-        result = args.func(args)
+        with contextlib.ExitStack() as args.claims:  # output folders the command locked (cli.common._claim_out)
+            result = args.func(args)
     except (BrainVQError, FloatingPointError) as exc:
         if args.verbose:
             raise
         print(f"brainvq {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        kept = " (checkpoints written so far are kept)" if args.func in WRITE_CHECKPOINTS else ""
+        print(f"brainvq {args.command}: interrupted{kept}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.verbose:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"brainvq {args.command}: interrupted (checkpoints written so far are kept)",
+            f"brainvq {args.command}: unexpected error: {type(exc).__name__}: {first} "
+            "(rerun with -v for the traceback)",
             file=sys.stderr,
         )
-        return 130
+        return 1
     if result is not None and _is_rank_zero():
-        print(json.dumps(result, indent=2, default=str))
+        print(dumps_json(result, default=str))
     return 0
 
 

@@ -6,14 +6,17 @@ import argparse
 from typing import TYPE_CHECKING
 
 from brainvq.cli.common import (
+    OVERWRITE_HELP,
     _add_anomaly_args,
     _add_data_args,
     _add_model_args,
+    _claim_out,
     _data_config,
     _flags_given,
     _model_paths,
     _positive_float,
     _positive_int,
+    _seed,
 )
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     p.add_argument("--input", required=True, help="a slice image or a folder of them")
     p.add_argument("--out", default="runs/anomaly")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument(
         "--position", type=float, help="axial slice position in [0,1] for every input (default: from OASIS names)"
     )
@@ -68,15 +72,18 @@ def add_anomaly(sub: argparse._SubParsersAction) -> None:
 
 def cmd_anomaly(args: argparse.Namespace) -> dict:
     """Anomaly maps of the given slices."""
-    from brainvq.anomaly.command import anomaly_command
+    from brainvq.anomaly.command import ANOMALY_OUTPUTS, anomaly_command, read_threshold
 
+    paths = _model_paths(args)
+    threshold = read_threshold(args.threshold)  # before --overwrite clears a threshold.json in --out
+    _claim_out(args, args.out, ANOMALY_OUTPUTS)
     return anomaly_command(
-        *_model_paths(args),
+        *paths,
         args.input,
         args.out,
         position=args.position,
         slices_per_case=args.slices_per_case,
-        threshold=args.threshold,
+        threshold=threshold,
         calibrate_on=args.calibrate_on,
         config=_anomaly_config(args),
         map_threshold=args.map_threshold,
@@ -96,8 +103,9 @@ def add_evaluate_anomaly(sub: argparse._SubParsersAction) -> None:
     _add_data_args(p)
     _add_model_args(p)
     p.add_argument("--out", default="runs/anomaly_eval")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--lesioned", type=_positive_int, default=200, help="lesioned slices per lesion seed")
-    p.add_argument("--lesion-seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lesion-seeds", type=_seed, nargs="+", default=[0, 1, 2])
     p.add_argument("--max-clean", type=_positive_int, help="clean slices scored (default: the whole test split)")
     p.add_argument("--subjects", help="subjects.csv with case and cdr columns: AUROC of CDR >= 1 vs CDR 0")
     p.add_argument("--cdr-splits", nargs="+", default=["test"], choices=("train", "validate", "test"))
@@ -107,8 +115,10 @@ def add_evaluate_anomaly(sub: argparse._SubParsersAction) -> None:
 
 def cmd_evaluate_anomaly(args: argparse.Namespace) -> dict:
     """The synthetic-lesion benchmark of the anomaly maps."""
-    from brainvq.anomaly.benchmark import BenchmarkConfig, evaluate_anomaly
+    from brainvq.anomaly.benchmark import BENCHMARK_OUTPUTS, BenchmarkConfig, evaluate_anomaly
 
+    paths = _model_paths(args)
+    _claim_out(args, args.out, BENCHMARK_OUTPUTS)
     cfg = BenchmarkConfig(
         n_lesioned=args.lesioned,
         seeds=tuple(args.lesion_seeds),
@@ -118,7 +128,7 @@ def cmd_evaluate_anomaly(args: argparse.Namespace) -> dict:
         anomaly=_anomaly_config(args),
     )
     return evaluate_anomaly(
-        *_model_paths(args),
+        *paths,
         _data_config(args),
         args.out,
         cfg,

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from brainvq.errors import ConfigError
+from brainvq.errors import ConfigError, OutputError
 from brainvq.runtime import PRECISIONS
 
 if TYPE_CHECKING:
@@ -44,16 +48,76 @@ def _positive_int(s: str) -> int:
 
 
 def _positive_float(s: str) -> float:
-    """argparse type: a float > 0."""
+    """argparse type: a finite float > 0."""
     v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    if not 0 < v < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
+    return v
+
+
+def _nonnegative_float(s: str) -> float:
+    """argparse type: a finite float >= 0."""
+    v = float(s)
+    if not 0 <= v < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {s}")
+    return v
+
+
+def _temperature(s: str) -> float:
+    """argparse type of every sampling temperature: a finite float > 0."""
+    v = float(s)
+    if not 0 < v < math.inf:
+        raise argparse.ArgumentTypeError(f"temperature must be > 0 and finite, got {s}")
+    return v
+
+
+#: the largest seed every generator takes (numpy's legacy seeding and Lightning's seed_everything: 32 bits)
+MAX_SEED = 2**32 - 1
+
+
+def _seed(s: str) -> int:
+    """argparse type of every --seed: an integer in [0, MAX_SEED]."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer, got {s!r}") from None
+    if not 0 <= v <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be from 0 to {MAX_SEED}, got {s}")
     return v
 
 
 def _devices(s: str) -> int | str:
     """argparse type of --devices: a count, or a name such as ``auto``."""
     return int(s) if s.isdigit() else s
+
+
+# --- output folders ------------------------------------------------------------------------
+OVERWRITE_HELP = "replace the outputs an earlier run of this command left in --out (default: refuse)"
+
+
+def _claim_out(args: argparse.Namespace, out: str | Path, owned: Sequence[str] = ()) -> Path:
+    """Check and lock the command's output folder before any work (:func:`brainvq.runs.claim_folder`;
+    ``owned``: what the command writes there, refused from an earlier run without ``--overwrite``).
+    The claim lasts until :func:`brainvq.cli.main` returns (or the process ends)."""
+    from brainvq.runs import EarlierOutputs, claim_folder
+
+    if not str(out).strip():
+        raise OutputError("the output folder is an empty path: give a folder")
+    if _later_rank():  # the first process of a distributed run holds the folder for all of them
+        return Path(out)
+    claims = getattr(args, "claims", None)
+    if claims is None:  # a command run without main(): held until the process ends
+        claims = args.claims = contextlib.ExitStack()
+    try:
+        return claims.enter_context(claim_folder(out, owned, overwrite=getattr(args, "overwrite", False)))
+    except EarlierOutputs as exc:
+        raise OutputError(f"{exc}; give --overwrite to replace them, or another output folder") from None
+
+
+def _later_rank() -> bool:
+    """True in the processes a distributed run starts beside its first (torchrun, Lightning's
+    launcher, SLURM), which write into the first one's folders."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 # --- flag groups ---------------------------------------------------------------------------
@@ -97,7 +161,7 @@ def _add_trainer_args(p: argparse.ArgumentParser, config_name: str) -> None:
     g.add_argument("--epochs", type=_positive_int)
     g.add_argument("--batch-size", type=_positive_int)
     g.add_argument("--lr", type=_positive_float)
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=_seed)
     g.add_argument(
         "--max-minutes",
         type=_positive_float,
@@ -130,9 +194,9 @@ def _add_anomaly_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-quantile", type=float, help="two-level models: the same quantile for the top codes")
     g.add_argument("--samples", type=_positive_int, help="restorations averaged per slice")
     g.add_argument("--dilate", type=int, help="grow the flagged codes by this many codes")
-    g.add_argument("--smooth", type=float, help="Gaussian sigma (pixels) of the residual map")
+    g.add_argument("--smooth", type=_nonnegative_float, help="Gaussian sigma (pixels) of the residual map")
     g.add_argument("--batch-size", type=_positive_int)
-    g.add_argument("--seed", type=int)
+    g.add_argument("--seed", type=_seed)
     g.add_argument("--no-progress", action="store_true")
 
 

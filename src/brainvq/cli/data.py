@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from brainvq.cli.common import _flags_given, _positive_int
+from brainvq.cli.common import _claim_out, _flags_given, _positive_int, _seed
 
 
 def add_make_dataset(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_make_dataset(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--val-cases", type=_positive_int)
     p.add_argument("--test-cases", type=_positive_int)
     p.add_argument("--slices-per-case", type=_positive_int)
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_seed)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_make_dataset)
@@ -29,6 +29,7 @@ def cmd_make_dataset(args: argparse.Namespace) -> dict:
     """Write the synthetic stand-in dataset to ``args.out``."""
     from brainvq.data.standin import StandInConfig, make_standin_dataset
 
+    _claim_out(args, args.out)  # its own --overwrite: the dataset is built aside and renamed into place
     cfg = StandInConfig(
         **_flags_given(
             args,

@@ -7,15 +7,18 @@ from pathlib import Path
 
 from brainvq.cli.common import (
     MISMATCH_HELP,
+    OVERWRITE_HELP,
     _add_data_args,
     _add_generation_decoder_args,
     _add_model_args,
+    _claim_out,
     _data_config,
     _flags_given,
     _generation_decoder,
     _model_paths,
-    _positive_float,
     _positive_int,
+    _seed,
+    _temperature,
 )
 from brainvq.errors import ConfigError
 
@@ -33,6 +36,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="weights file (.safetensors or training .ckpt); default RUN/vqvae.safetensors",
     )
     p.add_argument("--out", help="output folder (default: the weights' folder)")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("--split", default="test", choices=("train", "validate", "test"))
     p.add_argument(
         "--prior",
@@ -53,13 +57,13 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="only the brain-shape check: skip the two-sample test, Fréchet distance, memorisation, diversity and tissue judges",
     )
-    p.add_argument("--temperature", type=_positive_float, default=1.0)
+    p.add_argument("--temperature", type=_temperature, default=1.0)
     p.add_argument(
         "--top-temperature",
-        type=_positive_float,
+        type=_temperature,
         help="two-level priors: sampling temperature of the top grid (default: --temperature)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -80,13 +84,14 @@ def _evaluate_weights(args: argparse.Namespace) -> tuple[Path, str | Path | None
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     """Reconstruction metrics of the VQ-VAE (its own decoder); with a prior, also the judges of generated
     slices drawn by the generation decoder (when there is one)."""
-    from brainvq.evaluate import evaluate_generation, evaluate_vqvae
+    from brainvq.evaluate import EVALUATE_OUTPUTS, evaluate_generation, evaluate_vqvae
 
     weights, prior, out = _evaluate_weights(args)
     if args.generation_decoder and not prior:
         raise ConfigError("--generation-decoder draws generated slices: give --prior too")
     if args.top_temperature is not None and not prior:
         raise ConfigError("--top-temperature is a sampling temperature: give --prior too")
+    _claim_out(args, out, EVALUATE_OUTPUTS)
     prog = not args.no_progress
     result = evaluate_vqvae(weights, _data_config(args), out, split=args.split, progress=prog)
     if not prior:
@@ -115,28 +120,30 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     _add_model_args(p)
     _add_generation_decoder_args(p)
     p.add_argument("--out", default="runs/samples")
-    p.add_argument("--n", type=int, default=16, help="number of slices")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
+    p.add_argument("--n", type=_positive_int, default=16, help="number of slices")
     p.add_argument(
         "--position",
         type=float,
         help="axial slice position in [0,1] (default: spread over 0.1..0.9)",
     )
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--temperature", type=_temperature, default=1.0)
     p.add_argument(
         "--top-temperature",
-        type=_positive_float,
+        type=_temperature,
         help="two-level priors: sampling temperature of the top grid (default: --temperature)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_sample)
 
 
 def cmd_sample(args: argparse.Namespace) -> dict:
     """Draw new slices from the prior with the generation decoder (or the reconstruction one)."""
-    from brainvq.sample.generate import sample_command
+    from brainvq.sample.generate import sample_command, sample_outputs
 
     vqvae, prior = _model_paths(args)
+    _claim_out(args, args.out, sample_outputs())
     return sample_command(
         vqvae,
         prior,

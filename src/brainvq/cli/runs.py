@@ -13,10 +13,12 @@ from brainvq.cli.common import (
     PRECISION_HELP,
     TOTAL_HELP,
     _add_data_args,
+    _claim_out,
     _data_config,
     _flags_given,
     _positive_float,
     _positive_int,
+    _seed,
     _total_budget,
 )
 from brainvq.errors import ConfigError
@@ -40,7 +42,7 @@ def add_check_judges(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n", type=_positive_int, help="images per side (default: JudgeConfig's, 256)")
     p.add_argument("--folds", type=_positive_int, help="subject-grouped folds of the two-sample classifier")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_seed)
     p.add_argument("--out", default="runs/judges", help="folder for judge_table.{csv,json,md}")
     p.add_argument(
         "--whole-image",
@@ -58,6 +60,7 @@ def cmd_check_judges(args: argparse.Namespace) -> dict:
     from brainvq.judges.power import JudgeConfig
     from brainvq.models.weights import load_vqvae
 
+    _claim_out(args, args.out)  # judge_table.* are rewritten whole
     data = _data_config(args)
     prog = not args.no_progress
     train, val, test = (load_split(data, s, progress=prog) for s in ("train", "validate", "test"))
@@ -96,7 +99,7 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="end to end on the stand-in dataset: data, VQ-VAE, evaluation, prior, samples")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data-dir", default="data/standin")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument(
         "--pretrained",
         choices=(*sorted(PRETRAINED), "none"),
@@ -124,6 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     from brainvq.recipes import get_recipe
 
     t0 = time.time()
+    _claim_out(args, args.out)  # a rerun continues the run in it (--fresh starts over)
     recipe = dataclasses.replace(
         get_recipe("demo"),
         **_flags_given(
@@ -176,7 +180,7 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
     _add_data_args(p)
     p.add_argument("--out", default="runs/pipeline")
     p.add_argument("--recipe", default="quality-cpu", help=", ".join(RECIPES))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--samples", type=_positive_int, help="generated slices to judge (default: the recipe's)")
     p.add_argument("--precision", choices=PRECISIONS, help=PRECISION_HELP)
     p.add_argument("--accelerator", help="default: the recipe's")
@@ -196,6 +200,7 @@ def cmd_pipeline(args: argparse.Namespace) -> dict:
         **_flags_given(args, samples="samples", precision="precision", accelerator="accelerator"),
         **_total_budget(args),
     )
+    _claim_out(args, args.out)  # a rerun continues the run in it (--fresh starts over)
     return run_pipeline(
         _data_config(args), Path(args.out), recipe, seed=args.seed, progress=not args.no_progress, fresh=args.fresh
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from brainvq.cli.common import (
     _add_data_args,
     _add_trainer_args,
+    _claim_out,
     _data_config,
     _data_over,
     _flags_given,
@@ -53,6 +54,17 @@ PRIOR_ARCHITECTURE_FLAGS = (
     "unconditional",
     "intensity_scale",
 )
+
+
+def _resume(args: argparse.Namespace, out: str) -> str | None:
+    """Claim the training command's folder (it reuses it: --resume continues the run in it) and
+    check that ``--resume`` without a file has a checkpoint there to resume from."""
+    from brainvq.train.common import last_checkpoints
+
+    _claim_out(args, out)
+    if args.resume in ("last", "auto") and not last_checkpoints(out):
+        raise ConfigError(f"--resume: no checkpoint in {out} to resume from (leave out --resume to start training)")
+    return args.resume
 
 
 # --- train-vqvae ---------------------------------------------------------------------------
@@ -120,7 +132,8 @@ def cmd_train_vqvae(args: argparse.Namespace) -> dict:
     """Train the VQ-VAE."""
     from brainvq.train.vqvae import train_vqvae
 
-    return train_vqvae(_vqvae_train_config(args), resume=args.resume)
+    cfg = _vqvae_train_config(args)
+    return train_vqvae(cfg, resume=_resume(args, cfg.out_dir))
 
 
 # --- train-prior ---------------------------------------------------------------------------
@@ -214,7 +227,8 @@ def cmd_train_prior(args: argparse.Namespace) -> dict:
     """Train the PixelCNN prior on a trained VQ-VAE's codes."""
     from brainvq.train.prior import train_prior
 
-    return train_prior(_prior_train_config(args), resume=args.resume)
+    cfg = _prior_train_config(args)
+    return train_prior(cfg, resume=_resume(args, cfg.out_dir))
 
 
 # --- sharpen -------------------------------------------------------------------------------
@@ -246,4 +260,4 @@ def cmd_sharpen(args: argparse.Namespace) -> dict:
         out_dir=args.out,
         **_flags_given(args, adversarial_weight="adversarial_weight", adversarial_start="adversarial_start"),
     )
-    return train_sharpen(cfg, resume=args.resume)
+    return train_sharpen(cfg, resume=_resume(args, cfg.out_dir))

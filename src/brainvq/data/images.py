@@ -49,6 +49,10 @@ def read_gray(
             im.load()
             mode = im.mode
             img = im.copy()
+    except Image.DecompressionBombError:
+        raise DataError(
+            f"{path}: image too large to decode safely (over {Image.MAX_IMAGE_PIXELS * 2} pixels, PIL's limit)"
+        ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {exc}") from None
     if mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LA"):

@@ -197,8 +197,8 @@ class ModelPair(nn.Module):
             return
         if "top" not in self.levels:
             raise ConfigError("a top-level temperature needs a two-level prior; this one has a single level")
-        if not top_temperature > 0:
-            raise ConfigError(f"the top-level temperature must be > 0, got {top_temperature}")
+        if not 0 < top_temperature < float("inf"):
+            raise ConfigError(f"the top-level temperature must be > 0 and finite, got {top_temperature}")
 
     @property
     def conditional(self) -> bool:

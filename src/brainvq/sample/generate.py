@@ -3,18 +3,18 @@ when there is one), save images and figures."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
 from brainvq.errors import ConfigError
-from brainvq.io import write_json
+from brainvq.io import atomic_write, write_json, write_png
 from brainvq.models.levels import Codes
 from brainvq.models.pair import ModelPair
 from brainvq.report import figures
@@ -52,6 +52,8 @@ def generate(
 ) -> Generated:
     """Sample ``n`` (or ``len(positions)``) code grids and draw them (:meth:`ModelPair.draw`).
     A two-level prior draws its top grid at ``top_temperature`` (default ``temperature``)."""
+    if not 0 < temperature < math.inf:
+        raise ConfigError(f"the sampling temperature must be > 0 and finite, got {temperature}")
     if pair.conditional:
         if positions is None:
             raise ConfigError("this prior is conditioned on slice position: give positions")
@@ -89,9 +91,8 @@ def save_generated(
     """Individual PNGs, a grid (``ncols`` wide; ``suptitle`` default: which decoder drew the
     prior's samples), the code maps (figure + tensor)."""
     out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(gen.images):
-        Image.fromarray((img[0].numpy() * 255).round().astype(np.uint8)).save(out_dir / "images" / f"{tag}_{i:03d}.png")
+        write_png(out_dir / "images" / f"{tag}_{i:03d}.png", (img[0].numpy() * 255).round().astype(np.uint8))
     titles = [f"pos {p:.2f}" if np.isfinite(p) else f"#{i}" for i, p in enumerate(gen.positions)]
     figures.image_grid(
         gen.images,
@@ -103,15 +104,53 @@ def save_generated(
     k = min(8, len(gen.codes))
     figures.code_map_figure(gen.images[:k], gen.codes[:k], num_codes, out_dir / f"{tag}_code_maps.png", titles[:k])
     scales = None if gen.scales is None else torch.from_numpy(gen.scales)
-    torch.save(
-        {"codes": gen.codes, "top": gen.top, "positions": torch.from_numpy(gen.positions), "scales": scales},
-        out_dir / f"{tag}_codes.pt",
-    )
+    codes = {"codes": gen.codes, "top": gen.top, "positions": torch.from_numpy(gen.positions), "scales": scales}
+    atomic_write(out_dir / f"{tag}_codes.pt", lambda tmp: torch.save(codes, tmp))
     return {
         "grid": str(out_dir / f"{tag}_grid.png"),
         "code_maps": str(out_dir / f"{tag}_code_maps.png"),
         "n": len(gen.codes),
     }
+
+
+def sample_outputs(tag: str = "sample") -> tuple[str, ...]:
+    """The names :func:`save_generated` (and :func:`sample_command`'s summary) write in a folder."""
+    return ("images", f"{tag}_grid.png", f"{tag}_code_maps.png", f"{tag}_codes.pt", f"{tag}_summary.json")
+
+
+def draw_and_save(
+    pair: ModelPair,
+    positions: np.ndarray,
+    out_dir: Path,
+    *,
+    temperature: float = 1.0,
+    top_temperature: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[Generated, dict]:
+    """The one sampling path of ``sample`` and ``evaluate``: ``len(positions)`` slices (at
+    ``positions`` when the prior is conditioned on them) drawn by :func:`generate`, saved in
+    ``out_dir`` (:func:`save_generated`), and the summary fields both commands write."""
+    gen = generate(
+        pair,
+        positions if pair.conditional else None,
+        n=len(positions),
+        temperature=temperature,
+        seed=seed,
+        progress=progress,
+        top_temperature=top_temperature,
+    )
+    saved = save_generated(gen, Path(out_dir), pair.num_codes)
+    summary = {
+        "decoder": pair.decoder_record(),
+        "temperature": temperature,
+        **({"top_temperature": top_temperature} if top_temperature is not None else {}),
+        "seed": seed,
+        **({"intensity_scales": gen.scales.tolist()} if gen.scales is not None else {}),
+        **saved,
+        **pair.summary_warnings(),
+    }
+    return gen, summary
 
 
 @torch.no_grad()
@@ -180,34 +219,20 @@ def sample_command(
     """What ``brainvq sample`` does: N samples (near ``position`` or spread over the axial range),
     drawn by ``generation_decoder`` when given, else by the VQ-VAE's own (reconstruction) decoder."""
     if n < 1:
-        raise ConfigError(f"--n must be >= 1, got {n}")
-    if not temperature > 0:
-        raise ConfigError(f"--temperature must be > 0, got {temperature}")
+        raise ConfigError(f"the number of slices must be >= 1, got {n}")
     if position is not None and not 0 <= position <= 1:
         raise ConfigError(f"--position must be in [0, 1], got {position}")
     pair = ModelPair.load(vqvae_path, prior_path, allow_mismatch=allow_mismatch, generation_decoder=generation_decoder)
     positions = np.full(n, position, np.float32) if position is not None else spread_positions(n)
-    gen = generate(
+    gen, drawn = draw_and_save(
         pair,
-        positions if pair.conditional else None,
-        n=n,
+        positions,
+        Path(out_dir),
         temperature=temperature,
+        top_temperature=top_temperature,
         seed=seed,
         progress=progress,
-        top_temperature=top_temperature,
     )
-    out = save_generated(gen, Path(out_dir), pair.num_codes)
-    summary = {
-        "vqvae": str(vqvae_path),
-        "prior": str(prior_path),
-        "decoder": pair.decoder_record(),
-        "temperature": temperature,
-        **({"top_temperature": top_temperature} if top_temperature is not None else {}),
-        "seed": seed,
-        "positions": gen.positions.tolist(),
-        **({"intensity_scales": gen.scales.tolist()} if gen.scales is not None else {}),
-        **out,
-        **pair.summary_warnings(),
-    }
+    summary = {"vqvae": str(vqvae_path), "prior": str(prior_path), "positions": gen.positions.tolist(), **drawn}
     write_json(Path(out_dir) / "sample_summary.json", summary)
     return summary

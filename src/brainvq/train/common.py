@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, Timer, TQDMPr
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from brainvq.checkpoint import load_training_checkpoint
 from brainvq.errors import ConfigError
 from brainvq.io import atomic_write, remove_stale_temp_files, to_plain
 from brainvq.runtime import PRECISIONS, cpu_info, keep_freed_memory, resolve_precision
@@ -251,16 +252,27 @@ def names_checkpoint(resume: bool | str | None) -> bool:
     return isinstance(resume, str) and resume not in ("auto", "last")
 
 
+def last_checkpoints(out_dir: str | Path) -> list[Path]:
+    """The ``last.ckpt`` files a training run left in ``out_dir`` (or in one of its phase subfolders)."""
+    out = Path(out_dir)
+    return [p for p in (out / "checkpoints" / "last.ckpt", *out.glob("*/checkpoints/last.ckpt")) if p.is_file()]
+
+
 def resume_path(out_dir: Path, resume: bool | str | None) -> str | None:
-    """``True`` -> the run's ``last.ckpt`` if present; a string -> that file; else None."""
+    """``True`` -> the run's ``last.ckpt`` if present; a string -> that file; else None. The file
+    is read once here, so that a truncated or corrupt one stops with one line (CheckpointError)."""
     if not resume:
         return None
     if names_checkpoint(resume):
         if not Path(resume).is_file():
             raise ConfigError(f"{resume}: checkpoint to resume from not found")
-        return resume
-    last = out_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+        path = Path(resume)
+    else:
+        path = Path(out_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            return None
+    load_training_checkpoint(path)
+    return str(path)
 
 
 def cosine_lr(progress: float, step: int, warmup: int = 50) -> float:

@@ -14,7 +14,7 @@ from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.errors import DataError
-from brainvq.io import atomic_write, write_json
+from brainvq.io import write_arrays, write_json
 from brainvq.judges.generation import GenerationMetricsConfig, generation_metrics
 from brainvq.metrics.reconstruction import reconstruct
 from brainvq.models.weights import load_vqvae
@@ -98,9 +98,7 @@ def measure_samples(
         positions, source = drawn_positions, "drawn from the test split (unconditional prior, judges not run)"
     if judges:  # the judges whose power `brainvq check-judges` measures
         t = time.time()
-        judged, estimated = judge_samples(
-            gen.images, gen.positions, pair, train, val, test, seed, progress, area_model
-        )
+        judged, estimated = judge_samples(gen.images, gen.positions, pair, train, val, test, seed, progress, area_model)
         summary.update(judged)
         timings["judges_s"] = round(time.time() - t, 1)
         if unconditional:
@@ -210,13 +208,8 @@ def evaluate_vqvae(
         )
     summary["figures"] = sorted(str(p) for p in fig_dir.glob("*.png"))
     write_json(out / "eval_metrics.json", summary)
-    atomic_write(out / "test_ssim.npy", lambda tmp: _save_npy(tmp, res.ssim))
+    write_arrays(out / "test_ssim.npy", res.ssim)
     return summary
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a file, not a name: np.save would add ".npy" to a temporary name
-        np.save(fh, array)
 
 
 def _sample_figures(pair, gen, test: SliceSet, out: Path, *, seed: int, temperature: float, top_temperature) -> None:

@@ -146,3 +146,16 @@ def write_png(path: Path, image: Any) -> Path:
     img = image if isinstance(image, Image.Image) else Image.fromarray(image)
     atomic_write(Path(path), lambda tmp: img.save(tmp, format="PNG"))
     return Path(path)
+
+
+def write_arrays(path: Path, array: Any = None, **arrays: Any) -> Path:
+    """Atomically write one numpy ``array`` as ``.npy``, or named ``arrays`` as a compressed ``.npz``
+    (into an open file: numpy would add its suffix to a temporary name)."""
+    import numpy as np
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array) if array is not None else np.savez_compressed(fh, **arrays)
+
+    atomic_write(Path(path), save)
+    return Path(path)

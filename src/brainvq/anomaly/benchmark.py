@@ -23,7 +23,7 @@ from brainvq.data.dataset import as_tensor
 from brainvq.data.slices import SliceSet
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.errors import ConfigError, DataError
-from brainvq.io import atomic_write, write_json
+from brainvq.io import write_arrays, write_json
 from brainvq.models.pair import ModelPair
 
 METHODS = {"restoration": ("anomaly_map", "score"), "baseline": ("baseline_map", "baseline_score")}
@@ -158,7 +158,7 @@ def _lesions(bench: _Bench, seed: int, clean: AnomalyResult, per_seed: dict, row
     pick = np.sort(rng.choice(bench.clean_idx, cfg.n_lesioned, replace=cfg.n_lesioned > len(bench.clean_idx)))
     images, masks, params = lesion_set(bench.images[pick, 0].numpy(), seed, cfg.lesion)
     names = [test.names[i] for i in pick]
-    atomic_write(bench.out / f"lesions_seed{seed}.npz", lambda tmp: _save_lesions(tmp, pick, names, masks))
+    write_arrays(bench.out / f"lesions_seed{seed}.npz", index=pick, names=np.array(names), masks=masks)
     t = time.time()
     les = bench.detect(torch.from_numpy(images)[:, None], bench.positions[pick])
     seconds = time.time() - t
@@ -290,8 +290,3 @@ def _figures(
             truth=masks[k],
             title=f"{names[k]}: baseline (reconstruction residual), score {res.baseline_score[k]:.3f}",
         )
-
-
-def _save_lesions(path: Path, index: np.ndarray, names: list[str], masks: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a file, not a name: numpy would add ".npz" to a temporary name
-        np.savez_compressed(fh, index=index, names=np.array(names), masks=masks)

@@ -19,7 +19,7 @@ from brainvq.data.oasis import parse_slice_name
 from brainvq.data.slices import positions_from_indices
 from brainvq.data.sources import DataConfig, load_split
 from brainvq.errors import ConfigError, DataError
-from brainvq.io import atomic_write, write_json
+from brainvq.io import write_arrays, write_json
 from brainvq.models.pair import ModelPair
 
 DEFAULT_MAP_THRESHOLD = 0.1  # contour level of the smoothed residual when no calibrated one is stored
@@ -214,7 +214,7 @@ def anomaly_command(
             f"no brain found in {len(no_brain)} slice(s), not scored: {', '.join(no_brain[:5])}", stacklevel=2
         )
     write_csv(rows, out / "scores.csv")
-    atomic_write(out / "maps.npz", lambda tmp: _save_maps(tmp, names, res.anomaly_map[:, 0].half().numpy()))
+    write_arrays(out / "maps.npz", names=np.array(names), anomaly=res.anomaly_map[:, 0].half().numpy())
     write_json(out / "threshold.json", {**thr, "map_threshold": level})
     summary = {
         "vqvae": str(vqvae_path),
@@ -236,8 +236,3 @@ def anomaly_command(
 
 def _optional_float(value: object) -> float | None:
     return None if value is None else float(value)
-
-
-def _save_maps(path: Path, names: list[str], maps: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a file, not a name: numpy would add ".npz" to a temporary name
-        np.savez_compressed(fh, names=np.array(names), anomaly=maps)

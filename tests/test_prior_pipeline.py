@@ -113,7 +113,9 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
     assert summary["positions"] == pytest.approx([0.6] * 3)
     assert len(list((out / "images").glob("*.png"))) == 3 and (out / "sample_grid.png").is_file()
     first = torch.load(out / "sample_codes.pt", weights_only=True)["codes"]
-    assert main([*args, "--position", "0.6", "--seed", "5"]) == 0  # same seed, same samples
+    assert main([*args, "--position", "0.6", "--seed", "5"]) == 2  # the folder holds a run's outputs
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*args, "--position", "0.6", "--seed", "5", "--overwrite"]) == 0  # same seed, same samples
     capsys.readouterr()
     assert torch.equal(first, torch.load(out / "sample_codes.pt", weights_only=True)["codes"])
     assert main([*args, "--temperature", "-1"]) == 2

@@ -203,6 +203,7 @@ def check_judges(
         gap_rows, results["prior_gap"] = gap_power(judges, vqvae, drawer or vqvae, validation, test, rng)
         rows += gap_rows
         timings["gap_s"] = round(time.time() - t0 - timings["total_s"], 1)
+        timings["total_s"] = round(time.time() - t0, 1)
     else:
         notes["prior_gap"] = "skipped: no VQ-VAE given (--vqvae)"
     extra = {

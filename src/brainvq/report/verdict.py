@@ -49,16 +49,17 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         )
         fd = g["frechet"]
         lines.append(
-            f"Fréchet distance: {fd['value']:.1f}, {fd['ratio']:.1f}x its validation-vs-test floor {fd['floor']:.1f}."
+            f"Fréchet distance: {_num(fd['value'], '.1f')}, {_num(fd['ratio'], '.1f')}x its validation-vs-test floor "
+            f"{_num(fd['floor'], '.1f')}."
         )
         v = g["ventricles"]
-        lines.append(f"Ventricle area per position: {v['ratio']:.2f}x the validation-vs-test difference.")
+        lines.append(f"Ventricle area per position: {_num(v['ratio'], '.2f')}x the validation-vs-test difference.")
         s = g["symmetry"]
         lines.append(f"Left-right symmetry: {_pct(s['value'])} of generated slices inside the real range.")
         verdicts = ", ".join(f"{k} {'ok' if x['accept'] else 'REJECTS'}" for k, x in g.items())
         lines.append(f"Judges: {verdicts}. {'All accept.' if judged['accepted_by_all'] else 'Not all accept.'}")
         parts = [
-            f"{row}: classifier {b['c2st']:.2f}, Fréchet {b['frechet_ratio']:.1f}x"
+            f"{row}: classifier {_num(b['c2st'], '.2f')}, Fréchet {_num(b['frechet_ratio'], '.1f')}x"
             for row, b in (judged.get("feature_breakdown") or {}).items()
             if row != "brain region (acceptance)"
         ]
@@ -71,14 +72,19 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         lines.append(
             f"Against the {drawer} decoder's reconstructions of real test slices (the best any prior can reach "
             f"with this decoder): two-sample accuracy {g['c2st']['accuracy']:.2f} (reconstructed validation vs test "
-            f"{r['c2st']['accuracy']:.2f}), Fréchet distance {g['frechet']['ratio']:.1f}x its floor."
+            f"{r['c2st']['accuracy']:.2f}), Fréchet distance {_num(g['frechet']['ratio'], '.1f')}x its floor."
         )
     return lines
 
 
+def _num(x: float | None, spec: str) -> str:
+    """``x`` formatted, or "n/a" where JSON held a non-finite number as null."""
+    return "n/a" if x is None else format(x, spec)
+
+
 def _gap_numbers(v: dict) -> str:
     err = f" ± {v['c2st_stderr']:.2f}" if v.get("c2st_stderr") is not None else ""
-    return f"classifier {v['c2st']:.2f}{err}, Fréchet {v['frechet_ratio']:.1f}x its floor"
+    return f"classifier {_num(v['c2st'], '.2f')}{err}, Fréchet {_num(v['frechet_ratio'], '.1f')}x its floor"
 
 
 def prior_gap_lines(gen: dict) -> list[str]:
@@ -91,21 +97,21 @@ def prior_gap_lines(gen: dict) -> list[str]:
     lines = [
         f"Prior's gap (the generation verdict; samples vs the {gap['decoder']} decoder's reconstructions of "
         f"real test slices, brain region): {_gap_numbers(v)} (reconstructed validation vs test: classifier "
-        f"{gap['floor']['c2st']:.2f}; accept <= {t['c2st_accept']} and <= {t['fd_max_ratio']:g}x): "
+        f"{_num(gap['floor']['c2st'], '.2f')}; accept <= {t['c2st_accept']} and <= {t['fd_max_ratio']:g}x): "
         f"{'ACCEPTED' if v['accept'] else 'REJECTED'}."
     ]
     if "level_split" in gap:
         split, floor = gap["level_split"], gap["floor"]["c2st"]
         excess = v["c2st"] - floor
-        share = f"; {100 * (split['c2st'] - floor) / excess:.0f} % of the samples' excess" if excess > 0.02 else ""
+        share = f" ({100 * (split['c2st'] - floor) / excess:.0f} % of the samples' excess over the floor)"
         lines.append(
-            f"Level split: real top grids with bottom grids drawn by the prior read {_gap_numbers(split)} "
-            f"(classifier above its floor by {split['c2st'] - floor:.2f}{share}: the bottom level's part of the gap)."
+            f"Level split: real top grids with bottom grids drawn by the prior read {_gap_numbers(split)}"
+            f"{share if excess > 0.02 else ''}: the bottom level's part of the gap."
         )
     d = gap.get("decoder_gap")
     if d:
         lines.append(
             f"Decoder's gap (diagnostic): its reconstructions vs real test slices, classifier "
-            f"{d['c2st']['accuracy']:.2f}, Fréchet {d['frechet']['ratio']:.1f}x its floor."
+            f"{_num(d['c2st']['accuracy'], '.2f')}, Fréchet {_num(d['frechet']['ratio'], '.1f')}x its floor."
         )
     return lines

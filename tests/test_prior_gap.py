@@ -67,3 +67,24 @@ def test_the_gap_judge_accepts_reconstructions_and_rejects_20_percent_random_bot
 def test_the_gap_thresholds_are_the_issue_35_lines():
     cfg = gap_config(JudgeConfig())
     assert cfg.fd_max_ratio == 2.0 and cfg.c2st_accept == 0.75 and JudgeConfig().fd_max_ratio == 3.0
+
+
+def test_the_verdict_opens_with_the_prior_gap_and_reads_null_numbers_as_n_a():
+    from brainvq.report.verdict import prior_gap_lines, verdict_lines
+
+    res = {"c2st": 0.86, "c2st_stderr": 0.03, "frechet_ratio": 5.1, "accept": False}
+    gap = {
+        "verdict": res,
+        "level_split": {**res, "c2st": 0.77},
+        "floor": {**res, "c2st": 0.30, "frechet_ratio": 1.0},
+        "thresholds": {"c2st_accept": 0.75, "fd_max_ratio": 2.0},
+        "decoder": "generation",
+        "decoder_gap": {"c2st": {"accuracy": 0.67}, "frechet": {"ratio": None}},
+    }
+    lines = verdict_lines({"warnings": []}, {"prior_gap": gap})
+    assert lines[0].startswith("Prior's gap") and "REJECTED" in lines[0] and "<= 2x" in lines[0]
+    assert "84 % of the samples' excess" in lines[1]  # (0.77 - 0.30) / (0.86 - 0.30)
+    assert "Fréchet n/a" in lines[2]
+    null = {**gap, "verdict": {**res, "c2st": None}, "level_split": {**res, "frechet_ratio": None}}
+    lines = prior_gap_lines({"prior_gap": null})
+    assert "classifier n/a" in lines[0] and "Fréchet n/ax" in lines[1]

@@ -118,7 +118,9 @@ def test_sample_and_evaluate_cli(trained: tuple[Path, Path, Path], tmp_path: Pat
     assert main([*args, "--position", "0.6", "--seed", "5", "--overwrite"]) == 0  # same seed, same samples
     capsys.readouterr()
     assert torch.equal(first, torch.load(out / "sample_codes.pt", weights_only=True)["codes"])
-    assert main([*args, "--temperature", "-1"]) == 2
+    with pytest.raises(SystemExit) as refused:  # argparse's own error: usage and one line
+        main([*args, "--temperature", "-1"])
+    assert refused.value.code == 2
     assert "temperature must be > 0" in capsys.readouterr().err
 
     ev = tmp_path / "eval"

@@ -48,7 +48,7 @@ def test_report_contents(report_run: Path):
     gap = generation["prior_gap"]  # the generation verdict: samples vs the drawing decoder's reconstructions
     assert {"verdict", "level_split", "floor", "sets", "decoder_gap"} <= set(gap)
     assert set(gap["sets"]) == {"samples", "bottom_redrawn", "floor"} and gap["thresholds"]["fd_max_ratio"] == 2.0
-    assert "The prior's gap (the generation verdict)" in page and "Level split" in page
+    assert "prior&#x27;s gap (the generation verdict)</h2>" in page and "Level split: real top grids" in page
     metrics = generation["metrics"]
     assert {"memorisation", "diversity", "tissue"} <= set(metrics)
     assert "frechet_position_features" not in metrics  # the legacy, unchecked Fréchet distance is gone

@@ -65,10 +65,10 @@ def _nonnegative_float(s: str) -> float:
 
 def _temperature(s: str) -> float:
     """argparse type of every sampling temperature: a finite float > 0."""
-    v = float(s)
-    if not 0 < v < math.inf:
-        raise argparse.ArgumentTypeError(f"temperature must be > 0 and finite, got {s}")
-    return v
+    try:
+        return _positive_float(s)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"temperature must be > 0 and finite, got {s}") from None
 
 
 #: the largest seed every generator takes (numpy's legacy seeding and Lightning's seed_everything: 32 bits)

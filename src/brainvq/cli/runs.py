@@ -33,9 +33,7 @@ def add_check_judges(sub: argparse._SubParsersAction) -> None:
         help="power check: every generation judge on known-bad sets and on real validation vs test",
     )
     _add_data_args(p)
-    p.add_argument(
-        "--vqvae", help="VQ-VAE weights for the texture-blob set and the prior's-gap rows (skipped without)"
-    )
+    p.add_argument("--vqvae", help="VQ-VAE weights for the texture-blob set and the prior's-gap rows (skipped without)")
     p.add_argument(
         "--generation-decoder",
         help="VQ-VAE weights whose decoder draws the prior's-gap rows' reconstructions (default: --vqvae's)",

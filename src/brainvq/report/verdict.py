@@ -44,8 +44,8 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         c2 = g["c2st"]
         lines.append(
             f"Against real test slices (diagnostic: the decoder's gap and the prior's together; brain region): "
-            f"classifier accuracy {c2['accuracy']:.2f} ± {c2['stderr']:.2f} (real validation vs test "
-            f"{r['c2st']['accuracy']:.2f}; retired line for CPU recipes {judged['config']['c2st_accept']})."
+            f"classifier accuracy {_num(c2['accuracy'], '.2f')} ± {_num(c2['stderr'], '.2f')} (real validation vs "
+            f"test {_num(r['c2st']['accuracy'], '.2f')}; retired line for CPU recipes {judged['config']['c2st_accept']})."
         )
         fd = g["frechet"]
         lines.append(
@@ -71,8 +71,8 @@ def verdict_lines(summary: dict, generation: dict | None = None) -> list[str]:
         g, r = decoded["generated_vs_test"], decoded["validation_vs_test"]
         lines.append(
             f"Against the {drawer} decoder's reconstructions of real test slices (the best any prior can reach "
-            f"with this decoder): two-sample accuracy {g['c2st']['accuracy']:.2f} (reconstructed validation vs test "
-            f"{r['c2st']['accuracy']:.2f}), Fréchet distance {_num(g['frechet']['ratio'], '.1f')}x its floor."
+            f"with this decoder): two-sample accuracy {_num(g['c2st']['accuracy'], '.2f')} (reconstructed validation "
+            f"vs test {_num(r['c2st']['accuracy'], '.2f')}), Fréchet distance {_num(g['frechet']['ratio'], '.1f')}x its floor."
         )
     return lines
 
@@ -101,12 +101,13 @@ def prior_gap_lines(gen: dict) -> list[str]:
         f"{'ACCEPTED' if v['accept'] else 'REJECTED'}."
     ]
     if "level_split" in gap:
-        split, floor = gap["level_split"], gap["floor"]["c2st"]
-        excess = v["c2st"] - floor
-        share = f" ({100 * (split['c2st'] - floor) / excess:.0f} % of the samples' excess over the floor)"
+        split, floor, share = gap["level_split"], gap["floor"]["c2st"], ""
+        if None not in (v["c2st"], split["c2st"], floor) and v["c2st"] - floor > 0.02:
+            part = (split["c2st"] - floor) / (v["c2st"] - floor)
+            share = f" ({100 * part:.0f} % of the samples' excess over the floor)"
         lines.append(
             f"Level split: real top grids with bottom grids drawn by the prior read {_gap_numbers(split)}"
-            f"{share if excess > 0.02 else ''}: the bottom level's part of the gap."
+            f"{share}: the bottom level's part of the gap."
         )
     d = gap.get("decoder_gap")
     if d:

@@ -25,6 +25,7 @@ from brainvq.judges.anatomy import (
 from brainvq.judges.check import REAL, check_judges, make_sets
 from brainvq.judges.features import FeatureConfig
 from brainvq.judges.power import DESIGNED_TO_REJECT, JUDGES, JudgeConfig, fit_judges
+from brainvq.judges.prior_gap import RANDOM_BOTTOM_FRACTIONS, random_bottom_name
 from brainvq.judges.shape import AreaModel
 from brainvq.judges.twosample import classifier_two_sample, frechet, group_folds
 
@@ -267,6 +268,21 @@ def test_make_sets_builds_every_set_from_the_real_slices():
     assert "texture_blobs" in with_vq
 
 
+def check_gap_rows(doc: dict) -> None:
+    """The prior's-gap rows of a ``check-judges`` table (with a VQ-VAE): every set and judge, the
+    reconstructed validation slices accepted, 20 % random bottom codes rejected. Checked in
+    the check-judges test below, so that the table is built once."""
+    cells = {(r["set"], r["judge"]): r for r in doc["rows"] if r["set"].startswith("gap:")}
+    names = ["gap:reconstructed_validation", *(f"gap:{random_bottom_name(f)}" for f in RANDOM_BOTTOM_FRACTIONS)]
+    assert set(cells) == {(s, j) for s in names for j in ("c2st", "frechet")}
+    worst = f"gap:{random_bottom_name(0.2)}"
+    assert cells[(worst, "c2st")]["verdict"] == "reject" or cells[(worst, "frechet")]["verdict"] == "reject"
+    assert cells[(worst, "c2st")]["pass"]
+    assert cells[("gap:reconstructed_validation", "frechet")]["verdict"] == "accept"
+    gap = doc["details"]["prior_gap"]
+    assert gap[random_bottom_name(0.2)]["frechet"]["ratio"] > gap["floor"]["frechet"]["ratio"]
+
+
 def test_check_judges_writes_every_cell_and_the_cheap_judges_can_tell(tmp_path: Path):
     root = write_brains(
         tmp_path / "d", {"train": list(range(1, 9)), "validate": [20, 21, 22, 23], "test": [30, 31, 32, 33]}
@@ -288,6 +304,7 @@ def test_check_judges_writes_every_cell_and_the_cheap_judges_can_tell(tmp_path: 
         assert cells[(REAL, judge)]["verdict"] == "accept", cells[(REAL, judge)]
     assert cells[("blur", "c2st")]["expected"] == "reject" and "blur" in DESIGNED_TO_REJECT["c2st"]
     assert res["all_pass"] == all(r["pass"] for r in doc["rows"])
+    check_gap_rows(doc)  # the prior's-gap rows: reconstructed validation accepted, 20 % random codes rejected
 
 
 def test_check_judges_command_and_html_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -36,7 +36,7 @@ n = 256
 rng = np.random.default_rng(seed)
 positions = np.sort(rng.choice(np.asarray(test.positions), n, replace=False))
 rng = np.random.default_rng(seed + 1)
-(t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = pg._pick(test, n, rng), pg._pick(val, n, rng)
+(t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = pg.pick_slices(test, n, rng), pg.pick_slices(val, n, rng)
 drawer = pair.drawing_vqvae
 t_codes, v_codes = pg.encode(pair.vqvae, t_img), pg.encode(pair.vqvae, v_img)
 ref = judges.profile(pg.draw(drawer, t_codes), t_pos, t_grp)

@@ -28,11 +28,6 @@ from brainvq.judges.power import DESIGNED_TO_REJECT, JUDGES, FittedJudges, Judge
 REAL = "real_test"
 
 
-def _sample(data: SliceSet, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    idx = np.sort(rng.permutation(len(data))[: min(n, len(data))])
-    return as_tensor(data, idx), np.asarray(data.positions)[idx], np.asarray(data.case_ids)[idx]
-
-
 def make_sets(
     images: torch.Tensor, positions: np.ndarray, case_ids: np.ndarray, vqvae=None, seed: int = 0
 ) -> tuple[dict[str, tuple[torch.Tensor, np.ndarray, np.ndarray]], dict[str, str]]:
@@ -138,7 +133,10 @@ def gap_power(
     and the same reconstructions with 5 % and 20 % of their bottom codes random must be rejected.
     Returns the table's rows (``set`` prefixed ``gap:``) and every judge's result per set."""
     cfg = judges.cfg
-    (t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = _sample(test, cfg.n, rng), _sample(validation, cfg.n, rng)
+    (t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = (
+        prior_gap.pick_slices(test, cfg.n, rng),
+        prior_gap.pick_slices(validation, cfg.n, rng),
+    )
     ref = judges.profile(prior_gap.draw(drawer, prior_gap.encode(encoder, t_img)), t_pos, t_grp)
     v_codes = prior_gap.encode(encoder, v_img)
     base = judges.profile(prior_gap.draw(drawer, v_codes), v_pos, v_grp)
@@ -190,9 +188,9 @@ def check_judges(
     rng = np.random.default_rng(cfg.seed)
     judges = fit_judges(as_tensor(train), np.asarray(train.positions), cfg, progress)
     timings["fit_s"] = judges.fit_seconds
-    ref_images, ref_pos, ref_groups = _sample(validation, cfg.n, rng)
+    ref_images, ref_pos, ref_groups = prior_gap.pick_slices(validation, cfg.n, rng)
     reference = judges.profile(ref_images, ref_pos, ref_groups)
-    sets, notes = make_sets(*_sample(test, cfg.n, rng), vqvae=vqvae, seed=cfg.seed)
+    sets, notes = make_sets(*prior_gap.pick_slices(test, cfg.n, rng), vqvae=vqvae, seed=cfg.seed)
     timings["sets_s"] = round(time.time() - t0 - judges.fit_seconds, 1)
     profiles = {name: judges.profile(*s) for name, s in sets.items()}
     results = {name: compare(judges, p, reference, profiles[REAL]) for name, p in profiles.items()}

@@ -111,7 +111,8 @@ def gap_verdict(result: dict[str, dict]) -> dict:
     }
 
 
-def _pick(data: SliceSet, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+def pick_slices(data: SliceSet, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """``n`` slices of ``data`` drawn with ``rng`` (all when fewer), in order: images, positions, subject ids."""
     idx = np.sort(rng.permutation(len(data))[:n])
     return as_tensor(data, idx), np.asarray(data.positions)[idx], np.asarray(data.case_ids)[idx]
 
@@ -129,7 +130,7 @@ def judge_prior_gap(
     Returns ``verdict`` (the samples' acceptance), ``level_split`` (the redrawn bottom grid's,
     two levels only), ``sets`` (every judge per set) and ``decoder_gap``."""
     rng = np.random.default_rng(seed + 1)
-    (t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = _pick(test, n, rng), _pick(validation, n, rng)
+    (t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = pick_slices(test, n, rng), pick_slices(validation, n, rng)
     drawer = pair.drawing_vqvae
     t_codes, v_codes = encode(pair.vqvae, t_img), encode(pair.vqvae, v_img)
     recon_test = judges.profile(draw(drawer, t_codes), t_pos, t_grp)

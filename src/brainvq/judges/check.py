@@ -133,22 +133,19 @@ def gap_power(
     and the same reconstructions with 5 % and 20 % of their bottom codes random must be rejected.
     Returns the table's rows (``set`` prefixed ``gap:``) and every judge's result per set."""
     cfg = judges.cfg
-    (t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = (
-        prior_gap.pick_slices(test, cfg.n, rng),
-        prior_gap.pick_slices(validation, cfg.n, rng),
-    )
-    ref = judges.profile(prior_gap.draw(drawer, prior_gap.encode(encoder, t_img)), t_pos, t_grp)
-    v_codes = prior_gap.encode(encoder, v_img)
-    base = judges.profile(prior_gap.draw(drawer, v_codes), v_pos, v_grp)
+    ref = prior_gap.gap_reference(judges, encoder, drawer, test, validation, cfg.n, rng)
+    _, v_pos, v_grp = ref.validation
     cands = {
         prior_gap.random_bottom_name(f): judges.profile(
-            prior_gap.draw(drawer, prior_gap.randomise_bottom(v_codes, f, encoder.config.num_codes, cfg.seed)),
+            prior_gap.draw(
+                drawer, prior_gap.randomise_bottom(ref.validation_codes, f, encoder.config.num_codes, cfg.seed)
+            ),
             v_pos,
             v_grp,
         )
         for f in prior_gap.RANDOM_BOTTOM_FRACTIONS
     }
-    results = prior_gap.judge_gap(judges, cands, ref, base)
+    results = prior_gap.judge_gap(judges, cands, ref.recon_test, ref.recon_validation)
     rows = []
     for name, r in results.items():
         verdict = prior_gap.gap_verdict(r)

@@ -17,6 +17,7 @@ judge can see:
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -117,6 +118,29 @@ def pick_slices(data: SliceSet, n: int, rng: np.random.Generator) -> tuple[torch
     return as_tensor(data, idx), np.asarray(data.positions)[idx], np.asarray(data.case_ids)[idx]
 
 
+class GapReference(NamedTuple):
+    """What every prior's-gap comparison is made against: real test and validation slices
+    (images, positions, subject ids), the validation slices' codes, and the profiles of both sets
+    as the drawing decoder reconstructs them (the reference and the floor)."""
+
+    test: tuple[torch.Tensor, np.ndarray, np.ndarray]
+    validation: tuple[torch.Tensor, np.ndarray, np.ndarray]
+    validation_codes: Codes
+    recon_test: Profile
+    recon_validation: Profile
+
+
+def gap_reference(
+    judges: FittedJudges, encoder, drawer, test: SliceSet, validation: SliceSet, n: int, rng: np.random.Generator
+) -> GapReference:
+    """``n`` test and then ``n`` validation slices drawn with ``rng``, encoded by ``encoder`` and
+    drawn by ``drawer`` (VQ-VAEs), profiled by ``judges``."""
+    t, v = pick_slices(test, n, rng), pick_slices(validation, n, rng)
+    v_codes = encode(encoder, v[0])
+    recon_test = judges.profile(draw(drawer, encode(encoder, t[0])), t[1], t[2])
+    return GapReference(t, v, v_codes, recon_test, judges.profile(draw(drawer, v_codes), v[1], v[2]))
+
+
 def judge_prior_gap(
     pair, judges: FittedJudges, samples: Profile, validation: SliceSet, test: SliceSet, n: int, seed: int = 0
 ) -> dict:
@@ -129,26 +153,23 @@ def judge_prior_gap(
 
     Returns ``verdict`` (the samples' acceptance), ``level_split`` (the redrawn bottom grid's,
     two levels only), ``sets`` (every judge per set) and ``decoder_gap``."""
-    rng = np.random.default_rng(seed + 1)
-    (t_img, t_pos, t_grp), (v_img, v_pos, v_grp) = pick_slices(test, n, rng), pick_slices(validation, n, rng)
     drawer = pair.drawing_vqvae
-    t_codes, v_codes = encode(pair.vqvae, t_img), encode(pair.vqvae, v_img)
-    recon_test = judges.profile(draw(drawer, t_codes), t_pos, t_grp)
-    recon_val = judges.profile(draw(drawer, v_codes), v_pos, v_grp)
+    ref = gap_reference(judges, pair.vqvae, drawer, test, validation, n, np.random.default_rng(seed + 1))
+    (v_img, v_pos, v_grp), v_codes = ref.validation, ref.validation_codes
     candidates = {"samples": samples}
     if v_codes.top is not None:
         redrawn = redraw_bottom(pair, v_codes, v_pos, v_img, seed)
         candidates["bottom_redrawn"] = judges.profile(draw(drawer, redrawn), v_pos, v_grp)
-    sets = judge_gap(judges, candidates, recon_test, recon_val)
-    real_test, real_val = judges.profile(t_img, t_pos, t_grp), judges.profile(v_img, v_pos, v_grp)
+    sets = judge_gap(judges, candidates, ref.recon_test, ref.recon_validation)
+    real_test, real_val = judges.profile(*ref.test), judges.profile(*ref.validation)
     out = {
         "verdict": gap_verdict(sets["samples"]),
         **({"level_split": gap_verdict(sets["bottom_redrawn"])} if "bottom_redrawn" in sets else {}),
         "floor": gap_verdict(sets["floor"]),
         "sets": sets,
-        "decoder_gap": compare(judges, recon_val, real_test, real_val),
+        "decoder_gap": compare(judges, ref.recon_validation, real_test, real_val),
         "thresholds": {"c2st_accept": judges.cfg.c2st_accept, "fd_max_ratio": judges.cfg.prior_gap_fd_max_ratio},
         "decoder": pair.drawing_decoder,
-        "n": len(t_img),
+        "n": len(ref.test[0]),
     }
     return out

@@ -66,11 +66,9 @@ def sharpen(model: torch.nn.Module) -> torch.nn.Module:
     return model.eval()
 
 
-def tiny_prior(kernel_size: int = 3, conditional: bool = True, seed: int = 0, top_blocks: int = 0) -> HierarchicalPrior:
-    """``top_blocks`` 0: the bottom level reads the top grid locally (every prior before 0.4);
-    > 0: through the dilated stack that sees the whole top grid (TopContext)."""
+def tiny_prior(kernel_size: int = 3, conditional: bool = True, seed: int = 0) -> HierarchicalPrior:
     torch.manual_seed(seed)
-    return sharpen(HierarchicalPrior(prior_config(kernel_size, conditional, top_blocks=top_blocks)))
+    return sharpen(HierarchicalPrior(prior_config(kernel_size, conditional)))
 
 
 def tiny_single_prior(**kw) -> GatedPixelCNN:
@@ -220,10 +218,9 @@ def top_influence(
     return grad.abs().sum(-1)
 
 
-@pytest.mark.parametrize("top_blocks", [0, 2])
 @pytest.mark.parametrize("kernel_size", [3, 5])
-def test_bottom_logits_depend_on_the_top_codes_above_them(kernel_size: int, top_blocks: int):
-    prior = tiny_prior(kernel_size, top_blocks=top_blocks).train()
+def test_bottom_logits_depend_on_the_top_codes_above_them(kernel_size: int):
+    prior = tiny_prior(kernel_size).train()
     top, bottom = codes_for(2, 3)
     cond = torch.tensor([0.4, 0.6])
     whole = top_influence(prior, top, bottom, cond, None)
@@ -280,51 +277,6 @@ def test_top_codes_line_up_with_the_bottom_cells_they_cover():
     assert len(radii) == 1 and radii.pop() < top_grid - 1, "top features are not local and translation-equivariant"
 
 
-def test_top_context_sees_the_whole_top_grid_and_tells_covered_cells_apart():
-    """The bottom level's dilated top stack (top_blocks > 0): every bottom logit depends on every
-    top code (the local reading sees 5x5 top codes), and the cells under one top code get their
-    own conditioning (the local reading repeats one vector over them)."""
-    torch.manual_seed(0)
-    grid, top_grid = 32, 8
-    kw = dict(num_codes=K, grid_size=grid, hidden=8, n_layers=2, cond_dim=8, location_dim=4)
-    wide = GatedPixelCNN(PixelCNNConfig(**kw, top_codes=TOP_K, top_grid=top_grid, top_dim=8, top_blocks=3)).eval()
-    local = GatedPixelCNN(PixelCNNConfig(**kw, top_codes=TOP_K, top_grid=top_grid, top_dim=8)).eval()
-    top = torch.randint(0, TOP_K, (1, top_grid, top_grid), generator=torch.Generator().manual_seed(0))
-    cond = torch.tensor([0.5])
-    for model, sees_all in ((wide, True), (local, False)):
-        with torch.no_grad():
-            base = model.condition_map(cond, 1, top)
-            changed = top.clone()
-            changed[0, 0, 0] = (changed[0, 0, 0] + 1) % TOP_K  # a corner top code
-            moved = (model.condition_map(cond, 1, changed) - base).abs().amax(1)[0] > 1e-6
-        assert bool(moved[-1, -1]) == sees_all, "the far corner's conditioning"
-        # the top features alone (location map removed): distinct per covered cell or repeated
-        with torch.no_grad():
-            feats = model.top_net(model.top_embed(top).permute(0, 3, 1, 2))[0]  # (dim, grid, grid)
-        f = grid // top_grid
-        block = feats[:, :f, :f].reshape(feats.shape[0], -1)
-        assert bool((block - block[:, :1]).abs().amax() > 1e-6) == sees_all, "cells under one top code"
-
-
-def test_bottom_sampler_with_top_context_is_seeded_and_follows_its_conditioning():
-    """The redesigned bottom level's sampler: the same seed draws the same codes; another slice
-    position or another top grid under the same seed draws other codes."""
-    prior = tiny_prior(3, seed=1, top_blocks=2)
-    top, _ = codes_for(2, 9)
-    cond = torch.tensor([0.2, 0.7])
-
-    def draw(c: Tensor, t: Tensor, seed: int) -> Tensor:
-        return sample_cached(prior.bottom, 2, c, generator=torch.Generator().manual_seed(seed), top=t)
-
-    first = draw(cond, top, 0)
-    assert torch.equal(first, draw(cond, top, 0))
-    assert not torch.equal(first, draw(cond, top, 1))
-    assert not torch.equal(first, draw(torch.tensor([0.9, 0.1]), top, 0))
-    other_top = top.clone()
-    other_top[:, 0, 0] = (other_top[:, 0, 0] + 1) % TOP_K  # one corner code: it reaches the whole grid
-    assert not torch.equal(draw(cond, other_top, 0), first)
-
-
 def test_bottom_prior_rejects_missing_or_malformed_top():
     prior = tiny_prior()
     top, bottom = codes_for(2, 4)
@@ -367,9 +319,9 @@ def test_hierarchical_prior_config_errors():
 # --- sampling -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("kernel_size", "top_blocks"), [(3, 0), (5, 0), (3, 2)])
-def test_cached_equals_naive_for_the_bottom_prior_given_top(kernel_size: int, top_blocks: int):
-    prior = tiny_prior(kernel_size, seed=kernel_size, top_blocks=top_blocks)
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_cached_equals_naive_for_the_bottom_prior_given_top(kernel_size: int):
+    prior = tiny_prior(kernel_size, seed=kernel_size)
     top, _ = codes_for(3, 5)
     cond = torch.tensor([0.1, 0.5, 0.9])
     fast = sample_cached(prior.bottom, 3, cond, generator=torch.Generator().manual_seed(1), top=top)

@@ -51,7 +51,6 @@ PRIOR_ARCHITECTURE_FLAGS = (
     "top_hidden",
     "top_layers",
     "top_kernel_size",
-    "top_context_blocks",
     "unconditional",
     "intensity_scale",
 )
@@ -160,12 +159,6 @@ def add_train_prior(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--top-hidden", type=_positive_int)
     g.add_argument("--top-layers", type=_positive_int)
     g.add_argument("--top-kernel-size", type=_positive_int, help="odd")
-    g.add_argument(
-        "--top-context-blocks",
-        type=int,
-        help="how a two-level prior's bottom PixelCNN reads the top grid: N dilated blocks that see all of it "
-        "(default 4), or 0 for the local reading of priors before 0.4 (3x3 convolutions, one vector per top code)",
-    )
     g.add_argument("--unconditional", action="store_true", help="do not condition on slice position")
     g.add_argument(
         "--intensity-scale",
@@ -208,7 +201,6 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         return dataclasses.replace(cfg, **given)
     defaults = PriorTrainConfig()
     arch = _flags_given(args, hidden="hidden", n_layers="layers", kernel_size="kernel_size")
-    bottom_arch = _flags_given(args, top_blocks="top_context_blocks")
     top_arch = _flags_given(args, hidden="top_hidden", n_layers="top_layers", kernel_size="top_kernel_size")
     cond = {"conditional": not args.unconditional}
     scale = args.intensity_scale or ("none" if args.unconditional else None)
@@ -224,7 +216,7 @@ def _prior_train_config(args: argparse.Namespace) -> PriorTrainConfig:
         data=_data_config(args),
         model=level(defaults.model, scale in ("top", "all"), **arch),
         top_model=level(defaults.top_model, scale in ("top", "all"), **top_arch),
-        bottom_model=level(defaults.bottom_model, scale == "all", **arch, **bottom_arch),
+        bottom_model=level(defaults.bottom_model, scale == "all", **arch),
         trainer=_trainer_config(args, defaults.trainer),
         out_dir=args.out,
         **_flags_given(args, **PRIOR_RUN_FLAGS),

@@ -53,10 +53,6 @@ class PixelCNNConfig:
     top_codes: int = 0  # its K; 0 = no such conditioning
     top_grid: int = 0  # its side; must divide grid_size
     top_dim: int = 32
-    # how the bottom level reads the top grid: 0 = two 3x3 convolutions (5x5 top codes) repeated
-    # over the cells each top code covers (every prior before 0.4); N > 0 = N dilated residual
-    # blocks that see the whole top grid, then a learned per-cell upsampling (TopContext)
-    top_blocks: int = 0
     # conditioning on the slice's intensity scale (cond rows (position, scale)); needs conditional.
     # scale_distribution (ScaleDistribution.to_dict()) is fitted on the training slices by train-prior.
     scale_conditional: bool = False
@@ -75,8 +71,6 @@ class PixelCNNConfig:
                 raise ConfigError(f"top_grid must divide grid_size {self.grid_size}, got {self.top_grid}")
             if self.top_dim < 1:
                 raise ConfigError(f"top_dim must be >= 1, got {self.top_dim}")
-        if self.top_blocks < 0:
-            raise ConfigError(f"top_blocks must be >= 0, got {self.top_blocks}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -178,29 +172,6 @@ class GatedLayer(nn.Module):
         return out if self.first else h + out
 
 
-class TopContext(nn.Module):
-    """The whole top grid read for every bottom cell: embedded top codes (B,dim,ht,wt) through
-    ``blocks`` residual blocks with dilations 1, 2, 4, ... (cycling; each block sees twice as far),
-    then a 1x1 convolution to ``factor**2`` feature vectors per top code, one for each bottom cell
-    it covers (pixel shuffle), so that cells under the same top code are told apart -> (B,dim,h,w)."""
-
-    def __init__(self, dim: int, blocks: int, factor: int) -> None:
-        super().__init__()
-        width = 2 * dim
-        self.inp = nn.Conv2d(dim, width, 3, padding=1)
-        self.blocks = nn.ModuleList(
-            nn.Sequential(nn.SiLU(), nn.Conv2d(width, width, 3, padding=2**i % 16 or 1, dilation=2**i % 16 or 1))
-            for i in range(blocks)
-        )
-        self.out = nn.Sequential(nn.SiLU(), nn.Conv2d(width, dim * factor**2, 1), nn.PixelShuffle(factor))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.inp(x)
-        for block in self.blocks:
-            x = x + block(x)
-        return self.out(x)
-
-
 class OutputHead(nn.Sequential):
     """The prior's output layer, ReLU, 1x1, ReLU, 1x1: features (B,C,H,W) -> code logits (B,K,H,W).
     A ``Sequential`` so its state-dict keys are those of every saved prior (``head.1.*``, ``head.3.*``)."""
@@ -234,17 +205,14 @@ class GatedPixelCNN(nn.Module):
         self.register_buffer("coords", _coordinate_features(cfg.grid_size, cfg.coord_freqs), persistent=False)
         cond_in = cfg.location_dim + self.coords.shape[1] + (cfg.cond_dim if cfg.conditional else 0)
         if cfg.top_codes:
+            # top codes -> features at the top grid (3x3 context), repeated over the cells each covers
             self.top_embed = nn.Embedding(cfg.top_codes, cfg.top_dim)
-            factor = cfg.grid_size // cfg.top_grid
-            if cfg.top_blocks:
-                self.top_net: nn.Module = TopContext(cfg.top_dim, cfg.top_blocks, factor)
-            else:  # top codes -> features at the top grid (3x3 context), repeated over the cells each covers
-                self.top_net = nn.Sequential(
-                    nn.Conv2d(cfg.top_dim, 2 * cfg.top_dim, 3, padding=1),
-                    nn.SiLU(),
-                    nn.Conv2d(2 * cfg.top_dim, cfg.top_dim, 3, padding=1),
-                    nn.Upsample(scale_factor=factor, mode="nearest"),
-                )
+            self.top_net = nn.Sequential(
+                nn.Conv2d(cfg.top_dim, 2 * cfg.top_dim, 3, padding=1),
+                nn.SiLU(),
+                nn.Conv2d(2 * cfg.top_dim, cfg.top_dim, 3, padding=1),
+                nn.Upsample(scale_factor=cfg.grid_size // cfg.top_grid, mode="nearest"),
+            )
             cond_in += cfg.top_dim
         if cfg.conditional:
             self.cond_mlp = nn.Sequential(

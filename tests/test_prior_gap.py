@@ -8,6 +8,7 @@ import torch
 
 from brainvq.judges.power import JudgeConfig
 from brainvq.judges.prior_gap import (
+    decoder_guard,
     gap_config,
     randomise_bottom,
     redraw_bottom,
@@ -63,3 +64,26 @@ def test_the_verdict_opens_with_the_prior_gap_and_reads_null_numbers_as_n_a():
     null = {**gap, "verdict": {**res, "c2st": None}, "level_split": {**res, "frechet_ratio": None}}
     lines = prior_gap_lines({"prior_gap": null})
     assert "classifier n/a" in lines[0] and "Fréchet n/ax" in lines[1]
+
+
+def test_the_prior_gap_counts_only_beside_a_decoder_that_draws_like_real_slices():
+    """A decoder that renders real codes as something else (the top grid alone read 1.00 against
+    real slices on the OASIS-1 subset) makes any prior look close to its reconstructions."""
+    from brainvq.report.verdict import prior_gap_lines
+
+    cfg = JudgeConfig()
+    assert decoder_guard({"c2st": {"accuracy": 0.75}}, cfg)["accept"]
+    assert decoder_guard({"c2st": {"accuracy": 0.90}}, cfg)["accept"]
+    assert not decoder_guard({"c2st": {"accuracy": 1.0}}, cfg)["accept"]
+    assert not decoder_guard({"c2st": {"accuracy": None}}, cfg)["accept"]  # a non-finite number
+    passing = {"c2st": 0.65, "c2st_stderr": 0.03, "frechet_ratio": 1.6}
+    gap = {
+        "floor": {**passing, "c2st": 0.37, "frechet_ratio": 1.0},
+        "thresholds": {"c2st_accept": 0.75, "fd_max_ratio": 2.0},
+        "decoder": "generation",
+    }
+    fine = prior_gap_lines({"prior_gap": {**gap, "verdict": {**passing, "accept": True}}})[0]
+    guarded = {**passing, "accept": False, "decoder_guard": decoder_guard({"c2st": {"accuracy": 1.0}}, cfg)}
+    blind = prior_gap_lines({"prior_gap": {**gap, "verdict": guarded}})[0]
+    assert "ACCEPTED" in fine and "draws little detail" not in fine
+    assert "REJECTED" in blind and "read 1.00 against real slices, above 0.9" in blind

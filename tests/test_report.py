@@ -48,6 +48,10 @@ def test_report_contents(report_run: Path):
     gap = generation["prior_gap"]  # the generation verdict: samples vs the drawing decoder's reconstructions
     assert {"verdict", "level_split", "floor", "sets", "decoder_gap"} <= set(gap)
     assert set(gap["sets"]) == {"samples", "bottom_redrawn", "floor"} and gap["thresholds"]["fd_max_ratio"] == 2.0
+    guard = gap["verdict"]["decoder_guard"]  # the prior's gap counts only beside a decoder that draws like real
+    assert guard["c2st"] == gap["decoder_gap"]["c2st"]["accuracy"] and guard["c2st_max"] == 0.90
+    assert gap["verdict"]["accept"] == (gap["verdict"]["accept"] and guard["accept"])
+    assert "counts only while the decoder" in page
     assert "prior&#x27;s gap (the generation verdict)</h2>" in page and "Level split: real top grids" in page
     metrics = generation["metrics"]
     assert {"memorisation", "diversity", "tissue"} <= set(metrics)

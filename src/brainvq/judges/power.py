@@ -62,6 +62,10 @@ class JudgeConfig:
     c2st_power_real: float = 0.60  # ... and validation vs test must stay at or below this
     fd_max_ratio: float = 3.0
     prior_gap_fd_max_ratio: float = 2.0  # issue 35: samples vs the drawing decoder's reconstructions
+    # ... which count only while that decoder's reconstructions are themselves not told from real
+    # slices beyond this: a decoder that draws little detail (rendering the top grid alone: 1.00)
+    # makes any prior look close to its reconstructions (docs/experiments/2026-12-07-bottom-level-redesigns.md)
+    prior_gap_decoder_c2st_max: float = 0.90
     shape_min_fraction: float = 0.9
     max_train_images: int = 2048
     whole_image_diagnostic: bool = True  # also fit whole-image features (the labelled diagnostic)

@@ -112,6 +112,15 @@ def gap_verdict(result: dict[str, dict]) -> dict:
     }
 
 
+def decoder_guard(decoder_gap: dict[str, dict], cfg: JudgeConfig) -> dict:
+    """Whether the drawing decoder's own gap (its reconstructions vs real slices) leaves the
+    prior's gap meaningful: its classifier at or below ``prior_gap_decoder_c2st_max``. A decoder
+    that renders real codes as something else entirely would pass any prior."""
+    acc = decoder_gap["c2st"]["accuracy"]
+    limit = cfg.prior_gap_decoder_c2st_max
+    return {"accept": acc is not None and bool(acc <= limit), "c2st": acc, "c2st_max": limit}
+
+
 def pick_slices(data: SliceSet, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """``n`` slices of ``data`` drawn with ``rng`` (all when fewer), in order: images, positions, subject ids."""
     idx = np.sort(rng.permutation(len(data))[:n])
@@ -151,6 +160,7 @@ def judge_prior_gap(
     Also the decoder's gap (reconstructed validation vs real test, real validation as the floor;
     a diagnostic under the standard thresholds).
 
+    The verdict accepts only while the decoder's gap passes :func:`decoder_guard`.
     Returns ``verdict`` (the samples' acceptance), ``level_split`` (the redrawn bottom grid's,
     two levels only), ``sets`` (every judge per set) and ``decoder_gap``."""
     drawer = pair.drawing_vqvae
@@ -162,13 +172,21 @@ def judge_prior_gap(
         candidates["bottom_redrawn"] = judges.profile(draw(drawer, redrawn), v_pos, v_grp)
     sets = judge_gap(judges, candidates, ref.recon_test, ref.recon_validation)
     real_test, real_val = judges.profile(*ref.test), judges.profile(*ref.validation)
+    decoder_gap = compare(judges, ref.recon_validation, real_test, real_val)
+    verdict = gap_verdict(sets["samples"])
+    verdict["decoder_guard"] = guard = decoder_guard(decoder_gap, judges.cfg)
+    verdict["accept"] = verdict["accept"] and guard["accept"]
     out = {
-        "verdict": gap_verdict(sets["samples"]),
+        "verdict": verdict,
         **({"level_split": gap_verdict(sets["bottom_redrawn"])} if "bottom_redrawn" in sets else {}),
         "floor": gap_verdict(sets["floor"]),
         "sets": sets,
-        "decoder_gap": compare(judges, ref.recon_validation, real_test, real_val),
-        "thresholds": {"c2st_accept": judges.cfg.c2st_accept, "fd_max_ratio": judges.cfg.prior_gap_fd_max_ratio},
+        "decoder_gap": decoder_gap,
+        "thresholds": {
+            "c2st_accept": judges.cfg.c2st_accept,
+            "fd_max_ratio": judges.cfg.prior_gap_fd_max_ratio,
+            "decoder_c2st_max": judges.cfg.prior_gap_decoder_c2st_max,
+        },
         "decoder": pair.drawing_decoder,
         "n": len(ref.test[0]),
     }

@@ -246,10 +246,17 @@ def prior_gap_html(gap: dict) -> str:
         for name, r in gap["sets"].items()
     )
     t = gap["thresholds"]
+    guard = gap["verdict"].get("decoder_guard")  # absent in runs before 0.4
+    guarded = (
+        f" The samples' verdict counts only while the decoder's own reconstructions read <= {guard['c2st_max']} "
+        f"against real slices; they read {_fmt(guard['c2st'])}."
+        if guard
+        else ""
+    )
     return (
         f"<p>Each set against the {html.escape(gap['decoder'])} decoder's reconstructions of {gap['n']} real test "
         f"slices (brain region); accepted at classifier accuracy <= {t['c2st_accept']} and Fréchet distance "
-        f"<= {t['fd_max_ratio']:g}x its floor.</p><table><tr><th>set</th><th>classifier accuracy</th>"
+        f"<= {t['fd_max_ratio']:g}x its floor.{guarded}</p><table><tr><th>set</th><th>classifier accuracy</th>"
         f"<th>Fréchet / floor</th><th>verdict</th></tr>{rows}</table>"
     )
 

@@ -100,6 +100,12 @@ def prior_gap_lines(gen: dict) -> list[str]:
         f"{_num(gap['floor']['c2st'], '.2f')}; accept <= {t['c2st_accept']} and <= {t['fd_max_ratio']:g}x): "
         f"{'ACCEPTED' if v['accept'] else 'REJECTED'}."
     ]
+    guard = v.get("decoder_guard")  # absent in runs before 0.4
+    if guard and not guard["accept"]:
+        lines[0] = lines[0][:-1] + (
+            f" (the decoder's own reconstructions read {_num(guard['c2st'], '.2f')} against real slices, above "
+            f"{guard['c2st_max']}: a decoder that draws little detail makes any prior look close to it)."
+        )
     if "level_split" in gap:
         split, floor, share = gap["level_split"], gap["floor"]["c2st"], ""
         if None not in (v["c2st"], split["c2st"], floor) and v["c2st"] - floor > 0.02:

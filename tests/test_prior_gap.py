@@ -10,6 +10,7 @@ from brainvq.judges.power import JudgeConfig
 from brainvq.judges.prior_gap import (
     decoder_guard,
     gap_config,
+    guarded_verdict,
     randomise_bottom,
     redraw_bottom,
 )
@@ -87,3 +88,37 @@ def test_the_prior_gap_counts_only_beside_a_decoder_that_draws_like_real_slices(
     blind = prior_gap_lines({"prior_gap": {**gap, "verdict": guarded}})[0]
     assert "ACCEPTED" in fine and "draws little detail" not in fine
     assert "REJECTED" in blind and "read 1.00 against real slices, above 0.9" in blind
+
+
+def test_a_passing_gap_beside_a_decoder_told_from_real_slices_is_rejected():
+    """The verdict judge_prior_gap writes: the gap's two judges and the decoder guard together."""
+    cfg = JudgeConfig()
+    gap = {"c2st": {"accuracy": 0.65, "accept": True}, "frechet": {"ratio": 1.6, "accept": True}}
+    far = {"c2st": {"accuracy": 1.0}}
+    near = {"c2st": {"accuracy": 0.67}}
+    assert guarded_verdict(gap, near, cfg)["accept"]
+    blind = guarded_verdict(gap, far, cfg)
+    assert not blind["accept"] and blind["c2st"] == 0.65 and not blind["decoder_guard"]["accept"]
+    failing = {**gap, "frechet": {"ratio": 5.1, "accept": False}}
+    assert not guarded_verdict(failing, near, cfg)["accept"]
+
+
+def test_the_report_table_shows_the_guarded_verdict_on_the_samples_row():
+    from brainvq.report.html import prior_gap_html
+
+    both = {"c2st": {"accuracy": 0.65, "accept": True}, "frechet": {"ratio": 1.6, "accept": True}}
+    verdict = guarded_verdict(both, {"c2st": {"accuracy": 1.0}}, JudgeConfig())
+    gap = {
+        "verdict": verdict,
+        "sets": {"samples": both, "floor": both},
+        "thresholds": {"c2st_accept": 0.75, "fd_max_ratio": 2.0},
+        "decoder": "generation",
+        "n": 256,
+    }
+    page = prior_gap_html(gap)
+    samples_row, floor_row = page.split("<tr><td>")[1:3]
+    assert "<b>reject</b>" in samples_row and "<b>reject</b>" not in floor_row
+    assert "they read 1, so the samples are rejected" in page
+    del verdict["decoder_guard"]  # a run folder written before the guard
+    verdict["accept"] = True
+    assert "counts only while" not in prior_gap_html(gap) and "<b>reject</b>" not in prior_gap_html(gap)

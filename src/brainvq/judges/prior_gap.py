@@ -121,6 +121,14 @@ def decoder_guard(decoder_gap: dict[str, dict], cfg: JudgeConfig) -> dict:
     return {"accept": acc is not None and bool(acc <= limit), "c2st": acc, "c2st_max": limit}
 
 
+def guarded_verdict(samples: dict[str, dict], decoder_gap: dict[str, dict], cfg: JudgeConfig) -> dict:
+    """The samples' :func:`gap_verdict`, accepted only while :func:`decoder_guard` accepts too."""
+    verdict = gap_verdict(samples)
+    verdict["decoder_guard"] = guard = decoder_guard(decoder_gap, cfg)
+    verdict["accept"] = verdict["accept"] and guard["accept"]
+    return verdict
+
+
 def pick_slices(data: SliceSet, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """``n`` slices of ``data`` drawn with ``rng`` (all when fewer), in order: images, positions, subject ids."""
     idx = np.sort(rng.permutation(len(data))[:n])
@@ -173,11 +181,8 @@ def judge_prior_gap(
     sets = judge_gap(judges, candidates, ref.recon_test, ref.recon_validation)
     real_test, real_val = judges.profile(*ref.test), judges.profile(*ref.validation)
     decoder_gap = compare(judges, ref.recon_validation, real_test, real_val)
-    verdict = gap_verdict(sets["samples"])
-    verdict["decoder_guard"] = guard = decoder_guard(decoder_gap, judges.cfg)
-    verdict["accept"] = verdict["accept"] and guard["accept"]
     out = {
-        "verdict": verdict,
+        "verdict": guarded_verdict(sets["samples"], decoder_gap, judges.cfg),
         **({"level_split": gap_verdict(sets["bottom_redrawn"])} if "bottom_redrawn" in sets else {}),
         "floor": gap_verdict(sets["floor"]),
         "sets": sets,

@@ -31,7 +31,7 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
+    return "n/a" if v is None else f"{v:.4g}" if isinstance(v, float) else html.escape(str(v))
 
 
 def _table(rows: dict[str, Any], header: tuple[str, str] = ("metric", "value")) -> str:
@@ -239,24 +239,24 @@ _GAP_SETS = {
 
 def prior_gap_html(gap: dict) -> str:
     """The distribution judges for each set against the drawing decoder's reconstructions of test slices."""
+    v, t, guard = gap["verdict"], gap["thresholds"], gap["verdict"].get("decoder_guard")  # None: runs before it
+    ok = {
+        n: v["accept"] if n == "samples" else r["c2st"]["accept"] and r["frechet"]["accept"]
+        for n, r in gap["sets"].items()
+    }
     rows = "".join(
         f"<tr><td>{html.escape(_GAP_SETS.get(name, name))}</td><td>{_fmt(r['c2st']['accuracy'])}</td>"
-        f"<td>{_fmt(r['frechet']['ratio'])}x</td>"
-        f"<td>{'accept' if r['c2st']['accept'] and r['frechet']['accept'] else '<b>reject</b>'}</td></tr>"
+        f"<td>{_fmt(r['frechet']['ratio'])}x</td><td>{'accept' if ok[name] else '<b>reject</b>'}</td></tr>"
         for name, r in gap["sets"].items()
     )
-    t = gap["thresholds"]
-    guard = gap["verdict"].get("decoder_guard")  # absent in runs before 0.4
-    guarded = (
+    guarded = guard and (
         f" The samples' verdict counts only while the decoder's own reconstructions read <= {guard['c2st_max']} "
-        f"against real slices; they read {_fmt(guard['c2st'])}."
-        if guard
-        else ""
+        f"against real slices; they read {_fmt(guard['c2st'])}{'' if guard['accept'] else ', so the samples are rejected'}."
     )
     return (
         f"<p>Each set against the {html.escape(gap['decoder'])} decoder's reconstructions of {gap['n']} real test "
         f"slices (brain region); accepted at classifier accuracy <= {t['c2st_accept']} and Fréchet distance "
-        f"<= {t['fd_max_ratio']:g}x its floor.{guarded}</p><table><tr><th>set</th><th>classifier accuracy</th>"
+        f"<= {t['fd_max_ratio']:g}x its floor.{guarded or ''}</p><table><tr><th>set</th><th>classifier accuracy</th>"
         f"<th>Fréchet / floor</th><th>verdict</th></tr>{rows}</table>"
     )
 

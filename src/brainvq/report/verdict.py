@@ -100,7 +100,7 @@ def prior_gap_lines(gen: dict) -> list[str]:
         f"{_num(gap['floor']['c2st'], '.2f')}; accept <= {t['c2st_accept']} and <= {t['fd_max_ratio']:g}x): "
         f"{'ACCEPTED' if v['accept'] else 'REJECTED'}."
     ]
-    guard = v.get("decoder_guard")  # absent in runs before 0.4
+    guard = v.get("decoder_guard")  # absent in runs written before the decoder guard
     if guard and not guard["accept"]:
         lines[0] = lines[0][:-1] + (
             f" (the decoder's own reconstructions read {_num(guard['c2st'], '.2f')} against real slices, above "

@@ -61,7 +61,7 @@ def test_the_verdict_opens_with_the_prior_gap_and_reads_null_numbers_as_n_a():
     lines = verdict_lines({"warnings": []}, {"prior_gap": gap})
     assert lines[0].startswith("Prior's gap") and "REJECTED" in lines[0] and "<= 2x" in lines[0]
     assert "84 % of the samples' excess" in lines[1]  # (0.77 - 0.30) / (0.86 - 0.30)
-    assert "Fréchet n/a" in lines[2]
+    assert "Fréchet n/a" in lines[2] and lines[2].startswith("Decoder's gap (diagnostic)")  # before the guard
     null = {**gap, "verdict": {**res, "c2st": None}, "level_split": {**res, "frechet_ratio": None}}
     lines = prior_gap_lines({"prior_gap": null})
     assert "classifier n/a" in lines[0] and "Fréchet n/ax" in lines[1]
@@ -87,6 +87,10 @@ def test_the_prior_gap_counts_only_beside_a_decoder_that_draws_like_real_slices(
     guarded = {**passing, "accept": False, "decoder_guard": decoder_guard({"c2st": {"accuracy": 1.0}}, cfg)}
     blind = prior_gap_lines({"prior_gap": {**gap, "verdict": guarded}})[0]
     assert "ACCEPTED" in fine and "draws little detail" not in fine
+    gap["thresholds"]["decoder_c2st_max"] = 0.90
+    gap["decoder_gap"] = {"c2st": {"accuracy": 0.67}, "frechet": {"ratio": 1.9}}
+    lines = prior_gap_lines({"prior_gap": {**gap, "verdict": {**passing, "accept": True}}})
+    assert lines[-1].startswith("Decoder's gap (the prior's gap counts while its classifier reads <= 0.9)")
     assert "REJECTED" in blind and "read 1.00 against real slices, above 0.9" in blind
 
 

@@ -248,8 +248,9 @@ def test_complete_checks_its_arguments():
         complete(model, torch.randint(0, 12, (2, 6, 6)), cond)
     with pytest.raises(ConfigError, match="cond must have shape"):
         complete(model, codes, torch.tensor([0.2, 0.5, 0.8]))
-    with pytest.raises(ConfigError, match="temperature must be > 0"):
-        complete(model, codes, cond, temperature=0)
+    for bad in (0, float("inf"), float("nan")):  # every sampler refuses these, whichever path calls it
+        with pytest.raises(ConfigError, match="temperature must be > 0 and finite"):
+            complete(model, codes, cond, temperature=bad)
     with pytest.raises(ConfigError, match="both prefix codes and prefix_mask"):
         sample_cached(model, 2, cond, prefix=codes)
     g = torch.Generator().manual_seed(0)

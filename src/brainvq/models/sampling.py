@@ -14,6 +14,8 @@ left neighbours and the row above from the caches. The whole grid is never recom
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -34,8 +36,8 @@ def _prepare(
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
     if n < 1:
         raise ConfigError(f"number of samples must be >= 1, got {n}")
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be > 0, got {temperature}")
+    if not 0 < temperature < math.inf:
+        raise ConfigError(f"the sampling temperature must be > 0 and finite, got {temperature}")
     g = model.config.grid_size
     device = model.location.device
     cond_t = model.check_inputs(None, None if cond is None else torch.as_tensor(cond, dtype=torch.float32), n)

@@ -117,8 +117,10 @@ def prior_gap_lines(gen: dict) -> list[str]:
         )
     d = gap.get("decoder_gap")
     if d:
+        limit = gap["thresholds"].get("decoder_c2st_max")  # absent in runs written before the decoder guard
+        role = "diagnostic" if limit is None else f"the prior's gap counts while its classifier reads <= {limit}"
         lines.append(
-            f"Decoder's gap (diagnostic): its reconstructions vs real test slices, classifier "
+            f"Decoder's gap ({role}): its reconstructions vs real test slices, classifier "
             f"{_num(d['c2st']['accuracy'], '.2f')}, Fréchet {_num(d['frechet']['ratio'], '.1f')}x its floor."
         )
     return lines

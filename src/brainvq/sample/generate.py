@@ -3,7 +3,6 @@ when there is one), save images and figures."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,8 +51,6 @@ def generate(
 ) -> Generated:
     """Sample ``n`` (or ``len(positions)``) code grids and draw them (:meth:`ModelPair.draw`).
     A two-level prior draws its top grid at ``top_temperature`` (default ``temperature``)."""
-    if not 0 < temperature < math.inf:
-        raise ConfigError(f"the sampling temperature must be > 0 and finite, got {temperature}")
     if pair.conditional:
         if positions is None:
             raise ConfigError("this prior is conditioned on slice position: give positions")

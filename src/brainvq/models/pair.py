@@ -37,6 +37,7 @@ from brainvq.models.levels import (
     sample_codes,
     scale_distribution,
 )
+from brainvq.models.sampling import check_temperature
 from brainvq.models.vqvae import VQVAE
 from brainvq.models.weights import load_prior, load_vqvae
 
@@ -197,8 +198,7 @@ class ModelPair(nn.Module):
             return
         if "top" not in self.levels:
             raise ConfigError("a top-level temperature needs a two-level prior; this one has a single level")
-        if not 0 < top_temperature < float("inf"):
-            raise ConfigError(f"the top-level temperature must be > 0 and finite, got {top_temperature}")
+        check_temperature(top_temperature, "the top-level temperature")
 
     @property
     def conditional(self) -> bool:

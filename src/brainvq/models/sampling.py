@@ -24,6 +24,12 @@ from brainvq.errors import ConfigError
 from brainvq.models.pixelcnn import GatedPixelCNN
 
 
+def check_temperature(value: float, what: str) -> None:
+    """ConfigError unless ``value`` (``what``, named in the message) is > 0 and finite."""
+    if not 0 < value < math.inf:
+        raise ConfigError(f"{what} must be > 0 and finite, got {value}")
+
+
 def _prepare(
     model: GatedPixelCNN,
     n: int,
@@ -36,8 +42,7 @@ def _prepare(
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor]:
     if n < 1:
         raise ConfigError(f"number of samples must be >= 1, got {n}")
-    if not 0 < temperature < math.inf:
-        raise ConfigError(f"the sampling temperature must be > 0 and finite, got {temperature}")
+    check_temperature(temperature, "the sampling temperature")
     g = model.config.grid_size
     device = model.location.device
     cond_t = model.check_inputs(None, None if cond is None else torch.as_tensor(cond, dtype=torch.float32), n)
